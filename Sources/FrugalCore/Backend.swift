@@ -1,0 +1,94 @@
+// Backend: the ops a model needs, implemented once per device (CPU reference, CUDA).
+
+/// The activation that follows a projection, or joins a gated pair.
+public enum Activation: String, Sendable, Codable {
+    case silu, relu
+    /// GELU with the tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
+    case geluTanh
+    /// Exact GELU with erf.
+    case gelu
+}
+
+/// The attention pattern for one call.
+public struct AttentionLayout: Sendable {
+    /// Number of sequences in the batch.
+    public var batch: Int
+    /// Query positions per sequence.
+    public var queryLength: Int
+    /// Key positions per sequence (cached + new).
+    public var keyLength: Int
+    /// Position of the first query among the keys (`keyLength - queryLength` with a cache).
+    public var queryOffset: Int
+    public var heads: Int
+    public var kvHeads: Int
+    public var headDim: Int
+    /// Softmax scale, usually 1/sqrt(headDim).
+    public var scale: Float
+    /// Optional segment id per key position and sequence (`batch × keyLength`): a query
+    /// attends only to keys of its own segment. Packing uses it; padding uses segment -1.
+    public var segments: [Int32]?
+
+    public init(batch: Int, queryLength: Int, keyLength: Int, queryOffset: Int, heads: Int, kvHeads: Int,
+                headDim: Int, scale: Float, segments: [Int32]? = nil) {
+        self.batch = batch; self.queryLength = queryLength; self.keyLength = keyLength
+        self.queryOffset = queryOffset; self.heads = heads; self.kvHeads = kvHeads
+        self.headDim = headDim; self.scale = scale; self.segments = segments
+    }
+}
+
+/// A compute device: allocation with memory categories, and the forward ops of the models.
+///
+/// Activations are f32; weights may be f32, f16, bf16 or packed quantized blocks.
+/// Output tensors are preallocated by the caller. Ops are grouped by `// MARK:` sections.
+public protocol Backend: AnyObject, Sendable {
+    /// Which device this is.
+    var device: DeviceKind { get }
+    /// Bytes allocated, current and peak, by category.
+    var ledger: MemoryLedger { get }
+
+    // MARK: - Memory
+
+    /// A new zero-filled tensor.
+    func zeros(_ shape: Shape, _ dtype: DType, _ category: MemoryCategory) -> Tensor
+    /// A new tensor holding `bytes` (raw, already in `dtype`'s layout).
+    func upload(_ bytes: UnsafeRawBufferPointer, _ shape: Shape, _ dtype: DType, _ category: MemoryCategory) -> Tensor
+    /// The tensor's values as floats (dequantized when packed).
+    func download(_ tensor: Tensor) -> [Float]
+
+    // MARK: - Linear algebra
+
+    /// `out[r, o] = Σ_i x[r, i] · w[o, i] (+ bias[o])`: x is (rows, in) f32, w is (out, in) of any dtype.
+    func linear(_ out: Tensor, _ x: Tensor, _ weight: Tensor, bias: Tensor?)
+
+    // MARK: - Embedding and normalization
+
+    /// `out[t] = table[tokens[t]]` (table of any dtype, out f32).
+    func embedding(_ out: Tensor, _ table: Tensor, tokens: [Int32])
+    /// RMSNorm over the last dimension: `x / rms(x) · (w + weightOffset)`.
+    func rmsNorm(_ out: Tensor, _ x: Tensor, _ weight: Tensor, eps: Float, weightOffset: Float)
+    /// LayerNorm over the last dimension with weight and bias.
+    func layerNorm(_ out: Tensor, _ x: Tensor, _ weight: Tensor, _ bias: Tensor, eps: Float)
+
+    // MARK: - Attention
+
+    /// Rotary embedding in place on `x` (tokens, heads, headDim), rotate-half layout; the
+    /// first `2·inverseFrequencies.count` dims of each head rotate.
+    func rope(_ x: Tensor, heads: Int, headDim: Int, positions: [Int32], inverseFrequencies: [Float])
+    /// Causal scaled-dot-product attention with grouped-query heads.
+    /// q: (batch·queryLength, heads·headDim); k, v: (batch·keyLength, kvHeads·headDim);
+    /// out: (batch·queryLength, heads·headDim).
+    func attention(_ out: Tensor, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout)
+
+    // MARK: - Elementwise
+
+    /// `out = a + b` (same shape; out may alias a).
+    func add(_ out: Tensor, _ a: Tensor, _ b: Tensor)
+    /// `x *= s` in place.
+    func scale(_ x: Tensor, by s: Float)
+    /// `out = act(x)` elementwise (out may alias x).
+    func activate(_ out: Tensor, _ x: Tensor, _ activation: Activation)
+    /// `out = act(gate) · up` elementwise (out may alias gate).
+    func gated(_ out: Tensor, gate: Tensor, up: Tensor, _ activation: Activation)
+    /// Copies `src` into `dst` at element offset `dstOffset`, converting dtype when needed.
+    func copy(_ dst: Tensor, at dstOffset: Int, from src: Tensor)
+}

@@ -1,0 +1,65 @@
+// MemoryCategory and MemoryLedger: every allocation is tagged, so peaks are measured by kind.
+import Foundation
+
+/// What an allocation holds; peak memory is reported per category.
+public enum MemoryCategory: String, Sendable, Codable, CaseIterable {
+    /// Frozen model weights.
+    case weights
+    /// Weights that train (LoRA adapters, or all weights in a full fine-tune), fp32 masters.
+    case trainable
+    /// Gradients of trainable weights.
+    case gradients
+    /// Optimizer state (moments).
+    case optimizer
+    /// Activations saved for backward, and the KV cache.
+    case activations
+    /// Scratch memory that lives within one op or one step.
+    case workspace
+}
+
+/// Current and peak bytes, per category and in total.
+public struct MemorySnapshot: Sendable, Codable, Equatable {
+    public var current: [MemoryCategory: Int] = [:]
+    public var peak: [MemoryCategory: Int] = [:]
+    /// Peak of the sum over categories (not the sum of per-category peaks).
+    public var peakTotal: Int = 0
+    public var currentTotal: Int { current.values.reduce(0, +) }
+
+    public init() {}
+}
+
+/// Counts the bytes a backend has allocated, by category; thread-safe.
+public final class MemoryLedger: @unchecked Sendable {
+    private let lock = NSLock()
+    private var state = MemorySnapshot()
+
+    public init() {}
+
+    /// Records an allocation of `bytes` in `category`.
+    public func allocated(_ bytes: Int, _ category: MemoryCategory) {
+        lock.lock(); defer { lock.unlock() }
+        let now = state.current[category, default: 0] + bytes
+        state.current[category] = now
+        state.peak[category] = max(state.peak[category, default: 0], now)
+        state.peakTotal = max(state.peakTotal, state.currentTotal)
+    }
+
+    /// Records that `bytes` in `category` were freed.
+    public func freed(_ bytes: Int, _ category: MemoryCategory) {
+        lock.lock(); defer { lock.unlock() }
+        state.current[category, default: 0] -= bytes
+    }
+
+    /// A copy of the current figures.
+    public var snapshot: MemorySnapshot {
+        lock.lock(); defer { lock.unlock() }
+        return state
+    }
+
+    /// Starts a new peak window: peaks are set to the current figures.
+    public func resetPeaks() {
+        lock.lock(); defer { lock.unlock() }
+        state.peak = state.current
+        state.peakTotal = state.currentTotal
+    }
+}

@@ -1,0 +1,89 @@
+// DecoderWeights: the tensors of one decoder, named by role rather than by file format.
+import FrugalCore
+import FrugalFormats
+
+/// A projection `y = x·Wᵀ + b`; the weight may be f32, f16, bf16 or packed blocks.
+public struct Linear: @unchecked Sendable {
+    /// (outputs, inputs)
+    public var weight: Tensor
+    /// (outputs), when the projection has a bias.
+    public var bias: Tensor?
+
+    public init(weight: Tensor, bias: Tensor? = nil) {
+        self.weight = weight
+        self.bias = bias
+    }
+
+    public var inputs: Int { weight.shape.last }
+    public var outputs: Int { weight.shape.rows }
+}
+
+/// The scale (and for LayerNorm the shift) of a normalization.
+public struct Norm: @unchecked Sendable {
+    /// (hidden)
+    public var weight: Tensor
+    /// (hidden), LayerNorm only.
+    public var bias: Tensor?
+
+    public init(weight: Tensor, bias: Tensor? = nil) {
+        self.weight = weight
+        self.bias = bias
+    }
+}
+
+/// One transformer block's weights.
+public struct BlockWeights: @unchecked Sendable {
+    public var attentionNorm: Norm
+    public var query: Linear
+    public var key: Linear
+    public var value: Linear
+    public var output: Linear
+    public var mlpNorm: Norm
+    /// The gate of a gated MLP (SwiGLU/GeGLU); nil for a plain two-layer MLP.
+    public var gate: Linear?
+    public var up: Linear
+    public var down: Linear
+}
+
+/// Every weight of a decoder.
+public struct DecoderWeights: @unchecked Sendable {
+    /// (vocab, embedding dim)
+    public var tokenEmbedding: Tensor
+    /// (positions, hidden): OPT and GPT-2's learned positions.
+    public var positionEmbedding: Tensor?
+    /// OPT's projection from the embedding dim to hidden, and back before the head.
+    public var projectIn: Linear?
+    public var projectOut: Linear?
+    public var blocks: [BlockWeights]
+    public var finalNorm: Norm?
+    /// (vocab, embedding dim); the token embedding itself when tied.
+    public var head: Tensor
+
+    /// All tensors with their role names, for accounting and inspection.
+    public var namedTensors: [(String, Tensor)] {
+        var list: [(String, Tensor)] = [("token_embedding", tokenEmbedding)]
+        func add(_ name: String, _ linear: Linear?) {
+            guard let linear else { return }
+            list.append((name + ".weight", linear.weight))
+            if let b = linear.bias { list.append((name + ".bias", b)) }
+        }
+        func add(_ name: String, _ norm: Norm?) {
+            guard let norm else { return }
+            list.append((name + ".weight", norm.weight))
+            if let b = norm.bias { list.append((name + ".bias", b)) }
+        }
+        if let p = positionEmbedding { list.append(("position_embedding", p)) }
+        add("project_in", projectIn)
+        for (i, b) in blocks.enumerated() {
+            let p = "blocks.\(i)."
+            add(p + "attention_norm", b.attentionNorm)
+            add(p + "query", b.query); add(p + "key", b.key); add(p + "value", b.value); add(p + "output", b.output)
+            add(p + "mlp_norm", b.mlpNorm)
+            add(p + "gate", b.gate); add(p + "up", b.up); add(p + "down", b.down)
+        }
+        add("final_norm", finalNorm)
+        add("project_out", projectOut)
+        if head.storage !== tokenEmbedding.storage { list.append(("head", head)) }
+        return list
+    }
+}

@@ -1,0 +1,58 @@
+// ModelLoading: opens a GGUF file or a Hugging Face folder as a decoder on a backend.
+import FrugalCore
+import FrugalFormats
+import Foundation
+
+/// What a model path holds, before any weight is copied.
+public struct ModelFiles {
+    /// The path as given.
+    public let path: String
+    public let configuration: ModelConfiguration
+    /// The GGUF file, when the model is one (its metadata also holds tokenizer and template).
+    public let gguf: GGUFFile?
+    let source: WeightSource
+    let naming: TensorNaming
+
+    /// Reads the configuration and indexes the weights of a GGUF file or a Hugging Face folder.
+    /// - Throws: `FrugalError.missingFile` for a path that does not exist or a folder without
+    ///   `config.json`, `FrugalError.unsupportedArchitecture`, or the format reader's errors.
+    public init(path: String) throws {
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder) else {
+            throw FrugalError.missingFile(path: path, what: "model (no such file or folder)")
+        }
+        self.path = path
+        if isFolder.boolValue {
+            let folder = URL(fileURLWithPath: path)
+            let config = folder.appendingPathComponent("config.json")
+            guard FileManager.default.fileExists(atPath: config.path) else {
+                throw FrugalError.missingFile(path: path, what: "config.json")
+            }
+            configuration = try ModelConfiguration.fromHuggingFace(configJSON: config)
+            source = try SafeTensorsSource(folder: folder)
+            naming = TensorNaming.huggingFace(configuration.architecture)
+            gguf = nil
+        } else {
+            let file = try GGUFFile(path: path)
+            configuration = try ModelConfiguration.fromGGUF(file, hasOutputTensor: file.tensor("output.weight") != nil)
+            source = GGUFSource(file: file)
+            // llama.cpp stores llama's q/k rows in the interleaved rotary order; qwen2's are as in HF.
+            naming = TensorNaming.gguf(interleavedRotary: file.architecture == "llama")
+            gguf = file
+        }
+    }
+
+    /// Parameter count and bytes of the stored weights, by dtype.
+    public func storedTensors() throws -> [(name: String, dtype: DType, shape: Shape)] {
+        try source.tensorNames.sorted().compactMap { name in
+            guard let t = try source.tensor(name) else { return nil }
+            return (name, t.dtype, t.shape)
+        }
+    }
+
+    /// Copies the weights onto `backend` (as `weights` memory) and returns the decoder.
+    public func decoder(on backend: Backend) throws -> Decoder {
+        let weights = try WeightLoader(source: source, naming: naming, configuration: configuration, backend: backend).load()
+        return Decoder(configuration: configuration, weights: weights, backend: backend)
+    }
+}

@@ -1,0 +1,50 @@
+// Formatting helpers for the CLI: byte sizes, counts, tables, and errors as one clean line.
+import ArgumentParser
+import Foundation
+import FrugalCore
+
+/// "1.50 GiB", "98.3 MiB", "512 B".
+func formatBytes(_ bytes: Int) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    var value = Double(bytes), unit = 0
+    while value >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
+    return unit == 0 ? "\(bytes) B" : String(format: "%.2f %@", value, units[unit])
+}
+
+/// "134.5M", "7.24B", "512".
+func formatCount(_ n: Int) -> String {
+    let v = Double(n)
+    if v >= 1e9 { return String(format: "%.2fB", v / 1e9) }
+    if v >= 1e6 { return String(format: "%.1fM", v / 1e6) }
+    if v >= 1e3 { return String(format: "%.1fK", v / 1e3) }
+    return "\(n)"
+}
+
+/// A plain text table with aligned columns.
+struct Table {
+    var header: [String]
+    var rows: [[String]]
+
+    func render() -> String {
+        let all = [header] + rows
+        let widths = header.indices.map { c in all.map { $0[c].count }.max() ?? 0 }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { c, cell in
+                c == 0 ? cell.padding(toLength: widths[c], withPad: " ", startingAt: 0)
+                    : String(repeating: " ", count: widths[c] - cell.count) + cell
+            }.joined(separator: "  ")
+        }
+        let rule = widths.map { String(repeating: "─", count: $0) }.joined(separator: "  ")
+        return ([line(header), rule] + rows.map(line)).joined(separator: "\n")
+    }
+}
+
+/// Runs `body`, turning a `FrugalError` into one line on standard error and exit code 1.
+func withCleanErrors<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as FrugalError {
+        FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+        throw ExitCode.failure
+    }
+}
