@@ -46,7 +46,7 @@ public struct GGUFFile: Sendable {
     /// Absolute byte offset of the data section.
     public let dataOffset: Int
     private let tensorIndex: [String: Int]
-    private let mapping: FileMapping
+    private let mapping: GGUFMapping
 
     /// Opens, maps and validates the GGUF file at `path`.
     ///
@@ -55,8 +55,8 @@ public struct GGUFFile: Sendable {
     ///   be read, is not GGUF version 2 or 3, is truncated, or holds inconsistent counts,
     ///   shapes, types, alignment or data offsets.
     public init(path: String) throws {
-        let mapping = try FileMapping(path: path)
-        var cursor = Cursor(path: path, base: mapping.base, size: mapping.size)
+        let mapping = try GGUFMapping(path: path)
+        var cursor = GGUFCursor(path: path, base: mapping.base, size: mapping.size)
         let header = try Self.readHeader(&cursor)
         let (metadata, alignment) = try Self.readMetadata(&cursor, count: header.metadataCount)
         let entries = try Self.readTensorInfos(&cursor, count: header.tensorCount)
@@ -138,7 +138,7 @@ extension GGUFFile {
     /// Largest accepted `general.alignment`.
     private static let maximumAlignment = 1 << 20
 
-    private static func readHeader(_ cursor: inout Cursor) throws -> Header {
+    private static func readHeader(_ cursor: inout GGUFCursor) throws -> Header {
         let magic = try cursor.read(UInt32.self, "magic")
         guard magic == 0x4655_4747 else {  // "GGUF"
             throw cursor.failure("not a GGUF file: magic is 0x\(String(magic.byteSwapped, radix: 16)), expected 'GGUF'", at: 0)
@@ -162,7 +162,7 @@ extension GGUFFile {
     }
 
     /// Reads `count` key/value pairs; returns them and the validated alignment.
-    private static func readMetadata(_ cursor: inout Cursor, count: Int) throws -> ([String: GGUFValue], Int) {
+    private static func readMetadata(_ cursor: inout GGUFCursor, count: Int) throws -> ([String: GGUFValue], Int) {
         var metadata: [String: GGUFValue] = [:]
         metadata.reserveCapacity(count)
         var alignment = 32
@@ -187,7 +187,7 @@ extension GGUFFile {
         return (metadata, alignment)
     }
 
-    private static func readTensorInfos(_ cursor: inout Cursor, count: Int) throws -> [Entry] {
+    private static func readTensorInfos(_ cursor: inout GGUFCursor, count: Int) throws -> [Entry] {
         var entries: [Entry] = []
         entries.reserveCapacity(count)
         var names = Set<String>()
@@ -231,7 +231,7 @@ extension GGUFFile {
     }
 
     /// Checks each tensor's data is aligned, inside the file and disjoint from the others.
-    private static func placeTensors(_ entries: [Entry], cursor: Cursor, dataOffset: Int,
+    private static func placeTensors(_ entries: [Entry], cursor: GGUFCursor, dataOffset: Int,
                                      alignment: Int) throws -> [GGUFTensorInfo] {
         var tensors: [GGUFTensorInfo] = []
         tensors.reserveCapacity(entries.count)
@@ -287,7 +287,7 @@ extension GGUFFile {
 // MARK: - Bounds-checked reading
 
 /// A read position in the mapped bytes; every read checks the bytes left first.
-private struct Cursor {
+private struct GGUFCursor {
     let path: String
     let base: UnsafeRawPointer
     let size: Int
@@ -404,7 +404,7 @@ private struct Cursor {
 }
 
 /// A read-only memory mapping of a whole file, unmapped when released.
-private final class FileMapping: @unchecked Sendable {
+private final class GGUFMapping: @unchecked Sendable {
     /// Start of the mapped bytes.
     let base: UnsafeRawPointer
     /// Size of the file in bytes (at least 1).

@@ -174,12 +174,12 @@ extension ModelConfiguration {
     ///   naming an unknown `model_type`, `FrugalError.malformedFile` naming a missing or
     ///   invalid key.
     public static func fromHuggingFace(configJSON url: URL) throws -> ModelConfiguration {
-        let bytes = try readFile(url)
-        let json = try bytes.withUnsafeBytes { try JSONValue.parse($0, path: url.path, baseOffset: 0) }
-        guard let object = json.objectMembers else {
+        let value = try readFile(url).withUnsafeBytes { try JSONValue.parse($0, path: url.path, baseOffset: 0) }
+        let root = JSONNode(value: value, file: url.path, path: "")
+        guard case .object = root.value else {
             throw FrugalError.malformedFile(path: url.path, problem: "config is not a JSON object")
         }
-        let keys = HFConfigKeys(path: url.path, object: object)
+        let keys = HFConfigKeys(node: root)
         let modelType = try keys.string("model_type")
         switch modelType {
         case "llama", "mistral", "qwen2", "gemma", "phi3": return try rotaryModel(keys, modelType: modelType)
@@ -205,7 +205,13 @@ extension ModelConfiguration {
         } else {
             headDim = isGemma ? 256 : try keys.quotient(hidden, heads, "hidden_size")
         }
-        let defaultPositions = ["llama": 2048, "mistral": 131_072, "qwen2": 32768, "gemma": 8192, "phi3": 4096][modelType]!
+        let defaultPositions = switch modelType {
+        case "mistral": 131_072
+        case "qwen2": 32768
+        case "gemma": 8192
+        case "phi3": 4096
+        default: 2048
+        }
         let maxPositions = try keys.positive("max_position_embeddings", default: defaultPositions)
         let rope = try RopeKeys(keys, maxPositions: maxPositions)
         // Llama's and Gemma's attention_bias covers q, k, v and o; Qwen2 always biases q, k, v
@@ -296,8 +302,7 @@ private struct RopeKeys {
 
     init(_ keys: HFConfigKeys, maxPositions: Int) throws {
         let field = keys.has("rope_parameters") ? "rope_parameters" : "rope_scaling"
-        let inner = try keys.optionalObject(field)
-        let nested = inner.map { HFConfigKeys(path: keys.path, object: $0, prefix: field + ".") }
+        let nested = try keys.optionalObject(field)
         theta = try nested?.optionalDouble("rope_theta") ?? keys.double("rope_theta", default: 10_000)
         partialRotaryFactor = try nested?.optionalDouble("partial_rotary_factor")
             ?? keys.double("partial_rotary_factor", default: 1)
@@ -325,30 +330,28 @@ private struct RopeKeys {
     }
 }
 
-/// Typed reads of a config.json object, each error naming the file and the key.
+/// Typed reads of the members of a config.json object, each error naming the file and the key
+/// path (`rope_parameters.factor`).
 private struct HFConfigKeys {
-    let path: String
-    let object: [String: JSONValue]
-    /// Written before key names in errors (`rope_parameters.`).
-    var prefix = ""
+    /// The object.
+    let node: JSONNode
 
     func invalid(_ key: String, _ problem: String) -> FrugalError {
-        .malformedFile(path: path, problem: "key '\(prefix)\(key)': \(problem)")
+        .malformedFile(path: node.file, problem: "key '\(node[key].path)': \(problem)")
+    }
+
+    func missing(_ key: String) -> FrugalError {
+        .malformedFile(path: node.file, problem: "missing required key '\(node[key].path)'")
     }
 
     /// Whether `key` is present and not null.
     func has(_ key: String) -> Bool {
-        if let value = object[key], case .null = value { return false }
-        return object[key] != nil
-    }
-
-    func missing(_ key: String) -> FrugalError {
-        .malformedFile(path: path, problem: "missing required key '\(prefix)\(key)'")
+        !node[key].isNull
     }
 
     private func required(_ key: String) throws -> JSONValue {
-        guard has(key), let value = object[key] else { throw missing(key) }
-        return value
+        guard has(key) else { throw missing(key) }
+        return node[key].value
     }
 
     func string(_ key: String) throws -> String {
@@ -360,9 +363,10 @@ private struct HFConfigKeys {
         has(key) ? try string(key) : nil
     }
 
+    /// An integer, or nil when absent.
     func optionalInt(_ key: String) throws -> Int? {
         guard has(key) else { return nil }
-        guard case let .integer(n) = try required(key) else { throw invalid(key, "must be an integer") }
+        guard case let .integer(n) = node[key].value else { throw invalid(key, "must be an integer") }
         return n
     }
 
@@ -375,11 +379,8 @@ private struct HFConfigKeys {
 
     func optionalDouble(_ key: String) throws -> Double? {
         guard has(key) else { return nil }
-        switch try required(key) {
-        case let .integer(n): return Double(n)
-        case let .number(x): return x
-        default: throw invalid(key, "must be a number")
-        }
+        guard let x = try required(key).double else { throw invalid(key, "must be a number") }
+        return x
     }
 
     func double(_ key: String, default fallback: Double) throws -> Double {
@@ -398,24 +399,25 @@ private struct HFConfigKeys {
         return b
     }
 
-    func optionalObject(_ key: String) throws -> [String: JSONValue]? {
+    /// The member object `key`, or nil when absent or null.
+    func optionalObject(_ key: String) throws -> HFConfigKeys? {
         guard has(key) else { return nil }
-        guard let members = try required(key).objectMembers else { throw invalid(key, "must be an object") }
-        return members
+        guard case .object = node[key].value else { throw invalid(key, "must be an object") }
+        return HFConfigKeys(node: node[key])
     }
 
     /// A token id or list of ids (empty when absent or null).
     func tokenList(_ key: String) throws -> [Int] {
         guard has(key) else { return [] }
-        switch try required(key) {
-        case let .integer(n): return [n]
-        case let .array(items):
+        let value = node[key].value
+        if case let .array(items) = value {
             return try items.map { item in
-                guard case let .integer(n) = item else { throw invalid(key, "must list integers") }
-                return n
+                guard case let .integer(id) = item else { throw invalid(key, "must list integers") }
+                return id
             }
-        default: throw invalid(key, "must be an integer or a list of integers")
         }
+        guard case let .integer(id) = value else { throw invalid(key, "must be an integer or a list of integers") }
+        return [id]
     }
 
     /// An activation named as transformers names it.

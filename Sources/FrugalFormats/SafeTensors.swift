@@ -74,32 +74,32 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// - Throws: `FrugalError.missingTensor` when absent, `FrugalError.malformedFile` when its
     ///   dtype is not F32, F16 or BF16.
     public func info(_ name: String) throws -> (dtype: DType, shape: Shape) {
-        let entry = try usableEntry(name)
-        return (entry.dtype!, entry.shape)
+        let (entry, dtype) = try usableEntry(name)
+        return (dtype, entry.shape)
     }
 
     /// The raw little-endian bytes of tensor `name`, valid while this file object lives.
     /// - Throws: as `info(_:)`.
     public func data(_ name: String) throws -> UnsafeRawBufferPointer {
-        let entry = try usableEntry(name)
+        let (entry, _) = try usableEntry(name)
         return UnsafeRawBufferPointer(start: mapping + dataStart + entry.begin, count: entry.byteCount)
     }
 
     /// The values of tensor `name` as floats (f16 and bf16 converted exactly).
     /// - Throws: as `info(_:)`.
     public func floats(_ name: String) throws -> [Float] {
-        let entry = try usableEntry(name)
+        let (entry, dtype) = try usableEntry(name)
         let bytes = UnsafeRawBufferPointer(start: mapping + dataStart + entry.begin, count: entry.byteCount)
         let count = entry.shape.count
         return [Float](unsafeUninitializedCapacity: count) { out, initialized in
-            switch entry.dtype! {
+            switch dtype {
             case .f32:
                 if count > 0 { memcpy(out.baseAddress!, bytes.baseAddress!, count * 4) }
             case .f16:
                 for i in 0..<count {
                     out[i] = HalfPrecision.f16ToFloat(bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
                 }
-            default:
+            default:  // bf16, the only other usable dtype
                 for i in 0..<count {
                     out[i] = HalfPrecision.bf16ToFloat(bytes.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
                 }
@@ -108,14 +108,14 @@ public final class SafeTensorsFile: @unchecked Sendable {
         }
     }
 
-    /// The entry of `name`, checked to exist and to have a float dtype.
-    private func usableEntry(_ name: String) throws -> SafeTensorsEntry {
+    /// The entry of `name` and its dtype, checked to exist and to be F32, F16 or BF16.
+    private func usableEntry(_ name: String) throws -> (SafeTensorsEntry, DType) {
         guard let entry = entries[name] else { throw FrugalError.missingTensor(name: name, path: path) }
-        guard entry.dtype != nil else {
+        guard let dtype = entry.dtype else {
             throw FrugalError.malformedFile(
                 path: path, problem: "tensor '\(name)' has dtype \(entry.dtypeName), which Frugal cannot use (F32, F16, BF16 only)")
         }
-        return entry
+        return (entry, dtype)
     }
 }
 
@@ -161,6 +161,8 @@ private struct SafeTensorsHeader {
         dataStart = 8 + headerLength
         let dataBytes = size - dataStart
 
+        // The parser rejects names repeated byte for byte; the checks below reject names that
+        // Swift's String equality merges (canonically equivalent ones).
         let json = try JSONValue.parse(UnsafeRawBufferPointer(rebasing: mapping[8..<dataStart]), path: path, baseOffset: 8)
         guard case let .object(members) = json else {
             throw FrugalError.malformedFile(path: path, problem: "header is not a JSON object", offset: 8)
@@ -169,6 +171,9 @@ private struct SafeTensorsHeader {
             if member.key == "__metadata__" {
                 metadata = try Self.metadata(member, path: path)
             } else {
+                guard entries[member.key] == nil else {
+                    throw FrugalError.malformedFile(path: path, problem: "duplicate name '\(member.key)'", offset: member.offset)
+                }
                 entries[member.key] = try Self.entry(member, dataBytes: dataBytes, path: path)
             }
         }
@@ -195,21 +200,19 @@ private struct SafeTensorsHeader {
             .malformedFile(path: path, problem: "tensor '\(name)': \(problem)", offset: member.offset)
         }
         guard case let .object(fields) = member.value else { throw fail("entry is not an object") }
-        var dtypeName: String?, shapeValue: JSONValue?, offsetsValue: JSONValue?
+        var dtypeName: String?, dims: [Int]?, offsets: [Int]?
         for field in fields {
             switch field.key {
             case "dtype": if case let .string(s) = field.value { dtypeName = s } else { throw fail("dtype is not a string") }
-            case "shape": shapeValue = field.value
-            case "data_offsets": offsetsValue = field.value
+            case "shape": dims = field.value.nonNegativeIntegers
+            case "data_offsets": offsets = field.value.nonNegativeIntegers
             default: continue
             }
         }
         guard let dtypeName else { throw fail("missing dtype") }
         guard let known = dtypes[dtypeName] else { throw fail("unsupported dtype \(dtypeName)") }
-        guard let shapeValue, let dims = shapeValue.nonNegativeIntegers else {
-            throw fail("shape is missing or not a list of non-negative integers")
-        }
-        guard let offsetsValue, let offsets = offsetsValue.nonNegativeIntegers, offsets.count == 2 else {
+        guard let dims else { throw fail("shape is missing or not a list of non-negative integers") }
+        guard let offsets, offsets.count == 2 else {
             throw fail("data_offsets is missing or not two non-negative integers")
         }
         let (begin, end) = (offsets[0], offsets[1])
@@ -501,10 +504,9 @@ public final class SafeTensorsFolder: @unchecked Sendable {
 
     /// Opens the shards of an index, checking that each listed tensor is in its shard.
     private static func shards(index: URL, folder: URL) throws -> [SafeTensorsFile] {
-        let text = try readFile(index)
-        let json = try text.withUnsafeBytes { try JSONValue.parse($0, path: index.path, baseOffset: 0) }
-        guard case let .object(top) = json, let mapValue = top.first(where: { $0.key == "weight_map" }),
-              case let .object(weightMap) = mapValue.value else {
+        let json = try readFile(index).withUnsafeBytes { try JSONValue.parse($0, path: index.path, baseOffset: 0) }
+        guard case let .object(top) = json, let mapMember = top.first(where: { $0.key == "weight_map" }),
+              case let .object(weightMap) = mapMember.value else {
             throw FrugalError.malformedFile(path: index.path, problem: "missing object 'weight_map'")
         }
         var opened: [String: SafeTensorsFile] = [:]
@@ -539,7 +541,7 @@ func readFile(_ url: URL) throws -> [UInt8] {
 
 // MARK: - JSON
 
-/// A key and value of a JSON object, with the value's byte offset in the file.
+/// A key and value of a JSON object, with the key's byte offset in the file.
 struct JSONMember {
     var key: String
     var value: JSONValue
@@ -548,8 +550,9 @@ struct JSONMember {
 
 /// A parsed JSON value; objects keep their members in order.
 ///
-/// The parser behind safetensors headers and `config.json`: strict RFC 8259 (no trailing
-/// commas, no comments), duplicate keys rejected, nesting limited, integers kept exact.
+/// The parser behind safetensors headers, `config.json` and `tokenizer.json`: strict RFC 8259
+/// (no trailing commas, no comments), keys repeated byte for byte rejected (keys that differ
+/// only in Unicode normalization are kept apart), nesting limited, integers kept exact.
 indirect enum JSONValue {
     case object([JSONMember])
     case array([JSONValue])
@@ -575,10 +578,13 @@ indirect enum JSONValue {
         return value
     }
 
-    /// The members of an object as a dictionary, or nil for other values.
-    var objectMembers: [String: JSONValue]? {
-        guard case let .object(members) = self else { return nil }
-        return Dictionary(uniqueKeysWithValues: members.map { ($0.key, $0.value) })
+    /// The value of a number written as an integer or as a double, or nil.
+    var double: Double? {
+        switch self {
+        case let .integer(n): Double(n)
+        case let .number(x): x
+        default: nil
+        }
     }
 
     /// An array of non-negative integers, or nil.
@@ -639,7 +645,7 @@ private struct JSONParser {
     private mutating func object(depth: Int) throws -> JSONValue {
         index += 1
         var members: [JSONMember] = []
-        var seen = Set<String>()
+        var seen = Set<[UInt8]>()  // exact bytes: "é" and "e\u{301}" are different keys
         skipWhitespace()
         if current == UInt8(ascii: "}") { index += 1; return .object(members) }
         while true {
@@ -647,7 +653,7 @@ private struct JSONParser {
             let keyOffset = baseOffset + index
             guard current == UInt8(ascii: "\"") else { throw fail("expected a string key") }
             let key = try string()
-            guard seen.insert(key).inserted else {
+            guard seen.insert(Array(key.utf8)).inserted else {
                 throw FrugalError.malformedFile(path: path, problem: "duplicate name '\(key)'", offset: keyOffset)
             }
             skipWhitespace()

@@ -67,8 +67,8 @@ enum TokenDecoder: Sendable, Equatable {
         var bytes: [UInt8] = []
         func flush() {
             guard !bytes.isEmpty else { return }
-            if isValidUTF8(bytes) {
-                result.append(String(decoding: bytes, as: UTF8.self))
+            if let text = String(validating: bytes, as: UTF8.self) {
+                result.append(text)
             } else {
                 result.append(contentsOf: repeatElement("\u{FFFD}", count: bytes.count))
             }
@@ -105,15 +105,3 @@ func byteTokenValue(_ token: String) -> UInt8? {
     return UInt8(String(decoding: utf8[3..<5], as: UTF8.self), radix: 16)
 }
 
-/// Whether `bytes` are well-formed UTF-8.
-func isValidUTF8(_ bytes: [UInt8]) -> Bool {
-    var iterator = bytes.makeIterator()
-    var decoder = UTF8()
-    while true {
-        switch decoder.decode(&iterator) {
-        case .scalarValue: continue
-        case .emptyInput: return true
-        case .error: return false
-        }
-    }
-}

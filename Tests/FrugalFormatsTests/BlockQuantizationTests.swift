@@ -34,7 +34,7 @@ final class BlockQuantizationTests: XCTestCase {
     func testDotMatchesTheReferenceRowByRowAndWhole() throws {
         let file = try GGUFFile(path: GGUFFixture.typesPath)
         let expected = try GGUFFixture.expectedValues()
-        var random = SplitMix64(seed: 1)
+        var random = GGUFTestRandom(seed: 1)
         for entry in GGUFFixture.manifest {
             let info = try XCTUnwrap(file.tensor(entry.name))
             let data = try file.tensorData(entry.name)
@@ -57,7 +57,7 @@ final class BlockQuantizationTests: XCTestCase {
 
     func testDotWithPartialChunksAndTails() {
         // 11 Q8_0 blocks (352 values: a 256 chunk, then 96) and 300 f16 values (not a multiple of 8).
-        var random = SplitMix64(seed: 2)
+        var random = GGUFTestRandom(seed: 2)
         var q8 = [UInt8]()
         for _ in 0..<11 {
             q8 += [0x00, 0x2C]  // d = 0.0625

@@ -133,8 +133,9 @@ final class GGUFTests: XCTestCase {
             let values = try file.dequantized(name)
             XCTAssertEqual(values.count, expected.count, name)
             XCTAssertEqual(Array(values.prefix(expected.first.count)), expected.first, name)
-            let sum = values.reduce(0.0) { $0 + Double($1) }
-            XCTAssertEqual(sum, expected.sum, accuracy: 1e-9 * max(1, values.reduce(0.0) { $0 + abs(Double($1)) }), name)
+            var sum = 0.0, magnitude = 0.0
+            for v in values { sum += Double(v); magnitude += abs(Double(v)) }
+            XCTAssertEqual(sum, expected.sum, accuracy: 1e-9 * magnitude, name)
         }
     }
 
@@ -180,9 +181,9 @@ final class GGUFTests: XCTestCase {
         let valid = try GGUFFixture.typesBytes()
         let dataOffset = try GGUFFile(path: GGUFFixture.typesPath).dataOffset
         let path = GGUFBuilder.temporaryPath("corrupt.gguf")
-        var random = SplitMix64(seed: 7)
+        var random = GGUFTestRandom(seed: 7)
         var accepted = 0
-        for _ in 0..<1000 {
+        for _ in 0..<2000 {
             var bytes = valid
             for _ in 0..<(1 + Int(random.next() % 4)) {
                 // Corrupt the header and tensor infos, where the structure is.
@@ -444,7 +445,7 @@ struct GGUFBuilder {
 }
 
 /// A small deterministic random generator (SplitMix64) for reproducible test inputs.
-struct SplitMix64: RandomNumberGenerator {
+struct GGUFTestRandom: RandomNumberGenerator {
     private var state: UInt64
     init(seed: UInt64) { state = seed }
     mutating func next() -> UInt64 {

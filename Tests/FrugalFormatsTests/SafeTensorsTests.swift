@@ -218,6 +218,17 @@ final class SafeTensorsTests: XCTestCase {
         let url = try raw(#"{"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}"#,
                           dataBytes: 8)
         assertMalformed(try SafeTensorsFile(url: url), path: url.path, mentions: ["duplicate name 'w'"])
+        // Names that Swift's String equality merges ("é" precomposed and decomposed).
+        let equivalent = try raw(#"{"\u00e9": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, "e\u0301": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}"#,
+                                 dataBytes: 8)
+        assertMalformed(try SafeTensorsFile(url: equivalent), path: equivalent.path, mentions: ["duplicate name"])
+    }
+
+    func testJSONKeysDifferingInNormalizationStayApart() throws {
+        let text = Array(#"{"\u00e9": 1, "e\u0301": 2}"#.utf8)
+        let value = try text.withUnsafeBytes { try JSONValue.parse($0, path: "t.json", baseOffset: 0) }
+        guard case let .object(members) = value else { return XCTFail("\(value)") }
+        XCTAssertEqual(members.map { Array($0.key.utf8) }, [[0xC3, 0xA9], [0x65, 0xCC, 0x81]])
     }
 
     func testIntegerTensorsOpenButCannotBeRead() throws {
