@@ -86,9 +86,11 @@ extension Tokenizer {
             let spacePrefix = addSpacePrefix ?? true
             let unknownID = types.firstIndex(of: GGUFTokenType.unknown.rawValue).map(Int32.init)
                 ?? vocabulary.id(for: "<unk>")
-            let controls = Set(addedTokens.filter(\.isSpecial).map(\.id))
+            // As in SentencePiece, merging produces only normal tokens (not control, byte, unknown
+            // or unused ones; user-defined ones are found before merging).
+            let unmergeable = Set(types.indices.filter { type($0) != .normal }.map(Int32.init))
             let model = BPEModel(vocabulary: vocabulary, order: order, byteFallback: true, unknownID: unknownID,
-                                 fuseUnknown: false, ignoreMerges: false, unmergeable: controls)
+                                 fuseUnknown: false, ignoreMerges: false, unmergeable: unmergeable)
             let spaces: [Normalizer] = [.replace(pattern: " ", content: "▁")]
             let decoders: [TokenDecoder] = [.replace(pattern: "▁", content: " "), .byteFallback, .fuse]
             self.init(model: model, normalizers: spacePrefix ? [.prepend("▁")] + spaces : spaces, preTokenizers: [],

@@ -56,3 +56,35 @@ public struct ModelFiles {
         return Decoder(configuration: configuration, weights: weights, backend: backend)
     }
 }
+
+// MARK: - Tokenizer and chat template
+
+extension ModelFiles {
+    /// The model's tokenizer: from the GGUF metadata, or the folder's `tokenizer.json`.
+    /// - Throws: `FrugalError.missingFile` naming the folder when it has no tokenizer.json.
+    public func tokenizer() throws -> Tokenizer {
+        if let gguf { return try Tokenizer(gguf: gguf) }
+        let url = URL(fileURLWithPath: path).appendingPathComponent("tokenizer.json")
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            throw FrugalError.missingFile(path: path, what: "tokenizer.json (the model folder has no tokenizer)")
+        }
+        return try Tokenizer(tokenizerJSON: url)
+    }
+
+    /// The Jinja chat template the model ships (GGUF `tokenizer.chat_template`, or
+    /// `chat_template` in the folder's tokenizer_config.json), when it has one.
+    public var chatTemplateSource: String? {
+        if let gguf { return gguf["tokenizer.chat_template"]?.string }
+        let url = URL(fileURLWithPath: path).appendingPathComponent("tokenizer_config.json")
+        guard let data = try? Data(contentsOf: url),
+              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+        if let text = object["chat_template"] as? String { return text }
+        let named = object["chat_template"] as? [[String: Any]]
+        return named?.first { $0["name"] as? String == "default" }?["template"] as? String
+    }
+
+    /// The chat format of the model, when its template (or architecture) tells.
+    public var chatTemplate: ChatTemplate? {
+        ChatTemplate.detect(from: chatTemplateSource, architecture: gguf?.architecture ?? configuration.modelType)
+    }
+}

@@ -1,0 +1,79 @@
+// `frugal generate`: talk to a model — chat template, streaming output, tokens/s.
+import ArgumentParser
+import Foundation
+import FrugalCore
+import FrugalCPU
+import FrugalEval
+import FrugalFormats
+import FrugalModels
+
+extension Frugal {
+    struct Generate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Generate text from a prompt, streamed as it comes.",
+            discussion: """
+            The prompt is wrapped in the model's chat template (detected from the model) unless
+            --raw is given. Greedy decoding by default; --temperature > 0 samples.
+              frugal generate "What is the capital of France?"
+              frugal generate --raw "Best hiking place in Los Angeles for sunset is"
+            """)
+
+        @OptionGroup var model: ModelOptions
+        @Argument(help: "The user's message (or the raw text to continue with --raw).") var prompt: String
+        @Option(help: "A system message (the template's default when omitted).") var system: String?
+        @Flag(help: "Continue the prompt as plain text, without the chat template.") var raw = false
+        @Option(name: .customLong("max-tokens"), help: "Most tokens to generate.") var maxTokens = 256
+        @Option(help: "Sampling temperature; 0 is greedy.") var temperature: Float = 0
+        @Option(name: .customLong("top-k"), help: "Sample among the k most likely tokens (0 = all).") var topK = 0
+        @Option(name: .customLong("top-p"), help: "Sample within this probability mass (1 = all).") var topP: Float = 1
+        @Option(name: .customLong("repetition-penalty"), help: "Penalize tokens already present (1 = off).")
+        var repetitionPenalty: Float = 1
+        @Option(help: "Random seed for sampling.") var seed: UInt64 = 0
+
+        func validate() throws {
+            guard maxTokens > 0 else { throw ValidationError("--max-tokens must be positive") }
+            guard temperature >= 0 else { throw ValidationError("--temperature must be ≥ 0") }
+            guard topP > 0 && topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
+        }
+
+        func run() throws {
+            let files = try withCleanErrors { try ModelFiles(path: model.path) }
+            let tokenizer = try withCleanErrors { try files.tokenizer() }
+            let decoder = try withCleanErrors { try files.decoder(on: CPUBackend()) }
+            var text = prompt
+            var stopStrings: [String] = []
+            let template = raw ? nil : files.chatTemplate
+            if let template {
+                var messages = [ChatMessage]()
+                if let system { messages.append(ChatMessage(role: "system", content: system)) }
+                messages.append(ChatMessage(role: "user", content: prompt))
+                text = template.render(messages, addGenerationPrompt: true,
+                                       defaultSystemPrompt: ChatTemplate.defaultSystemPrompt(in: files.chatTemplateSource))
+                stopStrings = template.stopStrings
+            }
+            let ids = tokenizer.encode(text, addSpecialTokens: template == nil)
+            var stops = Set(files.configuration.eosTokenIDs.map(Int32.init))
+            if let eos = tokenizer.eosID { stops.insert(eos) }
+            for s in stopStrings { if let id = tokenizer.tokenID(for: s) { stops.insert(id) } }
+            let options = GenerationOptions(
+                maxTokens: maxTokens, sampling: SamplingOptions(temperature: temperature, topK: topK, topP: topP,
+                                                                repetitionPenalty: repetitionPenalty, seed: seed),
+                stopTokens: stops)
+
+            var stream = tokenizer.streamingDecoder(skipSpecial: true)
+            var produced = ""
+            let output = FileHandle.standardOutput
+            let (_, statistics) = Generator(decoder: decoder).generate(prompt: ids, options: options) { token in
+                let piece = stream.append(token)
+                produced += piece
+                output.write(Data(piece.utf8))
+                return !stopStrings.contains { produced.hasSuffix($0) }
+            }
+            output.write(Data((stream.finish() + "\n").utf8))
+            FileHandle.standardError.write(Data(String(
+                format: "[%d prompt tokens, prefill %.1f tokens/s; %d generated, decode %.1f tokens/s]\n",
+                statistics.promptTokens, statistics.prefillTokensPerSecond,
+                statistics.generatedTokens, statistics.decodeTokensPerSecond).utf8))
+        }
+    }
+}
