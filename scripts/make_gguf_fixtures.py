@@ -6,7 +6,7 @@ Run with the oracle virtual environment (the `gguf` package, numpy):
     /work/oracle/bin/python scripts/make_gguf_fixtures.py
 
 It writes, under Tests/FrugalFormatsTests/Fixtures/gguf/:
-  types.gguf           one small tensor of each type Frugal reads (F32, F16, BF16, Q8_0, Q4_0,
+  types.gguf.bin       one small tensor of each type Frugal reads (F32, F16, BF16, Q8_0, Q4_0,
                        Q4_1, Q4_K, Q6_K) and one metadata value of each GGUF value type.
                        F16/BF16/Q8_0/Q4_0/Q4_1 are quantized with gguf.quants.quantize from
                        random normal values (plus special blocks: zeros, constants, f16
@@ -18,7 +18,8 @@ It writes, under Tests/FrugalFormatsTests/Fixtures/gguf/:
                        and the offset and count of its values in types.expected.f32.
   smollm2.json         only when the SmolLM2-135M-Instruct Q4_1 GGUF is found: reference
                        values of a few of its tensors, for the real-model test.
-The metadata values written here are asserted literally in GGUFTests.swift.
+The metadata values written here are asserted literally in GGUFTests.swift. The GGUF fixture
+is named .gguf.bin because the repository's .gitignore ignores *.gguf (downloaded models).
 """
 
 import json
@@ -106,7 +107,7 @@ def add_metadata(writer):
 
 def write_types():
     rng = np.random.default_rng(20240607)
-    path = os.path.join(OUT, "types.gguf")
+    path = os.path.join(OUT, "types.gguf.bin")
     writer = GGUFWriter(path, "llama")
     add_metadata(writer)
     tensors = make_types(writer, rng)

@@ -130,11 +130,12 @@ def train_sentencepiece_bpe(data):
 
 
 def metaspace_variant(sentencepiece):
-    """The same model with the newer layout: a Metaspace pre-tokenizer and decoder, no normalizer."""
+    """The same model with a Metaspace pre-tokenizer and decoder instead of the normalizer."""
     tok = Tokenizer.from_str(sentencepiece.to_str())
     tok.normalizer = None
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first", split=True)
-    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first", split=True)
+    tok.decoder = decoders.Sequence([decoders.Metaspace(replacement="▁", prepend_scheme="first", split=True),
+                                     decoders.ByteFallback(), decoders.Fuse()])
     return tok
 
 

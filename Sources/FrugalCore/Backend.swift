@@ -85,6 +85,8 @@ public protocol Backend: AnyObject, Sendable {
     func add(_ out: Tensor, _ a: Tensor, _ b: Tensor)
     /// `x *= s` in place.
     func scale(_ x: Tensor, by s: Float)
+    /// `out = a · b` elementwise (out may alias either).
+    func multiply(_ out: Tensor, _ a: Tensor, _ b: Tensor)
     /// `out = act(x)` elementwise (out may alias x).
     func activate(_ out: Tensor, _ x: Tensor, _ activation: Activation)
     /// `out = act(gate) · up` elementwise (out may alias gate).

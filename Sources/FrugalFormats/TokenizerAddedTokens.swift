@@ -62,9 +62,6 @@ struct AddedTokenMatcher: Sendable {
         self.patterns = patterns.mapValues { $0.sorted { $0.scalars.count > $1.scalars.count } }
     }
 
-    /// Whether there is nothing to find.
-    var isEmpty: Bool { patterns.isEmpty }
-
     /// `text` cut into added tokens and the text between them; special tokens are found only
     /// when `includeSpecial` is set. `startsInput` says whether `text` begins the input.
     func split(_ text: String, startsInput: Bool, includeSpecial: Bool) -> [InputSegment] {

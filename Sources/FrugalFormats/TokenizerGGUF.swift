@@ -101,7 +101,9 @@ extension Tokenizer {
         }
     }
 
-    /// The tokenizer stored in a GGUF file's `tokenizer.ggml.*` metadata.
+    /// The tokenizer stored in a GGUF file's `tokenizer.ggml.*` metadata (see
+    /// `init(ggufModel:pre:tokens:...)`); without `add_bos_token`, BOS is added for "llama"
+    /// tokenizers only, as llama.cpp does.
     /// - Throws: `FrugalError.malformedFile` naming the file when a key is missing or of the
     ///   wrong type, or when `init(ggufModel:pre:tokens:...)` rejects the values.
     public convenience init(gguf: GGUFFile) throws {

@@ -1,16 +1,18 @@
-// Decoder: the one transformer decoder every supported family runs through (forward).
+// Decoder: the one transformer decoder every supported family runs through — forward for inference.
 import FrugalCore
 import FrugalFormats
 
 /// A decoder-only language model: configuration, weights, and the backend they live on.
 ///
 /// Families differ only through `ModelConfiguration`: norm kind and placement, gated or plain
-/// MLP, rotary or learned positions, biases, embedding scale, OPT's projections.
+/// MLP, rotary or learned positions, biases, embedding scale, OPT's projections. Training
+/// (forward with saved activations, and backward) is in `Decoder+Training.swift`.
 public final class Decoder: @unchecked Sendable {
     public let configuration: ModelConfiguration
-    public let weights: DecoderWeights
+    /// The weights; LoRA adapters are attached to its projections in place.
+    public internal(set) var weights: DecoderWeights
     public let backend: Backend
-    private let inverseFrequencies: [Float]
+    let inverseFrequencies: [Float]
 
     public init(configuration: ModelConfiguration, weights: DecoderWeights, backend: Backend) {
         self.configuration = configuration
@@ -43,13 +45,24 @@ public final class Decoder: @unchecked Sendable {
     public func hiddenStates(_ tokens: [Int32], batch: Int = 1, cache: KVCache? = nil) -> Tensor {
         precondition(batch > 0 && tokens.count % batch == 0, "\(tokens.count) tokens do not split into \(batch) sequences")
         precondition(cache == nil || batch == 1, "a KV cache holds one sequence")
-        let c = configuration, rows = tokens.count, length = rows / batch
-        let start = cache?.length ?? 0
+        let length = tokens.count / batch, start = cache?.length ?? 0
         if let cache { precondition(start + length <= cache.capacity, "KV cache full: \(cache.capacity) positions") }
-        let positions = (0..<rows).map { Int32(start + $0 % length) }
+        let input = ForwardInput(tokens: tokens, batch: batch, positions: (0..<tokens.count).map { Int32(start + $0 % length) })
+        var x = embed(input)
+        for index in weights.blocks.indices {
+            x = blockForward(index, x, input, cache: cache, tape: nil)
+        }
+        cache?.advance(by: length)
+        return finish(x)
+    }
 
+    // MARK: - Pieces shared with training
+
+    /// Token (and learned position) embeddings, scaled and projected to the hidden width.
+    func embed(_ input: ForwardInput) -> Tensor {
+        let c = configuration, rows = input.tokens.count
         let embedded = backend.zeros([rows, weights.tokenEmbedding.shape.last], .f32, .activations)
-        backend.embedding(embedded, weights.tokenEmbedding, tokens: tokens)
+        backend.embedding(embedded, weights.tokenEmbedding, tokens: input.tokens)
         if c.embeddingScale != 1 { backend.scale(embedded, by: c.embeddingScale) }
         var x = embedded
         if let projectIn = weights.projectIn {
@@ -58,47 +71,51 @@ public final class Decoder: @unchecked Sendable {
         }
         if let table = weights.positionEmbedding {
             let learned = backend.zeros([rows, c.hiddenSize], .f32, .activations)
-            backend.embedding(learned, table, tokens: positions.map { $0 + Int32(c.positionOffset) })
+            backend.embedding(learned, table, tokens: input.positions.map { $0 + Int32(c.positionOffset) })
             backend.add(x, x, learned)
         }
-        for (index, block) in weights.blocks.enumerated() {
-            x = forward(block, index: index, x, batch: batch, positions: positions, cache: cache)
-        }
-        cache?.advance(by: length)
+        return x
+    }
+
+    /// The final norm and OPT's projection out: the hidden states the head reads.
+    func finish(_ x: Tensor) -> Tensor {
+        var x = x
         if let norm = weights.finalNorm { x = normalize(x, norm) }
         if let projectOut = weights.projectOut {
-            let projected = backend.zeros([rows, projectOut.outputs], .f32, .activations)
+            let projected = backend.zeros([x.shape.rows, projectOut.outputs], .f32, .activations)
             backend.linear(projected, x, projectOut.weight, bias: projectOut.bias)
             x = projected
         }
         return x
     }
 
-    // MARK: - Blocks
-
-    private func forward(_ block: BlockWeights, index: Int, _ x: Tensor, batch: Int, positions: [Int32],
-                         cache: KVCache?) -> Tensor {
-        let preNorm = configuration.normBeforeBlock
-        var h = preNorm ? normalize(x, block.attentionNorm) : x
-        let attended = attention(block, index: index, h, batch: batch, positions: positions, cache: cache)
-        let afterAttention = backend.zeros(x.shape, .f32, .activations)
-        backend.add(afterAttention, x, attended)
-        let residual = preNorm ? afterAttention : normalize(afterAttention, block.attentionNorm)
-
-        h = preNorm ? normalize(residual, block.mlpNorm) : residual
-        let mlpOut = mlp(block, h)
-        let out = backend.zeros(x.shape, .f32, .activations)
-        backend.add(out, residual, mlpOut)
-        return preNorm ? out : normalize(out, block.mlpNorm)
+    /// One block: pre-norm `x + A(N1(x))`, `m + M(N2(m))`, or post-norm (OPT-350m)
+    /// `N1(x + A(x))`, `N2(m + M(m))`. Fills `tape` with what backward needs when given.
+    func blockForward(_ index: Int, _ x: Tensor, _ input: ForwardInput, cache: KVCache?, tape: BlockTape?) -> Tensor {
+        let block = weights.blocks[index], preNorm = configuration.normBeforeBlock
+        let h1 = preNorm ? normalize(x, block.attentionNorm) : x
+        let attended = attention(block, index: index, h1, input, cache: cache, tape: tape)
+        let s1 = backend.zeros(x.shape, .f32, .activations)
+        backend.add(s1, x, attended)
+        let mid = preNorm ? s1 : normalize(s1, block.attentionNorm)
+        let h2 = preNorm ? normalize(mid, block.mlpNorm) : mid
+        let mlpOut = mlp(block, h2, tape: tape)
+        let s2 = backend.zeros(x.shape, .f32, .activations)
+        backend.add(s2, mid, mlpOut)
+        if let tape {
+            tape.input = x; tape.h1 = h1; tape.s1 = s1; tape.mid = mid; tape.h2 = h2; tape.s2 = s2
+        }
+        return preNorm ? s2 : normalize(s2, block.mlpNorm)
     }
 
-    private func attention(_ block: BlockWeights, index: Int, _ h: Tensor, batch: Int, positions: [Int32],
-                           cache: KVCache?) -> Tensor {
-        let c = configuration, rows = h.shape.rows, length = rows / batch
-        let q = project(h, block.query), k = project(h, block.key), v = project(h, block.value)
+    private func attention(_ block: BlockWeights, index: Int, _ h: Tensor, _ input: ForwardInput, cache: KVCache?,
+                           tape: BlockTape?) -> Tensor {
+        let c = configuration, length = input.length
+        let q = project(h, block.query, .q, tape), k = project(h, block.key, .k, tape)
+        let v = project(h, block.value, .v, tape)
         if c.usesRotaryPositions {
-            backend.rope(q, heads: c.heads, headDim: c.headDim, positions: positions, inverseFrequencies: inverseFrequencies)
-            backend.rope(k, heads: c.kvHeads, headDim: c.headDim, positions: positions, inverseFrequencies: inverseFrequencies)
+            backend.rope(q, heads: c.heads, headDim: c.headDim, positions: input.positions, inverseFrequencies: inverseFrequencies)
+            backend.rope(k, heads: c.kvHeads, headDim: c.headDim, positions: input.positions, inverseFrequencies: inverseFrequencies)
         }
         var keys = k, values = v, keyLength = length, offset = 0
         if let cache {
@@ -109,32 +126,57 @@ public final class Decoder: @unchecked Sendable {
             keys = cache.keys[index].rows(0..<keyLength)
             values = cache.values[index].rows(0..<keyLength)
         }
-        let layout = AttentionLayout(batch: batch, queryLength: length, keyLength: keyLength, queryOffset: offset,
-                                     heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim,
-                                     scale: 1 / Float(c.headDim).squareRoot())
+        let layout = attentionLayout(input, keyLength: keyLength, queryOffset: offset)
         let attended = backend.zeros(q.shape, .f32, .activations)
         backend.attention(attended, q: q, k: keys, v: values, layout: layout)
-        return project(attended, block.output)
+        if let tape { tape.q = q; tape.k = k; tape.v = v; tape.attended = attended }
+        return project(attended, block.output, .o, tape)
     }
 
-    private func mlp(_ block: BlockWeights, _ h: Tensor) -> Tensor {
-        let up = project(h, block.up)
+    func attentionLayout(_ input: ForwardInput, keyLength: Int, queryOffset: Int) -> AttentionLayout {
+        let c = configuration
+        return AttentionLayout(batch: input.batch, queryLength: input.length, keyLength: keyLength, queryOffset: queryOffset,
+                               heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim,
+                               scale: 1 / Float(c.headDim).squareRoot(), segments: input.segments)
+    }
+
+    private func mlp(_ block: BlockWeights, _ h: Tensor, tape: BlockTape?) -> Tensor {
+        let up = project(h, block.up, .up, tape)
+        let product = backend.zeros(up.shape, .f32, .activations)
         if let gate = block.gate {
-            let g = project(h, gate)
-            backend.gated(g, gate: g, up: up, configuration.activation)
-            return project(g, block.down)
+            let g = project(h, gate, .gate, tape)
+            backend.gated(product, gate: g, up: up, configuration.activation)
+            tape?.gate = g
+        } else {
+            backend.activate(product, up, configuration.activation)
         }
-        backend.activate(up, up, configuration.activation)
-        return project(up, block.down)
+        if let tape { tape.up = up; tape.product = product }
+        return project(product, block.down, .down, tape)
     }
 
-    private func project(_ x: Tensor, _ linear: Linear) -> Tensor {
+    /// `x·Wᵀ + b`, plus the LoRA branch `s · dropout(x)·Aᵀ·Bᵀ` when an enabled adapter is attached.
+    func project(_ x: Tensor, _ linear: Linear, _ role: ProjectionRole, _ tape: BlockTape?) -> Tensor {
         let out = backend.zeros([x.shape.rows, linear.outputs], .f32, .activations)
         backend.linear(out, x, linear.weight, bias: linear.bias)
+        guard let lora = linear.lora, lora.enabled else { return out }
+        var input = x, mask: Tensor?
+        if let tape, tape.training, lora.dropout > 0 {
+            let m = tape.dropoutMask(x.shape, keep: 1 - lora.dropout, on: backend)
+            input = backend.zeros(x.shape, .f32, .activations)
+            backend.multiply(input, x, m)
+            mask = m
+        }
+        let hidden = backend.zeros([x.shape.rows, lora.rank], .f32, .activations)
+        backend.linear(hidden, input, lora.a, bias: nil)
+        let delta = backend.zeros(out.shape, .f32, .workspace)
+        backend.linear(delta, hidden, lora.b, bias: nil)
+        backend.scale(delta, by: lora.scale)
+        backend.add(out, out, delta)
+        tape?.lora[role] = LoRATape(input: input, hidden: hidden, mask: mask)
         return out
     }
 
-    private func normalize(_ x: Tensor, _ norm: Norm) -> Tensor {
+    func normalize(_ x: Tensor, _ norm: Norm) -> Tensor {
         let out = backend.zeros(x.shape, .f32, .activations)
         if let bias = norm.bias {
             backend.layerNorm(out, x, norm.weight, bias, eps: configuration.normEps)
@@ -143,4 +185,16 @@ public final class Decoder: @unchecked Sendable {
         }
         return out
     }
+}
+
+/// The token layout of one forward pass.
+struct ForwardInput {
+    var tokens: [Int32]
+    var batch: Int
+    /// Position of each token (restarting per packed sample).
+    var positions: [Int32]
+    /// Segment id of each token (packing), or nil for one sample per row.
+    var segments: [Int32]? = nil
+
+    var length: Int { tokens.count / batch }
 }

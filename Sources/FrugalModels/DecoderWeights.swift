@@ -8,10 +8,13 @@ public struct Linear: @unchecked Sendable {
     public var weight: Tensor
     /// (outputs), when the projection has a bias.
     public var bias: Tensor?
+    /// A low-rank adapter beside the weight, when LoRA targets this projection.
+    public var lora: LoRAAdapter?
 
-    public init(weight: Tensor, bias: Tensor? = nil) {
+    public init(weight: Tensor, bias: Tensor? = nil, lora: LoRAAdapter? = nil) {
         self.weight = weight
         self.bias = bias
+        self.lora = lora
     }
 
     public var inputs: Int { weight.shape.last }
@@ -43,6 +46,33 @@ public struct BlockWeights: @unchecked Sendable {
     public var gate: Linear?
     public var up: Linear
     public var down: Linear
+
+    /// The projection playing `role`, when the block has one.
+    public subscript(role: ProjectionRole) -> Linear? {
+        get {
+            switch role {
+            case .q: query
+            case .k: key
+            case .v: value
+            case .o: output
+            case .gate: gate
+            case .up: up
+            case .down: down
+            }
+        }
+        set {
+            guard let newValue else { return }
+            switch role {
+            case .q: query = newValue
+            case .k: key = newValue
+            case .v: value = newValue
+            case .o: output = newValue
+            case .gate: gate = newValue
+            case .up: up = newValue
+            case .down: down = newValue
+            }
+        }
+    }
 }
 
 /// Every weight of a decoder.

@@ -50,9 +50,12 @@ public struct ModelFiles {
         }
     }
 
-    /// Copies the weights onto `backend` (as `weights` memory) and returns the decoder.
-    public func decoder(on backend: Backend) throws -> Decoder {
-        let weights = try WeightLoader(source: source, naming: naming, configuration: configuration, backend: backend).load()
+    /// Copies the weights onto `backend` and returns the decoder.
+    /// - Parameter trainable: load every weight as f32 `trainable` memory for a full fine-tune;
+    ///   otherwise weights stay as stored (f16, bf16 or packed) in `weights` memory.
+    public func decoder(on backend: Backend, trainable: Bool = false) throws -> Decoder {
+        let weights = try WeightLoader(source: source, naming: naming, configuration: configuration, backend: backend,
+                                       trainable: trainable).load()
         return Decoder(configuration: configuration, weights: weights, backend: backend)
     }
 }

@@ -9,6 +9,8 @@ struct WeightLoader {
     let naming: TensorNaming
     let configuration: ModelConfiguration
     let backend: Backend
+    /// Load every weight as f32 `trainable` memory (a full fine-tune) instead of frozen `weights` as stored.
+    var trainable = false
 
     func load() throws -> DecoderWeights {
         let c = configuration
@@ -74,7 +76,7 @@ struct WeightLoader {
             : owned.withUnsafeBytes { try upload(StoredTensor(dtype: stored.dtype, shape: stored.shape, bytes: $0), name: name + ".weight") }
         if !ownedBias.isEmpty, let b = bias {
             bias = nil
-            let t = ownedBias.withUnsafeBytes { backend.upload($0, b.shape, b.dtype, .weights) }
+            let t = try ownedBias.withUnsafeBytes { try upload(StoredTensor(dtype: b.dtype, shape: b.shape, bytes: $0), name: name + ".bias") }
             return Linear(weight: weight, bias: t)
         }
         return Linear(weight: weight, bias: try bias.map { try upload($0, name: name + ".bias") })
@@ -109,7 +111,12 @@ struct WeightLoader {
         guard let bytes = stored.dtype.byteCount(elements: stored.shape.count), bytes == stored.bytes.count else {
             throw FrugalError.malformedFile(path: source.path, problem: "tensor '\(name)' holds \(stored.bytes.count) bytes, not \(stored.shape) of \(stored.dtype.rawValue)")
         }
-        return backend.upload(stored.bytes, stored.shape, stored.dtype, .weights)
+        guard trainable else { return backend.upload(stored.bytes, stored.shape, stored.dtype, .weights) }
+        let widened = [Float](unsafeUninitializedCapacity: stored.shape.count) { buffer, count in
+            BlockQuantization.dequantize(stored.dtype, stored.bytes.baseAddress!, buffer.baseAddress!, count: stored.shape.count)
+            count = stored.shape.count
+        }
+        return widened.withUnsafeBytes { backend.upload($0, stored.shape, .f32, .trainable) }
     }
 
     /// A 2-D float tensor's bytes with rows and columns swapped.

@@ -164,7 +164,7 @@ final class BlockQuantizationTests: XCTestCase {
 
 /// The fixtures written by scripts/make_gguf_fixtures.py under Fixtures/gguf.
 enum GGUFFixture {
-    /// One tensor of types.gguf as listed in types.json.
+    /// One tensor of types.gguf.bin as listed in types.json.
     struct Entry: Decodable {
         var name: String
         var dtype: String
@@ -188,10 +188,10 @@ enum GGUFFixture {
         Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("gguf")
     }
 
-    static var typesPath: String { directory.appendingPathComponent("types.gguf").path }
+    static var typesPath: String { directory.appendingPathComponent("types.gguf.bin").path }
 
     static func typesBytes() throws -> [UInt8] {
-        [UInt8](try Data(contentsOf: directory.appendingPathComponent("types.gguf")))
+        [UInt8](try Data(contentsOf: directory.appendingPathComponent("types.gguf.bin")))
     }
 
     static let manifest: [Entry] = {

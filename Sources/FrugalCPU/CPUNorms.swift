@@ -1,0 +1,148 @@
+// CPUNorms: RMSNorm and LayerNorm over the last dimension, and their backwards, on the CPU.
+import Foundation
+import FrugalCore
+
+extension CPUBackend {
+    // MARK: - RMSNorm
+
+    public func rmsNorm(_ out: Tensor, _ x: Tensor, _ weight: Tensor, eps: Float, weightOffset: Float) {
+        let w = download(weight), n = x.shape.last
+        let xs = x.floats.baseAddress!, y = out.floats.baseAddress!
+        w.withUnsafeBufferPointer { w in
+            parallelChunks(x.shape.rows, minimumChunk: 8) { range in
+                for r in range {
+                    let row = xs + r * n, dst = y + r * n
+                    let inv = Self.inverseRMS(row, n, eps: eps)
+                    for j in 0..<n { dst[j] = row[j] * inv * (w[j] + weightOffset) }
+                }
+            }
+        }
+    }
+
+    /// Gradients of `rmsNorm`: `dx` (=, may alias dy) and `dWeight` (+=).
+    ///
+    /// With `s = 1/rms(x)` and `w' = w + weightOffset`:
+    /// `dx_j = s·dy_j·w'_j − s³/n · x_j · Σ_k dy_k·w'_k·x_k`, `dWeight_j += Σ_rows dy_j·x_j·s`.
+    public func rmsNormBackward(dx: Tensor, dWeight: Tensor?, dy: Tensor, x: Tensor, weight: Tensor, eps: Float,
+                                weightOffset: Float) {
+        let w = download(weight), n = x.shape.last, rows = x.shape.rows
+        precondition(dx.count == x.count && dy.count == x.count && w.count == n,
+                     "rmsNormBackward: x \(x.shape), dx \(dx.shape), dy \(dy.shape), weight \(weight.shape)")
+        let xs = x.floats.baseAddress!, g = dy.floats.baseAddress!, d = dx.floats.baseAddress!
+        // (rows) the saved statistic: 1/rms per row
+        var inverses = [Float](repeating: 0, count: rows)
+        inverses.withUnsafeMutableBufferPointer { inverses in
+            parallelChunks(rows, minimumChunk: 8) { range in
+                for r in range { inverses[r] = Self.inverseRMS(xs + r * n, n, eps: eps) }
+            }
+            if let dWeight {
+                precondition(dWeight.dtype == .f32 && dWeight.count == n, "rmsNormBackward: dWeight \(dWeight.shape)")
+                let dw = dWeight.floats.baseAddress!
+                parallelChunks(n, minimumChunk: 64) { columns in
+                    for r in 0..<rows {
+                        let row = xs + r * n, gr = g + r * n, s = inverses[r]
+                        for j in columns { dw[j] += gr[j] * row[j] * s }
+                    }
+                }
+            }
+            w.withUnsafeBufferPointer { w in
+                parallelChunks(rows, minimumChunk: 8) { range in
+                    for r in range {
+                        let row = xs + r * n, gr = g + r * n, dst = d + r * n, s = inverses[r]
+                        var dot: Float = 0
+                        for j in 0..<n { dot += gr[j] * (w[j] + weightOffset) * row[j] }
+                        let c = s * s * s * dot / Float(n)
+                        for j in 0..<n { dst[j] = s * gr[j] * (w[j] + weightOffset) - c * row[j] }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `1/√(mean(row²) + eps)` of one row of `n` values.
+    @inline(__always) static func inverseRMS(_ row: UnsafePointer<Float>, _ n: Int, eps: Float) -> Float {
+        var sum: Float = 0
+        for j in 0..<n { sum += row[j] * row[j] }
+        return 1 / (sum / Float(n) + eps).squareRoot()
+    }
+
+    // MARK: - LayerNorm
+
+    public func layerNorm(_ out: Tensor, _ x: Tensor, _ weight: Tensor, _ bias: Tensor, eps: Float) {
+        let w = download(weight), b = download(bias), n = x.shape.last
+        let xs = x.floats.baseAddress!, y = out.floats.baseAddress!
+        w.withUnsafeBufferPointer { w in
+            b.withUnsafeBufferPointer { b in
+                parallelChunks(x.shape.rows, minimumChunk: 8) { range in
+                    for r in range {
+                        let row = xs + r * n, dst = y + r * n
+                        let (mean, inv) = Self.meanAndInverseDeviation(row, n, eps: eps)
+                        for j in 0..<n { dst[j] = (row[j] - mean) * inv * w[j] + b[j] }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gradients of `layerNorm`: `dx` (=, may alias dy), `dWeight` and `dBias` (+=).
+    ///
+    /// With `x̂ = (x − μ)·s` and `g = dy·w`: `dx = s·(g − mean(g) − x̂·mean(g·x̂))`,
+    /// `dWeight += Σ_rows dy·x̂`, `dBias += Σ_rows dy`.
+    public func layerNormBackward(dx: Tensor, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor,
+                                  eps: Float) {
+        let w = download(weight), n = x.shape.last, rows = x.shape.rows
+        precondition(dx.count == x.count && dy.count == x.count && w.count == n,
+                     "layerNormBackward: x \(x.shape), dx \(dx.shape), dy \(dy.shape), weight \(weight.shape)")
+        let xs = x.floats.baseAddress!, g = dy.floats.baseAddress!, d = dx.floats.baseAddress!
+        // (rows) the saved statistics: mean and 1/std per row
+        var means = [Float](repeating: 0, count: rows), inverses = [Float](repeating: 0, count: rows)
+        means.withUnsafeMutableBufferPointer { means in
+            inverses.withUnsafeMutableBufferPointer { inverses in
+                parallelChunks(rows, minimumChunk: 8) { range in
+                    for r in range { (means[r], inverses[r]) = Self.meanAndInverseDeviation(xs + r * n, n, eps: eps) }
+                }
+                if dWeight != nil || dBias != nil {
+                    if let dWeight { precondition(dWeight.dtype == .f32 && dWeight.count == n, "layerNormBackward: dWeight") }
+                    if let dBias { precondition(dBias.dtype == .f32 && dBias.count == n, "layerNormBackward: dBias") }
+                    let dw = dWeight?.floats.baseAddress, db = dBias?.floats.baseAddress
+                    parallelChunks(n, minimumChunk: 64) { columns in
+                        for r in 0..<rows {
+                            let row = xs + r * n, gr = g + r * n, mean = means[r], s = inverses[r]
+                            if let dw { for j in columns { dw[j] += gr[j] * (row[j] - mean) * s } }
+                            if let db { for j in columns { db[j] += gr[j] } }
+                        }
+                    }
+                }
+                w.withUnsafeBufferPointer { w in
+                    parallelChunks(rows, minimumChunk: 8) { range in
+                        for r in range {
+                            let row = xs + r * n, gr = g + r * n, dst = d + r * n, mean = means[r], s = inverses[r]
+                            var meanG: Float = 0, meanGX: Float = 0
+                            for j in 0..<n {
+                                let gj = gr[j] * w[j]
+                                meanG += gj
+                                meanGX += gj * (row[j] - mean) * s
+                            }
+                            meanG /= Float(n); meanGX /= Float(n)
+                            for j in 0..<n {
+                                let xhat = (row[j] - mean) * s
+                                dst[j] = s * (gr[j] * w[j] - meanG - xhat * meanGX)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The mean of one row of `n` values and `1/√(variance + eps)` (biased variance, as PyTorch).
+    @inline(__always) static func meanAndInverseDeviation(_ row: UnsafePointer<Float>, _ n: Int,
+                                                          eps: Float) -> (mean: Float, inverse: Float) {
+        var mean: Float = 0
+        for j in 0..<n { mean += row[j] }
+        mean /= Float(n)
+        var variance: Float = 0
+        for j in 0..<n { let d = row[j] - mean; variance += d * d }
+        return (mean, 1 / (variance / Float(n) + eps).squareRoot())
+    }
+}

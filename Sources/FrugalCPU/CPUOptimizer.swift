@@ -1,0 +1,88 @@
+// CPUOptimizer: the AdamW step, gradient reductions (norm, finiteness), emulated 16-bit rounding
+// and zero-filling on the CPU.
+import Foundation
+import FrugalCore
+
+extension CPUBackend {
+    /// Elements per block of the reductions: each block's partial result is kept, then the
+    /// blocks are combined in order, so the result does not depend on the thread count.
+    static let reductionBlock = 1 << 16
+
+    // MARK: - AdamW
+
+    /// One AdamW step, in the order of `torch.optim.AdamW` (single-tensor, not amsgrad):
+    /// `p *= 1 − lr·wd; m += (1−β1)·(g − m); v = β2·v + (1−β2)·g²;
+    /// p −= (lr/(1−β1^step)) · m / (√v/√(1−β2^step) + ε)`.
+    public func adamW(_ parameter: Tensor, gradient: Tensor, m: Tensor, v: Tensor, step: Int, learningRate: Float,
+                      beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float) {
+        precondition(step >= 1 && gradient.count == parameter.count && m.count == parameter.count
+                     && v.count == parameter.count, "adamW: step \(step), parameter \(parameter.shape)")
+        let p = parameter.floats.baseAddress!, g = gradient.floats.baseAddress!
+        let ms = m.floats.baseAddress!, vs = v.floats.baseAddress!
+        let decay = 1 - learningRate * weightDecay
+        let stepSize = Float(Double(learningRate) / (1 - pow(Double(beta1), Double(step))))
+        let correction2 = Float((1 - pow(Double(beta2), Double(step))).squareRoot())
+        parallelChunks(parameter.count, minimumChunk: 4096) { range in
+            for i in range {
+                let gi = g[i]
+                ms[i] += (1 - beta1) * (gi - ms[i])
+                vs[i] = vs[i] * beta2 + (1 - beta2) * gi * gi
+                p[i] = p[i] * decay - stepSize * (ms[i] / (vs[i].squareRoot() / correction2 + epsilon))
+            }
+        }
+    }
+
+    // MARK: - Reductions
+
+    /// `Σ x²` in double precision, per block then over blocks in order.
+    public func sumOfSquares(_ x: Tensor) -> Double {
+        let xs = x.floats.baseAddress!
+        return blockReduction(x.count) { range in
+            var sum: Double = 0
+            for i in range { sum += Double(xs[i]) * Double(xs[i]) }
+            return sum
+        }.reduce(0, +)
+    }
+
+    /// Whether every value is finite (no NaN, no ±∞).
+    public func allFinite(_ x: Tensor) -> Bool {
+        let xs = x.floats.baseAddress!
+        return blockReduction(x.count) { range in
+            for i in range where !xs[i].isFinite { return 0 }
+            return 1
+        }.allSatisfy { $0 == 1 }
+    }
+
+    /// `body` over each block of `reductionBlock` elements of `0..<count`, in parallel.
+    /// - Returns: one result per block, in order.
+    private func blockReduction(_ count: Int, _ body: (Range<Int>) -> Double) -> [Double] {
+        let blocks = (count + Self.reductionBlock - 1) / Self.reductionBlock
+        var results = [Double](repeating: 0, count: blocks)
+        results.withUnsafeMutableBufferPointer { results in
+            parallelChunks(blocks) { range in
+                for b in range {
+                    results[b] = body(b * Self.reductionBlock..<min(count, (b + 1) * Self.reductionBlock))
+                }
+            }
+        }
+        return results
+    }
+
+    // MARK: - Precision and filling
+
+    /// Rounds every f32 value in place to the nearest value of `dtype` (`HalfPrecision.round`).
+    public func roundInPlace(_ x: Tensor, to dtype: DType) {
+        precondition(dtype == .f32 || dtype == .f16 || dtype == .bf16, "roundInPlace to \(dtype)")
+        if dtype == .f32 { return }
+        let xs = x.floats.baseAddress!
+        parallelChunks(x.count, minimumChunk: 4096) { range in
+            for i in range { xs[i] = HalfPrecision.round(xs[i], to: dtype) }
+        }
+    }
+
+    /// Fills an f32 tensor with zeros.
+    public func zero(_ x: Tensor) {
+        precondition(x.dtype == .f32, "zero of a \(x.dtype) tensor")
+        memset(x.rawPointer, 0, x.byteCount)
+    }
+}

@@ -1,0 +1,52 @@
+// TrainingBackend: the backward ops, loss and optimizer a backend needs to train.
+
+/// A backend that can train: gradients of every forward op, the fused loss, and the optimizer.
+///
+/// Gradients are f32. Each op says whether it overwrites (`=`) or accumulates (`+=`) into
+/// each output, as llm.c does.
+public protocol TrainingBackend: Backend {
+    // MARK: - Backward (f32 gradients; `=` overwrites, `+=` accumulates, as each says)
+
+    /// Gradients of `linear`: `dx = dy·W` (=), `dWeight += dyᵀ·x` (f32, +=), `dBias += Σ_rows dy` (+=).
+    /// Any of the outputs may be nil when not needed (a frozen weight has no `dWeight`).
+    func linearBackward(dx: Tensor?, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor)
+    /// `dTable[tokens[t]] += dy[t]` (f32 table gradient).
+    func embeddingBackward(_ dTable: Tensor, dy: Tensor, tokens: [Int32])
+    /// Gradients of `rmsNorm`: `dx` (=) and `dWeight` (+=).
+    func rmsNormBackward(dx: Tensor, dWeight: Tensor?, dy: Tensor, x: Tensor, weight: Tensor, eps: Float, weightOffset: Float)
+    /// Gradients of `layerNorm`: `dx` (=), `dWeight` and `dBias` (+=).
+    func layerNormBackward(dx: Tensor, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor, eps: Float)
+    /// Gradient of `rope` in place on `dx` (the inverse rotation).
+    func ropeBackward(_ dx: Tensor, heads: Int, headDim: Int, positions: [Int32], inverseFrequencies: [Float])
+    /// Gradients of `attention` (=): recomputes the softmax from q and k, never stores it.
+    func attentionBackward(dq: Tensor, dk: Tensor, dv: Tensor, dOut: Tensor, q: Tensor, k: Tensor, v: Tensor,
+                           layout: AttentionLayout)
+    /// `dx = dy · act'(x)` (=; dx may alias dy).
+    func activateBackward(dx: Tensor, dy: Tensor, x: Tensor, _ activation: Activation)
+    /// Gradients of `gated` (=): `dGate = dy·up·act'(gate)`, `dUp = dy·act(gate)`.
+    func gatedBackward(dGate: Tensor, dUp: Tensor, dy: Tensor, gate: Tensor, up: Tensor, _ activation: Activation)
+
+    // MARK: - Loss
+
+    /// Cross-entropy of `hidden·headᵀ` against `targets`, computed over chunks of rows so the
+    /// full (rows, vocab) logits never exist. Targets < 0 are ignored.
+    /// Writes `dHidden` (=) and accumulates `dHead` (+=) for the loss multiplied by `gradientScale`.
+    /// - Returns: the sum of the per-token losses over non-ignored targets (unscaled).
+    func crossEntropy(hidden: Tensor, head: Tensor, targets: [Int32], dHidden: Tensor?, dHead: Tensor?,
+                      gradientScale: Float) -> Double
+
+    // MARK: - Optimizer and precision
+
+    /// One AdamW step over a parameter tensor (f32) with its gradient and moments:
+    /// `m = β1·m + (1-β1)·g; v = β2·v + (1-β2)·g²; p -= lr·(m̂/(√v̂+ε) + wd·p)`, bias-corrected by `step` (1-based).
+    func adamW(_ parameter: Tensor, gradient: Tensor, m: Tensor, v: Tensor, step: Int, learningRate: Float,
+               beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float)
+    /// `Σ x²` of an f32 tensor, in double precision.
+    func sumOfSquares(_ x: Tensor) -> Double
+    /// Whether every value of an f32 tensor is finite.
+    func allFinite(_ x: Tensor) -> Bool
+    /// Rounds every f32 value in place to the nearest value of `dtype` (emulated f16/bf16 storage).
+    func roundInPlace(_ x: Tensor, to dtype: DType)
+    /// Fills an f32 tensor with zeros.
+    func zero(_ x: Tensor)
+}

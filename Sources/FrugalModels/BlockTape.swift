@@ -1,0 +1,43 @@
+// BlockTape: what one block's forward keeps for its backward.
+import FrugalCore
+import FrugalFormats
+
+/// The LoRA branch's saved inputs: the (dropped-out) input and `input·Aᵀ`.
+struct LoRATape {
+    var input: Tensor
+    var hidden: Tensor
+    /// The dropout mask (0 or 1/keep), when dropout was applied.
+    var mask: Tensor?
+}
+
+/// The activations a block's backward reads, filled by its forward.
+///
+/// Pre-norm: `h1 = N1(x)`, `s1 = x + A(h1)`, `mid = s1`, `h2 = N2(mid)`, `s2 = mid + M(h2)`.
+/// Post-norm: `h1 = x`, `s1 = x + A(h1)`, `mid = N1(s1)`, `h2 = mid`, `s2 = mid + M(h2)`, out `N2(s2)`.
+final class BlockTape {
+    /// Whether dropout applies (training) or not (evaluation).
+    let training: Bool
+    /// The dropout stream; a recomputed block starts from the same state, so masks repeat.
+    var random: SplitMix64
+    /// The stream's state when the block started.
+    let startRandom: SplitMix64
+
+    var input: Tensor!, h1: Tensor!, s1: Tensor!, mid: Tensor!, h2: Tensor!, s2: Tensor!
+    /// Query, key (after rotary) and value; attention output before the output projection.
+    var q: Tensor!, k: Tensor!, v: Tensor!, attended: Tensor!
+    /// MLP: gate and up projections (before the activation), and their product.
+    var gate: Tensor?, up: Tensor!, product: Tensor!
+    var lora: [ProjectionRole: LoRATape] = [:]
+
+    init(training: Bool, random: SplitMix64) {
+        self.training = training
+        self.random = random
+        self.startRandom = random
+    }
+
+    /// A dropout mask of `shape`: each value 1/keep with probability `keep`, else 0.
+    func dropoutMask(_ shape: Shape, keep: Float, on backend: Backend) -> Tensor {
+        let values = (0..<shape.count).map { _ in random.nextUniform() < keep ? 1 / keep : 0 }
+        return values.withUnsafeBytes { backend.upload($0, shape, .f32, .activations) }
+    }
+}

@@ -1,0 +1,74 @@
+// Choosing what trains: LoRA adapters on chosen projections, or every weight of chosen layers.
+import FrugalCore
+import FrugalFormats
+
+extension Decoder {
+    /// Attaches LoRA adapters to the targeted projections and returns them as the trainable set.
+    /// - Parameters:
+    ///   - configuration: rank, alpha, dropout, targets, rsLoRA.
+    ///   - seed: seeds the initial `A` matrices (each adapter draws from its own stream).
+    ///   - frozenLayers: block indices that get no adapters.
+    /// - Throws: `FrugalError.invalidArgument` for an unknown target or a non-positive rank.
+    public func attachLoRA(_ lora: LoRAConfiguration, seed: UInt64, frozenLayers: Set<Int> = []) throws -> TrainableParameters {
+        guard let backend = backend as? TrainingBackend else { throw FrugalError.invalidArgument("this backend cannot train") }
+        guard lora.rank > 0 else { throw FrugalError.invalidArgument("LoRA rank must be positive, found \(lora.rank)") }
+        guard lora.dropout >= 0 && lora.dropout < 1 else { throw FrugalError.invalidArgument("LoRA dropout must be in [0, 1)") }
+        let roles = try ProjectionRole.parse(lora.targets)
+        let naming = TensorNaming.huggingFace(configuration.architecture)
+        var named = [(String, Tensor)]()
+        for index in weights.blocks.indices where !frozenLayers.contains(index) {
+            for role in ProjectionRole.allCases where roles.contains(role) {
+                guard let linear = weights.blocks[index][role] else { continue }
+                let adapter = LoRAAdapter(backend: backend, inputs: linear.inputs, outputs: linear.outputs, lora,
+                                          seed: seed &+ UInt64(index * 16 + role.ordinal))
+                weights.blocks[index][role]?.lora = adapter
+                let module = naming.module(role, index)
+                named.append((module + ".lora_A.weight", adapter.a))
+                named.append((module + ".lora_B.weight", adapter.b))
+            }
+        }
+        return TrainableParameters(backend: backend, named: named)
+    }
+
+    /// Every weight of the model as the trainable set (a full fine-tune), except those of
+    /// `frozenLayers`. The weights must be f32 (load with `trainable: true`).
+    public func allWeights(frozenLayers: Set<Int> = []) throws -> TrainableParameters {
+        guard let backend = backend as? TrainingBackend else { throw FrugalError.invalidArgument("this backend cannot train") }
+        let named = weights.namedTensors.filter { name, _ in
+            guard name.hasPrefix("blocks.") else { return true }
+            let index = Int(name.split(separator: ".")[1]) ?? -1
+            return !frozenLayers.contains(index)
+        }
+        for (name, tensor) in named where tensor.dtype != .f32 {
+            throw FrugalError.invalidArgument("weight '\(name)' is \(tensor.dtype.rawValue): a full fine-tune needs the model loaded with trainable f32 weights")
+        }
+        return TrainableParameters(backend: backend, named: named)
+    }
+
+    /// Turns every LoRA adapter on or off (off gives the base model, e.g. as a frozen reference).
+    public func setAdaptersEnabled(_ enabled: Bool) {
+        for block in weights.blocks {
+            for role in ProjectionRole.allCases { block[role]?.lora?.enabled = enabled }
+        }
+    }
+}
+
+extension ProjectionRole {
+    /// A small stable number per role, for seeding.
+    var ordinal: Int { ProjectionRole.allCases.firstIndex(of: self)! }
+}
+
+extension TensorNaming {
+    /// The Hugging Face module path of a block's projection (`model.layers.3.self_attn.q_proj`).
+    func module(_ role: ProjectionRole, _ index: Int) -> String {
+        switch role {
+        case .q: query(index)
+        case .k: key(index)
+        case .v: value(index)
+        case .o: output(index)
+        case .gate: gate?(index) ?? "gate"
+        case .up: up(index)
+        case .down: down(index)
+        }
+    }
+}

@@ -1,0 +1,240 @@
+// Decoder training: forward with saved activations, loss, and the explicit backward of every block.
+import FrugalCore
+import FrugalFormats
+
+/// Sequences to train on: tokens, their labels, and the packing layout.
+public struct TrainingBatch: Sendable {
+    /// (batch·length) token ids.
+    public var tokens: [Int32]
+    /// (batch·length) the token each position must predict (already shifted); < 0 is ignored.
+    public var targets: [Int32]
+    /// (batch·length) position of each token, restarting per packed sample.
+    public var positions: [Int32]
+    /// (batch·length) segment of each token for packing (-1 for padding), or nil.
+    public var segments: [Int32]?
+    public var batch: Int
+
+    public init(tokens: [Int32], targets: [Int32], positions: [Int32]? = nil, segments: [Int32]? = nil, batch: Int) {
+        precondition(tokens.count == targets.count && tokens.count % batch == 0, "batch of \(tokens.count) tokens, \(targets.count) targets")
+        let length = tokens.count / batch
+        self.tokens = tokens
+        self.targets = targets
+        self.positions = positions ?? (0..<tokens.count).map { Int32($0 % length) }
+        self.segments = segments
+        self.batch = batch
+    }
+
+    /// Number of positions that carry a loss.
+    public var targetCount: Int { targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) } }
+}
+
+/// How one forward/backward pass runs.
+public struct PassOptions: Sendable {
+    /// Keep only each block's input and recompute the block in backward.
+    public var checkpointing = false
+    /// Multiplies the gradient of the summed loss (1/target tokens of the whole accumulated
+    /// batch, times the loss scale under fp16).
+    public var gradientScale: Float = 1
+    /// Apply LoRA dropout.
+    public var training = true
+
+    public init(checkpointing: Bool = false, gradientScale: Float = 1, training: Bool = true) {
+        self.checkpointing = checkpointing; self.gradientScale = gradientScale; self.training = training
+    }
+}
+
+extension Decoder {
+    /// The summed cross-entropy (nats) over the batch's target tokens, without gradients.
+    public func loss(_ batch: TrainingBatch) -> Double {
+        guard let backend = backend as? TrainingBackend else { preconditionFailure("backend cannot compute the loss") }
+        let input = ForwardInput(tokens: batch.tokens, batch: batch.batch, positions: batch.positions, segments: batch.segments)
+        var x = embed(input)
+        for index in weights.blocks.indices { x = blockForward(index, x, input, cache: nil, tape: nil) }
+        return backend.crossEntropy(hidden: finish(x), head: weights.head, targets: batch.targets, dHidden: nil, dHead: nil,
+                                    gradientScale: 0)
+    }
+
+    /// Forward and backward over `batch`, adding the gradients of `gradientScale · loss` into
+    /// `parameters`' buffers (`+=`, so micro-batches accumulate).
+    /// - Parameter random: the dropout stream, advanced by the pass.
+    /// - Returns: the summed cross-entropy (nats) over the target tokens, unscaled.
+    public func accumulateGradients(_ batch: TrainingBatch, into parameters: TrainableParameters, options: PassOptions,
+                                    random: inout SplitMix64) -> Double {
+        guard let backend = backend as? TrainingBackend else { preconditionFailure("backend cannot train") }
+        let input = ForwardInput(tokens: batch.tokens, batch: batch.batch, positions: batch.positions, segments: batch.segments)
+        var x = embed(input)
+        var tapes = [BlockTape]()
+        for index in weights.blocks.indices {
+            let tape = BlockTape(training: options.training, random: random)
+            x = blockForward(index, x, input, cache: nil, tape: tape)
+            random = tape.random
+            // With checkpointing, keep the block input only; the block is recomputed in backward.
+            tapes.append(options.checkpointing ? tape.checkpoint() : tape)
+        }
+        let (hidden, finalTape) = finishWithTape(x)
+        let dHidden = backend.zeros(hidden.shape, .f32, .activations)
+        let loss = backend.crossEntropy(hidden: hidden, head: weights.head, targets: batch.targets, dHidden: dHidden,
+                                        dHead: parameters.gradient(of: weights.head), gradientScale: options.gradientScale)
+        var dx = finishBackward(dHidden, finalTape, parameters, backend)
+        for index in weights.blocks.indices.reversed() {
+            var tape = tapes.removeLast()
+            if tape.h1 == nil {
+                let recomputed = BlockTape(training: tape.training, random: tape.random)
+                _ = blockForward(index, tape.input, input, cache: nil, tape: recomputed)
+                tape = recomputed
+            }
+            dx = blockBackward(index, dx, tape, input, parameters, backend)
+        }
+        embedBackward(dx, input, parameters, backend)
+        return loss
+    }
+
+    // MARK: - Ends of the network
+
+    /// What `finish` computed, for its backward.
+    struct FinishTape {
+        var beforeNorm: Tensor
+        var normed: Tensor
+    }
+
+    private func finishWithTape(_ x: Tensor) -> (Tensor, FinishTape) {
+        var normed = x
+        if let norm = weights.finalNorm { normed = normalize(x, norm) }
+        var hidden = normed
+        if let projectOut = weights.projectOut {
+            hidden = backend.zeros([x.shape.rows, projectOut.outputs], .f32, .activations)
+            backend.linear(hidden, normed, projectOut.weight, bias: projectOut.bias)
+        }
+        return (hidden, FinishTape(beforeNorm: x, normed: normed))
+    }
+
+    private func finishBackward(_ dHidden: Tensor, _ tape: FinishTape, _ parameters: TrainableParameters,
+                                _ backend: TrainingBackend) -> Tensor {
+        var d = dHidden
+        if let projectOut = weights.projectOut {
+            d = linearBackward(dHidden, tape.normed, projectOut, nil, parameters, backend)
+        }
+        if let norm = weights.finalNorm { d = normBackward(d, tape.beforeNorm, norm, parameters, backend) }
+        return d
+    }
+
+    private func embedBackward(_ dx: Tensor, _ input: ForwardInput, _ parameters: TrainableParameters, _ backend: TrainingBackend) {
+        let c = configuration
+        if let table = weights.positionEmbedding, let dTable = parameters.gradient(of: table) {
+            backend.embeddingBackward(dTable, dy: dx, tokens: input.positions.map { $0 + Int32(c.positionOffset) })
+        }
+        guard let dTable = parameters.gradient(of: weights.tokenEmbedding) else { return }
+        var dEmbedded = dx
+        if let projectIn = weights.projectIn {
+            let embedded = backend.zeros([input.tokens.count, weights.tokenEmbedding.shape.last], .f32, .activations)
+            backend.embedding(embedded, weights.tokenEmbedding, tokens: input.tokens)
+            if c.embeddingScale != 1 { backend.scale(embedded, by: c.embeddingScale) }
+            dEmbedded = linearBackward(dx, embedded, projectIn, nil, parameters, backend)
+        } else if c.embeddingScale != 1 {
+            dEmbedded = backend.zeros(dx.shape, .f32, .activations)
+            backend.copy(dEmbedded, at: 0, from: dx)
+        }
+        if c.embeddingScale != 1 { backend.scale(dEmbedded, by: c.embeddingScale) }
+        backend.embeddingBackward(dTable, dy: dEmbedded, tokens: input.tokens)
+    }
+
+    // MARK: - Block backward
+
+    /// Backward of `blockForward`: returns the gradient of the block input (=), accumulating
+    /// parameter gradients (+=).
+    private func blockBackward(_ index: Int, _ dOut: Tensor, _ tape: BlockTape, _ input: ForwardInput,
+                               _ parameters: TrainableParameters, _ backend: TrainingBackend) -> Tensor {
+        let block = weights.blocks[index], preNorm = configuration.normBeforeBlock, c = configuration
+        // out = s2 (pre-norm) or N2(s2)
+        let dS2 = preNorm ? dOut : normBackward(dOut, tape.s2, block.mlpNorm, parameters, backend)
+        // MLP
+        let dProduct = linearBackward(dS2, tape.product, block.down, tape.lora[.down], parameters, backend)
+        var dH2: Tensor
+        if let gate = block.gate, let g = tape.gate {
+            let dGate = backend.zeros(g.shape, .f32, .activations), dUp = backend.zeros(g.shape, .f32, .activations)
+            backend.gatedBackward(dGate: dGate, dUp: dUp, dy: dProduct, gate: g, up: tape.up, c.activation)
+            dH2 = linearBackward(dGate, tape.h2, gate, tape.lora[.gate], parameters, backend)
+            let dFromUp = linearBackward(dUp, tape.h2, block.up, tape.lora[.up], parameters, backend)
+            backend.add(dH2, dH2, dFromUp)
+        } else {
+            let dUp = backend.zeros(tape.up.shape, .f32, .activations)
+            backend.activateBackward(dx: dUp, dy: dProduct, x: tape.up, c.activation)
+            dH2 = linearBackward(dUp, tape.h2, block.up, tape.lora[.up], parameters, backend)
+        }
+        // s2 = mid + M(h2)
+        let dMid = backend.zeros(dS2.shape, .f32, .activations)
+        if preNorm {
+            let dFromNorm = normBackward(dH2, tape.mid, block.mlpNorm, parameters, backend)
+            backend.add(dMid, dS2, dFromNorm)
+        } else {
+            backend.add(dMid, dS2, dH2)
+        }
+        // mid = s1 (pre-norm) or N1(s1)
+        let dS1 = preNorm ? dMid : normBackward(dMid, tape.s1, block.attentionNorm, parameters, backend)
+        // Attention
+        let dAttended = linearBackward(dS1, tape.attended, block.output, tape.lora[.o], parameters, backend)
+        let dq = backend.zeros(tape.q.shape, .f32, .activations)
+        let dk = backend.zeros(tape.k.shape, .f32, .activations), dv = backend.zeros(tape.v.shape, .f32, .activations)
+        backend.attentionBackward(dq: dq, dk: dk, dv: dv, dOut: dAttended, q: tape.q, k: tape.k, v: tape.v,
+                                  layout: attentionLayout(input, keyLength: input.length, queryOffset: 0))
+        if c.usesRotaryPositions {
+            backend.ropeBackward(dq, heads: c.heads, headDim: c.headDim, positions: input.positions, inverseFrequencies: inverseFrequencies)
+            backend.ropeBackward(dk, heads: c.kvHeads, headDim: c.headDim, positions: input.positions, inverseFrequencies: inverseFrequencies)
+        }
+        let dH1 = linearBackward(dq, tape.h1, block.query, tape.lora[.q], parameters, backend)
+        backend.add(dH1, dH1, linearBackward(dk, tape.h1, block.key, tape.lora[.k], parameters, backend))
+        backend.add(dH1, dH1, linearBackward(dv, tape.h1, block.value, tape.lora[.v], parameters, backend))
+        // s1 = x + A(h1)
+        let dx = backend.zeros(dS1.shape, .f32, .activations)
+        if preNorm {
+            backend.add(dx, dS1, normBackward(dH1, tape.input, block.attentionNorm, parameters, backend))
+        } else {
+            backend.add(dx, dS1, dH1)
+        }
+        return dx
+    }
+
+    /// Backward of `project`: the input gradient (=), with weight, bias and LoRA gradients (+=).
+    private func linearBackward(_ dy: Tensor, _ x: Tensor, _ linear: Linear, _ lora: LoRATape?,
+                                _ parameters: TrainableParameters, _ backend: TrainingBackend) -> Tensor {
+        let dx = backend.zeros(x.shape, .f32, .activations)
+        backend.linearBackward(dx: dx, dWeight: parameters.gradient(of: linear.weight),
+                               dBias: parameters.gradient(of: linear.bias), dy: dy, x: x, weight: linear.weight)
+        guard let adapter = linear.lora, adapter.enabled, let lora else { return dx }
+        let scaled = backend.zeros(dy.shape, .f32, .workspace)
+        backend.copy(scaled, at: 0, from: dy)
+        backend.scale(scaled, by: adapter.scale)
+        let dHidden = backend.zeros(lora.hidden.shape, .f32, .activations)
+        backend.linearBackward(dx: dHidden, dWeight: parameters.gradient(of: adapter.b), dBias: nil, dy: scaled,
+                               x: lora.hidden, weight: adapter.b)
+        let dInput = backend.zeros(x.shape, .f32, .activations)
+        backend.linearBackward(dx: dInput, dWeight: parameters.gradient(of: adapter.a), dBias: nil, dy: dHidden,
+                               x: lora.input, weight: adapter.a)
+        if let mask = lora.mask { backend.multiply(dInput, dInput, mask) }
+        backend.add(dx, dx, dInput)
+        return dx
+    }
+
+    /// Backward of `normalize`: the input gradient (=), with weight and bias gradients (+=).
+    private func normBackward(_ dy: Tensor, _ x: Tensor, _ norm: Norm, _ parameters: TrainableParameters,
+                              _ backend: TrainingBackend) -> Tensor {
+        let dx = backend.zeros(x.shape, .f32, .activations)
+        if let bias = norm.bias {
+            backend.layerNormBackward(dx: dx, dWeight: parameters.gradient(of: norm.weight), dBias: parameters.gradient(of: bias),
+                                      dy: dy, x: x, weight: norm.weight, eps: configuration.normEps)
+        } else {
+            backend.rmsNormBackward(dx: dx, dWeight: parameters.gradient(of: norm.weight), dy: dy, x: x, weight: norm.weight,
+                                    eps: configuration.normEps, weightOffset: configuration.normWeightOffset)
+        }
+        return dx
+    }
+}
+
+extension BlockTape {
+    /// A tape holding only the block input and the dropout stream at the block's start.
+    func checkpoint() -> BlockTape {
+        let kept = BlockTape(training: training, random: startRandom)
+        kept.input = input
+        return kept
+    }
+}
