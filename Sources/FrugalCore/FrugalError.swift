@@ -16,6 +16,8 @@ public enum FrugalError: Error, CustomStringConvertible, Equatable {
     case unsupportedDType(DType, operation: String)
     /// Bad user input (options, configuration).
     case invalidArgument(String)
+    /// Training hit non-finite numbers: at which step, and where.
+    case numericalFault(step: Int, detail: String)
 
     public var description: String {
         switch self {
@@ -34,6 +36,8 @@ public enum FrugalError: Error, CustomStringConvertible, Equatable {
             return "\(operation) does not support dtype \(dtype.rawValue)"
         case let .invalidArgument(message):
             return message
+        case let .numericalFault(step, detail):
+            return "step \(step): \(detail)"
         }
     }
 }

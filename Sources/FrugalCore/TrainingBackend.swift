@@ -41,6 +41,9 @@ public protocol TrainingBackend: Backend {
     /// `m = β1·m + (1-β1)·g; v = β2·v + (1-β2)·g²; p -= lr·(m̂/(√v̂+ε) + wd·p)`, bias-corrected by `step` (1-based).
     func adamW(_ parameter: Tensor, gradient: Tensor, m: Tensor, v: Tensor, step: Int, learningRate: Float,
                beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float)
+    /// One SGD step with momentum (PyTorch's rule): `g += wd·p; b = μ·b + g; p -= lr·b`.
+    func sgd(_ parameter: Tensor, gradient: Tensor, momentumBuffer: Tensor, learningRate: Float, momentum: Float,
+             weightDecay: Float)
     /// `Σ x²` of an f32 tensor, in double precision.
     func sumOfSquares(_ x: Tensor) -> Double
     /// Whether every value of an f32 tensor is finite.

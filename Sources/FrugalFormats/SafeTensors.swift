@@ -373,65 +373,6 @@ public enum SafeTensorsWriter {
     }
 }
 
-/// A file written under a temporary name in its final folder, flushed, then renamed into place.
-private struct AtomicFile {
-    private let fd: Int32
-    private let path: String
-
-    /// Runs `body` to fill a temporary file, then renames it to `url`; removes it on failure.
-    static func write(to url: URL, _ body: (AtomicFile) throws -> Void) throws {
-        let folder = url.deletingLastPathComponent().path
-        let temporary = url.deletingLastPathComponent()
-            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw failure(url.path, "cannot create a temporary file in \(folder)") }
-        do {
-            try body(AtomicFile(fd: fd, path: url.path))
-            guard fsync(fd) == 0 else { throw failure(url.path, "cannot flush") }
-            guard close(fd) == 0 else { throw failure(url.path, "cannot close") }
-        } catch {
-            close(fd)
-            unlink(temporary)
-            throw error
-        }
-        guard rename(temporary, url.path) == 0 else {
-            let error = failure(url.path, "cannot rename the temporary file into place")
-            unlink(temporary)
-            throw error
-        }
-        let folderFD = open(folder, O_RDONLY | O_CLOEXEC)
-        if folderFD >= 0 {
-            fsync(folderFD)
-            close(folderFD)
-        }
-    }
-
-    /// Writes all of `bytes` at the end of the file.
-    func append(_ bytes: UnsafeRawBufferPointer) throws {
-        var done = 0
-        while done < bytes.count {
-            let n = systemWrite(fd, bytes.baseAddress! + done, bytes.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw Self.failure(path, "cannot write")
-            }
-            done += n
-        }
-    }
-
-    private static func failure(_ path: String, _ what: String) -> FrugalError {
-        .invalidArgument("\(path): \(what): \(String(cString: strerror(errno)))")
-    }
-}
-
-/// POSIX `write`, named apart from the writer's own `write`.
-private func systemWrite(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) -> Int {
-    #if canImport(Glibc)
-    Glibc.write(fd, buffer, count)
-    #else
-    Darwin.write(fd, buffer, count)
-    #endif
-}
 
 // MARK: - Model folder
 

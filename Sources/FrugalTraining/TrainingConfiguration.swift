@@ -1,5 +1,6 @@
 // TrainingConfiguration: every knob of a fine-tuning run, as one Codable value.
 import FrugalCore
+import FrugalModels
 
 /// How the numbers of a run are stored and computed.
 public enum PrecisionPolicy: String, Sendable, Codable, CaseIterable {
@@ -20,15 +21,62 @@ public enum PrecisionPolicy: String, Sendable, Codable, CaseIterable {
         case .bf16, .pureBF16: .bf16
         }
     }
+
+    /// Whether f32 master copies of the trainable weights are kept for the optimizer.
+    public var keepsMasters: Bool { self == .fp16 || self == .bf16 }
 }
 
-/// The optimizer and its hyper-parameters.
-public enum OptimizerKind: String, Sendable, Codable {
+/// The optimizer.
+public enum OptimizerKind: String, Sendable, Codable, CaseIterable {
     case adamW = "adamw"
     case sgd
 }
 
-/// How the learning rate changes over steps.
-public enum ScheduleKind: String, Sendable, Codable {
+/// How the learning rate changes over steps (after the linear warm-up).
+public enum ScheduleKind: String, Sendable, Codable, CaseIterable {
     case constant, linear, cosine
+}
+
+/// What trains.
+public enum TrainingMethod: Sendable, Codable, Equatable {
+    /// Low-rank adapters on a frozen base.
+    case lora(LoRAConfiguration)
+    /// Every weight (f32 masters).
+    case full
+}
+
+/// Every setting of a fine-tuning run; defaults are those of a typical LoRA SFT.
+public struct TrainingConfiguration: Sendable, Codable, Equatable {
+    public var method: TrainingMethod = .lora(LoRAConfiguration())
+    /// Block indices that do not train.
+    public var frozenLayers: Set<Int> = []
+    /// Optimizer steps to run.
+    public var steps = 100
+    /// Sequences per micro-batch.
+    public var microBatch = 8
+    /// Micro-batches per optimizer step.
+    public var gradientAccumulation = 1
+    public var learningRate: Float = 2e-4
+    public var schedule: ScheduleKind = .cosine
+    public var warmupSteps = 0
+    public var optimizer: OptimizerKind = .adamW
+    public var beta1: Float = 0.9
+    public var beta2: Float = 0.999
+    public var epsilon: Float = 1e-8
+    /// SGD momentum.
+    public var momentum: Float = 0.9
+    public var weightDecay: Float = 0
+    /// Clip the global gradient norm to this (0 = off).
+    public var maxGradientNorm: Float = 1
+    public var precision: PrecisionPolicy = .fp32
+    /// Keep only block inputs and recompute blocks in backward.
+    public var checkpointing = false
+    /// Initial loss scale under fp16, and how it adapts.
+    public var lossScale = LossScaler.Settings()
+    /// Seeds adapters, dropout and data order.
+    public var seed: UInt64 = 42
+    /// Write a checkpoint every this many steps (0 = only at the end and on interrupt).
+    public var checkpointEvery = 0
+
+    public init() {}
 }

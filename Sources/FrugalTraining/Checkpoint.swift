@@ -1,0 +1,138 @@
+// Checkpoint: a run's complete state in a folder, written atomically, verified on load.
+import Foundation
+import FrugalCore
+import FrugalFormats
+import FrugalModels
+
+/// The scalar state of a trainer, beside its tensors.
+struct TrainerState: Codable {
+    var formatVersion = Checkpoint.formatVersion
+    var step: Int
+    var updates: Int
+    var random: SplitMix64
+    var loader: DataLoaderState
+    var scaler: LossScaler
+    var configuration: TrainingConfiguration
+}
+
+/// The list of a checkpoint's files with their sizes and hashes.
+struct CheckpointManifest: Codable {
+    struct Entry: Codable, Equatable {
+        var bytes: Int
+        /// FNV-1a 64 of the file's bytes, in hex.
+        var fnv1a64: String
+    }
+    var formatVersion: Int
+    var step: Int
+    var files: [String: Entry]
+}
+
+/// Saves and restores a `Trainer`: trainable weights (as computed with, and f32 masters),
+/// optimizer moments, step, dropout stream, data position, loss scale, configuration.
+///
+/// A checkpoint is a folder `step-NNNNNN` with `tensors.safetensors`, `state.json` and
+/// `manifest.json`. It is written in a temporary folder, flushed, then renamed into place, and
+/// `latest` (a one-line file, itself replaced atomically) names it last: a crash at any moment
+/// leaves the previous checkpoint and `latest` intact.
+public enum Checkpoint {
+    static let formatVersion = 1
+
+    /// Writes the trainer's state under `directory` and points `latest` at it.
+    /// - Returns: the checkpoint folder.
+    @discardableResult
+    public static func save(_ trainer: Trainer, in directory: URL) throws -> URL {
+        let fm = FileManager.default
+        try fm.createDirectory(at: directory, withIntermediateDirectories: true)
+        let name = String(format: "step-%06d", trainer.step)
+        let final = directory.appendingPathComponent(name)
+        let temporary = directory.appendingPathComponent(".tmp-\(name)-\(ProcessInfo.processInfo.processIdentifier)")
+        try? fm.removeItem(at: temporary)
+        try fm.createDirectory(at: temporary, withIntermediateDirectories: true)
+
+        let tensors = trainer.optimizer.stateTensors.map { name, t in
+            (name: name, dtype: DType.f32, shape: t.shape, bytes: trainer.backend.download(t).withUnsafeBytes { Array($0) })
+        }
+        try SafeTensorsWriter.write(tensors, metadata: ["format": "frugal-checkpoint"],
+                                    to: temporary.appendingPathComponent("tensors.safetensors"))
+        let state = TrainerState(step: trainer.step, updates: trainer.optimizer.updates, random: trainer.random,
+                                 loader: trainer.loader.state, scaler: trainer.scaler, configuration: trainer.configuration)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(encoder.encode(state), to: temporary.appendingPathComponent("state.json"))
+        var files = [String: CheckpointManifest.Entry]()
+        for file in ["tensors.safetensors", "state.json"] {
+            files[file] = try entry(temporary.appendingPathComponent(file))
+        }
+        let manifest = CheckpointManifest(formatVersion: formatVersion, step: trainer.step, files: files)
+        try AtomicFile.write(encoder.encode(manifest), to: temporary.appendingPathComponent("manifest.json"))
+        try AtomicFile.syncDirectory(temporary)
+
+        if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
+        try fm.moveItem(at: temporary, to: final)
+        try AtomicFile.syncDirectory(directory)
+        try AtomicFile.write(Data((name + "\n").utf8), to: directory.appendingPathComponent("latest"))
+        return final
+    }
+
+    /// The folder `latest` names under `directory`, or nil when there is none.
+    public static func latest(in directory: URL) -> URL? {
+        guard let text = try? String(contentsOf: directory.appendingPathComponent("latest"), encoding: .utf8) else { return nil }
+        let name = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard name.hasPrefix("step-"), !name.contains("/") else { return nil }
+        return directory.appendingPathComponent(name)
+    }
+
+    /// Restores `trainer` from a checkpoint folder, after checking every file against the manifest.
+    /// - Throws: `FrugalError.malformedFile` naming the file that is missing, altered, or does
+    ///   not fit the trainer (other tensors, other shapes).
+    public static func restore(_ trainer: Trainer, from folder: URL) throws {
+        let manifestURL = folder.appendingPathComponent("manifest.json")
+        guard let manifestData = try? Data(contentsOf: manifestURL) else {
+            throw FrugalError.malformedFile(path: manifestURL.path, problem: "missing checkpoint manifest")
+        }
+        let manifest: CheckpointManifest
+        do { manifest = try JSONDecoder().decode(CheckpointManifest.self, from: manifestData) } catch {
+            throw FrugalError.malformedFile(path: manifestURL.path, problem: "unreadable manifest: \(error)")
+        }
+        for (file, expected) in manifest.files.sorted(by: { $0.key < $1.key }) {
+            let url = folder.appendingPathComponent(file)
+            guard FileManager.default.fileExists(atPath: url.path) else {
+                throw FrugalError.malformedFile(path: url.path, problem: "missing from checkpoint")
+            }
+            guard try entry(url) == expected else {
+                throw FrugalError.malformedFile(path: url.path, problem: "does not match the checkpoint manifest (altered or incomplete)")
+            }
+        }
+        let stateURL = folder.appendingPathComponent("state.json")
+        let state: TrainerState
+        do { state = try JSONDecoder().decode(TrainerState.self, from: Data(contentsOf: stateURL)) } catch {
+            throw FrugalError.malformedFile(path: stateURL.path, problem: "unreadable trainer state: \(error)")
+        }
+        let tensorsURL = folder.appendingPathComponent("tensors.safetensors")
+        let file = try SafeTensorsFile(url: tensorsURL)
+        for (name, tensor) in trainer.optimizer.stateTensors {
+            guard file.contains(name) else {
+                throw FrugalError.malformedFile(path: tensorsURL.path, problem: "no tensor '\(name)' (a checkpoint of another run?)")
+            }
+            let info = try file.info(name)
+            guard info.shape == tensor.shape, info.dtype == .f32 else {
+                throw FrugalError.malformedFile(path: tensorsURL.path, problem: "tensor '\(name)' is \(info.shape) \(info.dtype.rawValue), expected \(tensor.shape) f32")
+            }
+            let bytes = try file.data(name)
+            let restored = trainer.backend.upload(bytes, tensor.shape, .f32, .workspace)
+            trainer.backend.copy(tensor, at: 0, from: restored)
+        }
+        try trainer.loader.resume(from: state.loader)
+        trainer.step = state.step
+        trainer.optimizer.updates = state.updates
+        trainer.random = state.random
+        trainer.scaler = state.scaler
+    }
+
+    private static func entry(_ url: URL) throws -> CheckpointManifest.Entry {
+        let data = try Data(contentsOf: url)
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for byte in data { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+        return CheckpointManifest.Entry(bytes: data.count, fnv1a64: String(hash, radix: 16))
+    }
+}

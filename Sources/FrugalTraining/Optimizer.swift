@@ -1,0 +1,77 @@
+// Optimizer: AdamW or SGD over the trainable set, with f32 masters under mixed precision.
+import FrugalCore
+import FrugalModels
+
+/// Updates trainable tensors from their gradients.
+///
+/// Under fp16/bf16 the model computes with weights rounded to the compute dtype while the
+/// optimizer updates f32 masters and copies them back rounded; under pure bf16 the weights
+/// themselves are rounded after every update (small updates can be lost, as on the GPU).
+public final class Optimizer: @unchecked Sendable {
+    /// One parameter's optimizer state.
+    struct Slot {
+        let parameter: TrainableParameters.Parameter
+        /// f32 master copy, when the policy keeps one.
+        let master: Tensor?
+        /// AdamW first moment, or SGD momentum buffer.
+        let first: Tensor
+        /// AdamW second moment.
+        let second: Tensor?
+    }
+
+    let slots: [Slot]
+    let configuration: TrainingConfiguration
+    let backend: TrainingBackend
+    /// Updates applied so far (AdamW's bias-correction step).
+    public internal(set) var updates = 0
+
+    /// Allocates the state (as `optimizer` memory) and rounds the weights to the compute dtype.
+    public init(_ parameters: TrainableParameters, configuration: TrainingConfiguration, backend: TrainingBackend) {
+        self.configuration = configuration
+        self.backend = backend
+        let policy = configuration.precision
+        slots = parameters.parameters.map { p in
+            var master: Tensor?
+            if policy.keepsMasters {
+                let m = backend.zeros(p.value.shape, .f32, .optimizer)
+                backend.copy(m, at: 0, from: p.value)
+                master = m
+            }
+            backend.roundInPlace(p.value, to: policy.computeDType)
+            let first = backend.zeros(p.value.shape, .f32, .optimizer)
+            let second = configuration.optimizer == .adamW ? backend.zeros(p.value.shape, .f32, .optimizer) : nil
+            return Slot(parameter: p, master: master, first: first, second: second)
+        }
+    }
+
+    /// Applies one update with learning rate `rate` from the current gradients.
+    public func step(rate: Float) {
+        updates += 1
+        let c = configuration
+        for slot in slots {
+            let target = slot.master ?? slot.parameter.value
+            switch c.optimizer {
+            case .adamW:
+                backend.adamW(target, gradient: slot.parameter.gradient, m: slot.first, v: slot.second!, step: updates,
+                              learningRate: rate, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon, weightDecay: c.weightDecay)
+            case .sgd:
+                backend.sgd(target, gradient: slot.parameter.gradient, momentumBuffer: slot.first, learningRate: rate,
+                            momentum: c.momentum, weightDecay: c.weightDecay)
+            }
+            if let master = slot.master { backend.copy(slot.parameter.value, at: 0, from: master) }
+            backend.roundInPlace(slot.parameter.value, to: c.precision.computeDType)
+        }
+    }
+
+    /// Every state tensor by name, for checkpoints: `<name>` (the weight as computed with),
+    /// `<name>.master`, `<name>.m`, `<name>.v`.
+    var stateTensors: [(String, Tensor)] {
+        slots.flatMap { slot -> [(String, Tensor)] in
+            let name = slot.parameter.name
+            var list = [(name, slot.parameter.value), (name + ".m", slot.first)]
+            if let master = slot.master { list.append((name + ".master", master)) }
+            if let second = slot.second { list.append((name + ".v", second)) }
+            return list
+        }
+    }
+}

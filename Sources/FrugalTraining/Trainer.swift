@@ -1,0 +1,105 @@
+// Trainer: the fine-tuning loop — micro-batches, accumulation, loss scaling, clipping, update.
+import Foundation
+import FrugalCore
+import FrugalModels
+
+/// Runs optimizer steps over a data loader: the SFT recipe.
+///
+/// One step draws `gradientAccumulation` micro-batches, normalizes the summed loss by the
+/// number of target tokens of all of them together (so accumulation equals one big batch),
+/// runs forward and backward on each, then (fp16) unscales and skips on overflow, clips the
+/// global gradient norm, and updates with the scheduled learning rate.
+public final class Trainer: @unchecked Sendable {
+    public let decoder: Decoder
+    public let parameters: TrainableParameters
+    public let configuration: TrainingConfiguration
+    public internal(set) var loader: DataLoader
+    let optimizer: Optimizer
+    let backend: TrainingBackend
+    let schedule: LearningRateSchedule
+    /// The fp16 loss scaler (present under every policy; only fp16 uses it).
+    public internal(set) var scaler: LossScaler
+    /// The dropout stream.
+    var random: SplitMix64
+    /// Optimizer steps attempted so far (applied or skipped).
+    public internal(set) var step = 0
+
+    /// A trainer at step 0.
+    /// - Throws: `FrugalError.invalidArgument` when the backend cannot train.
+    public init(decoder: Decoder, parameters: TrainableParameters, configuration: TrainingConfiguration,
+                loader: DataLoader) throws {
+        guard let backend = decoder.backend as? TrainingBackend else {
+            throw FrugalError.invalidArgument("the \(decoder.backend.device.rawValue) backend cannot train")
+        }
+        guard configuration.steps > 0, configuration.gradientAccumulation > 0 else {
+            throw FrugalError.invalidArgument("steps and gradient accumulation must be positive")
+        }
+        self.decoder = decoder
+        self.parameters = parameters
+        self.configuration = configuration
+        self.loader = loader
+        self.backend = backend
+        optimizer = Optimizer(parameters, configuration: configuration, backend: backend)
+        schedule = LearningRateSchedule(peak: configuration.learningRate, kind: configuration.schedule,
+                                        warmupSteps: configuration.warmupSteps, totalSteps: configuration.steps)
+        scaler = LossScaler(configuration.lossScale)
+        random = SplitMix64(seed: configuration.seed ^ 0x5EED)
+    }
+
+    /// Whether every configured step has run.
+    public var isFinished: Bool { step >= configuration.steps }
+
+    /// Runs one optimizer step and reports it.
+    /// - Throws: `FrugalError.numericalFault` on a non-finite loss (fp32, bf16) or too many
+    ///   overflowing steps in a row (fp16).
+    public func trainStep() throws -> TrainingEvent {
+        let started = ContinuousClock.now
+        let micro = (0..<configuration.gradientAccumulation).map { _ in loader.next() }
+        let targets = micro.reduce(0) { $0 + $1.batch.targetTokenCount }
+        let tokens = micro.reduce(0) { $0 + $1.batch.segments.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) } }
+        let fp16 = configuration.precision == .fp16
+        let lossScale = fp16 ? scaler.scale : 1
+        parameters.zeroGradients()
+        var lossSum = 0.0
+        for m in micro {
+            let b = m.batch
+            let batch = TrainingBatch(tokens: b.tokens, targets: b.targets, positions: b.positions, segments: b.segments,
+                                      batch: b.batch)
+            lossSum += decoder.accumulateGradients(batch, into: parameters, options: PassOptions(
+                checkpointing: configuration.checkpointing, gradientScale: lossScale / Float(max(targets, 1)),
+                training: true), random: &random)
+        }
+        step += 1
+        let loss = lossSum / Double(max(targets, 1))
+        if fp16 {
+            // Gradients stored in f16 overflow to infinity, as on the GPU.
+            for p in parameters.parameters { backend.roundInPlace(p.gradient, to: .f16) }
+        }
+        let firstBad = parameters.parameters.first { !backend.allFinite($0.gradient) }
+        if fp16 {
+            if !scaler.update(gradientsFinite: firstBad == nil) {
+                guard scaler.consecutiveSkips < configuration.lossScale.maxConsecutiveSkips else {
+                    throw FrugalError.numericalFault(step: step, detail: "\(scaler.consecutiveSkips) steps in a row overflowed in fp16 (last in '\(firstBad!.name)'); loss scale now \(scaler.scale)")
+                }
+                return .skippedStep(step: step, newLossScale: scaler.scale)
+            }
+            for p in parameters.parameters { backend.scale(p.gradient, by: 1 / lossScale) }
+        } else if !loss.isFinite || firstBad != nil {
+            throw FrugalError.numericalFault(step: step, detail: loss.isFinite
+                ? "non-finite gradient in '\(firstBad!.name)'" : "the loss is \(loss)")
+        }
+        let norm = parameters.parameters.reduce(0.0) { $0 + backend.sumOfSquares($1.gradient) }.squareRoot()
+        if configuration.maxGradientNorm > 0, norm > Double(configuration.maxGradientNorm) {
+            let factor = Float(Double(configuration.maxGradientNorm) / (norm + 1e-6))
+            for p in parameters.parameters { backend.scale(p.gradient, by: factor) }
+        }
+        let rate = schedule.rate(at: step - 1)
+        optimizer.step(rate: rate)
+        let elapsed = ContinuousClock.now - started
+        return .step(StepMetrics(
+            step: step, totalSteps: configuration.steps, loss: loss, learningRate: rate, gradientNorm: norm,
+            tokens: tokens, targetTokens: targets,
+            seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18,
+            lossScale: fp16 ? scaler.scale : nil, memory: backend.ledger.snapshot, epoch: loader.state.epoch))
+    }
+}
