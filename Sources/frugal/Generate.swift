@@ -1,7 +1,6 @@
 // `frugal generate`: talk to a model — chat template, streaming output, tokens/s.
 import ArgumentParser
 import Foundation
-import FrugalCore
 import FrugalCPU
 import FrugalEval
 import FrugalFormats
@@ -37,39 +36,14 @@ extension Frugal {
         }
 
         func run() throws {
-            let files = try withCleanErrors { try ModelFiles(path: model.path) }
-            let tokenizer = try withCleanErrors { try files.tokenizer() }
-            let decoder = try withCleanErrors { try files.decoder(on: CPUBackend()) }
-            var text = prompt
-            var stopStrings: [String] = []
-            let template = raw ? nil : files.chatTemplate
-            if let template {
-                var messages = [ChatMessage]()
-                if let system { messages.append(ChatMessage(role: "system", content: system)) }
-                messages.append(ChatMessage(role: "user", content: prompt))
-                text = template.render(messages, addGenerationPrompt: true,
-                                       defaultSystemPrompt: ChatTemplate.defaultSystemPrompt(in: files.chatTemplateSource))
-                stopStrings = template.stopStrings
-            }
-            let ids = tokenizer.encode(text, addSpecialTokens: template == nil)
-            var stops = Set(files.configuration.eosTokenIDs.map(Int32.init))
-            if let eos = tokenizer.eosID { stops.insert(eos) }
-            for s in stopStrings { if let id = tokenizer.tokenID(for: s) { stops.insert(id) } }
-            let options = GenerationOptions(
-                maxTokens: maxTokens, sampling: SamplingOptions(temperature: temperature, topK: topK, topP: topP,
-                                                                repetitionPenalty: repetitionPenalty, seed: seed),
-                stopTokens: stops)
-
-            var stream = tokenizer.streamingDecoder(skipSpecial: true)
-            var produced = ""
+            let session = try model.chatSession(raw: raw)
+            let sampling = SamplingOptions(temperature: temperature, topK: topK, topP: topP,
+                                           repetitionPenalty: repetitionPenalty, seed: seed)
             let output = FileHandle.standardOutput
-            let (_, statistics) = Generator(decoder: decoder).generate(prompt: ids, options: options) { token in
-                let piece = stream.append(token)
-                produced += piece
-                output.write(Data(piece.utf8))
-                return !stopStrings.contains { produced.hasSuffix($0) }
+            let (_, statistics) = session.reply(to: prompt, system: system, maxTokens: maxTokens, sampling: sampling) {
+                output.write(Data($0.utf8))
             }
-            output.write(Data((stream.finish() + "\n").utf8))
+            output.write(Data("\n".utf8))
             FileHandle.standardError.write(Data(String(
                 format: "[%d prompt tokens, prefill %.1f tokens/s; %d generated, decode %.1f tokens/s]\n",
                 statistics.promptTokens, statistics.prefillTokensPerSecond,

@@ -1,5 +1,9 @@
 // ModelOptions: the --model option shared by the subcommands, with the default model's path.
 import ArgumentParser
+import FrugalCPU
+import FrugalEval
+import FrugalFormats
+import FrugalModels
 import Foundation
 
 /// Which model to load.
@@ -17,5 +21,19 @@ struct ModelOptions: ParsableArguments {
         let environment = ProcessInfo.processInfo.environment
         let cache = environment["FRUGAL_CACHE"] ?? (NSHomeDirectory() + "/.cache/frugal")
         return cache + "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    }
+}
+
+extension ModelOptions {
+    /// Loads the model on the CPU with its tokenizer and chat template.
+    /// - Parameter raw: ignore the chat template (continue plain text).
+    func chatSession(raw: Bool = false, files: ModelFiles? = nil, decoder: Decoder? = nil) throws -> ChatSession {
+        try withCleanErrors {
+            let files = try files ?? ModelFiles(path: path)
+            return ChatSession(decoder: try decoder ?? files.decoder(on: CPUBackend()), tokenizer: try files.tokenizer(),
+                               template: raw ? nil : files.chatTemplate,
+                               defaultSystemPrompt: ChatTemplate.defaultSystemPrompt(in: files.chatTemplateSource),
+                               eosTokenIDs: files.configuration.eosTokenIDs)
+        }
     }
 }
