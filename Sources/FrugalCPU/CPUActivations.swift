@@ -94,7 +94,7 @@ extension CPUBackend {
         case .geluTanh:
             let beta = 0.7978845608028654, kappa = 0.044715
             let t = tanh(beta * (x + kappa * x * x * x))
-            return Float(0.5 * (1 + t) + 0.5 * x * (1 - t * t) * beta * (1 + 2 * kappa * x * x))
+            return Float(0.5 * (1 + t) + 0.5 * x * (1 - t * t) * beta * (1 + 3 * kappa * x * x))
         case .gelu:
             let cdf = 0.5 * (1 + erf(x / 2.0.squareRoot()))
             let pdf = exp(-0.5 * x * x) / (2 * Double.pi).squareRoot()

@@ -123,7 +123,7 @@ extension CPUBackend {
                             for c in 0..<d { score += qi[c] * kj[c]; dot += gOuti[c] * vj[c] }
                             let p = Float(exp(Double(score * l.scale - maxima[row]))) * inverseTotals[row]
                             if p == 0 { continue }
-                            let ds = p * (dot - deltas[row])
+                            let ds = p * (dot - deltas[row]) * l.scale
                             for c in 0..<d { gkj[c] += ds * qi[c]; gvj[c] += p * gOuti[c] }
                         }
                     }

@@ -41,7 +41,7 @@ extension CPUBackend {
                 parallelChunks(n, minimumChunk: 64) { columns in
                     for r in 0..<rows {
                         let row = xs + r * n, gr = g + r * n, s = inverses[r]
-                        for j in columns { dw[j] += gr[j] * row[j] }
+                        for j in columns { dw[j] += gr[j] * row[j] * s }
                     }
                 }
             }

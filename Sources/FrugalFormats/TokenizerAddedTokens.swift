@@ -41,74 +41,95 @@ enum InputSegment: Equatable {
 }
 
 /// Finds added tokens in text as `tokenizers` does: the leftmost match, the longest among those
-/// that start there.
+/// that start there. It compares UTF-8 bytes: a pattern's first byte is never a continuation
+/// byte, so a match always starts and ends between scalars.
 struct AddedTokenMatcher: Sendable {
     private struct Pattern: Sendable {
-        let scalars: [Unicode.Scalar]
+        let utf8: [UInt8]
         let token: AddedToken
     }
 
-    /// Patterns by their first scalar, longest first.
-    private let patterns: [UInt32: [Pattern]]
+    /// Patterns by their first byte, longest first.
+    private let patterns: [[Pattern]]
+    private let isEmpty: Bool
 
     /// A matcher for `tokens`, each searched for as `spelling` writes it.
     init(tokens: [AddedToken], spelling: (AddedToken) -> String = { $0.content }) {
-        var patterns: [UInt32: [Pattern]] = [:]
+        var patterns = [[Pattern]](repeating: [], count: 256)
         for token in tokens {
-            let scalars = Array(spelling(token).unicodeScalars)
-            guard let first = scalars.first else { continue }
-            patterns[first.value, default: []].append(Pattern(scalars: scalars, token: token))
+            let utf8 = Array(spelling(token).utf8)
+            guard let first = utf8.first else { continue }
+            patterns[Int(first)].append(Pattern(utf8: utf8, token: token))
         }
-        self.patterns = patterns.mapValues { $0.sorted { $0.scalars.count > $1.scalars.count } }
+        self.patterns = patterns.map { $0.sorted { $0.utf8.count > $1.utf8.count } }
+        isEmpty = tokens.isEmpty
     }
 
     /// `text` cut into added tokens and the text between them; special tokens are found only
     /// when `includeSpecial` is set. `startsInput` says whether `text` begins the input.
     func split(_ text: String, startsInput: Bool, includeSpecial: Bool) -> [InputSegment] {
-        guard !patterns.isEmpty else { return text.isEmpty ? [] : [.text(text, startsInput: startsInput)] }
-        let scalars = Array(text.unicodeScalars)
+        guard !text.isEmpty else { return [] }
+        guard !isEmpty else { return [.text(text, startsInput: startsInput)] }
+        let utf8 = Array(text.utf8)
         var segments: [InputSegment] = []
         var segmentStart = 0
         func flushText(upTo end: Int) {
             guard end > segmentStart else { return }
-            let part = String(String.UnicodeScalarView(scalars[segmentStart..<end]))
+            let part = segmentStart == 0 && end == utf8.count
+                ? text : String(decoding: utf8[segmentStart..<end], as: UTF8.self)
             segments.append(.text(part, startsInput: startsInput && segmentStart == 0))
         }
         var index = 0
-        while index < scalars.count {
-            guard let pattern = match(in: scalars, at: index, includeSpecial: includeSpecial) else {
+        while index < utf8.count {
+            guard let pattern = match(in: utf8, at: index, includeSpecial: includeSpecial) else {
                 index += 1
                 continue
             }
-            var start = index, end = index + pattern.scalars.count
+            var start = index, end = index + pattern.utf8.count
             if pattern.token.stripsLeft {
-                while start > segmentStart, scalars[start - 1].properties.isWhitespace { start -= 1 }
+                while start > segmentStart, let (scalar, width) = scalar(in: utf8, before: start),
+                      scalar.properties.isWhitespace { start -= width }
             }
             if pattern.token.stripsRight {
-                while end < scalars.count, scalars[end].properties.isWhitespace { end += 1 }
+                while let (scalar, width) = scalar(in: utf8, at: end), scalar.properties.isWhitespace { end += width }
             }
             flushText(upTo: start)
             segments.append(.token(pattern.token.id))
             segmentStart = end
             index = end
         }
-        flushText(upTo: scalars.count)
+        flushText(upTo: utf8.count)
         return segments
     }
 
     /// The longest pattern that matches at `index`, or nil.
-    private func match(in scalars: [Unicode.Scalar], at index: Int, includeSpecial: Bool) -> Pattern? {
-        guard let candidates = patterns[scalars[index].value] else { return nil }
-        for pattern in candidates where includeSpecial || !pattern.token.isSpecial {
-            let end = index + pattern.scalars.count
-            guard end <= scalars.count, scalars[index..<end].elementsEqual(pattern.scalars) else { continue }
+    private func match(in utf8: [UInt8], at index: Int, includeSpecial: Bool) -> Pattern? {
+        for pattern in patterns[Int(utf8[index])] where includeSpecial || !pattern.token.isSpecial {
+            let end = index + pattern.utf8.count
+            guard end <= utf8.count, utf8[index..<end].elementsEqual(pattern.utf8) else { continue }
             if pattern.token.singleWord {
-                if index > 0, isWordScalar(scalars[index - 1]) { continue }
-                if end < scalars.count, isWordScalar(scalars[end]) { continue }
+                if let (before, _) = scalar(in: utf8, before: index), isWordScalar(before) { continue }
+                if let (after, _) = scalar(in: utf8, at: end), isWordScalar(after) { continue }
             }
             return pattern
         }
         return nil
+    }
+
+    /// The scalar that starts at byte `index` and its width, or nil at the end.
+    private func scalar(in utf8: [UInt8], at index: Int) -> (Unicode.Scalar, Int)? {
+        guard index < utf8.count else { return nil }
+        var end = index + 1
+        while end < utf8.count, utf8[end] & 0xC0 == 0x80 { end += 1 }
+        return String(decoding: utf8[index..<end], as: UTF8.self).unicodeScalars.first.map { ($0, end - index) }
+    }
+
+    /// The scalar that ends at byte `index` and its width, or nil at the start.
+    private func scalar(in utf8: [UInt8], before index: Int) -> (Unicode.Scalar, Int)? {
+        guard index > 0 else { return nil }
+        var start = index - 1
+        while start > 0, utf8[start] & 0xC0 == 0x80 { start -= 1 }
+        return String(decoding: utf8[start..<index], as: UTF8.self).unicodeScalars.first.map { ($0, index - start) }
     }
 
     /// A letter, digit or underscore: what a single-word token must not touch.

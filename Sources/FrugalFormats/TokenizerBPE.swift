@@ -41,8 +41,6 @@ struct BPEModel: Sendable {
     let ignoreMerges: Bool
     /// Tokens merging must never produce (control tokens, in score order).
     let unmergeable: Set<Int32>
-    /// The ids of pieces merged before.
-    private let cache = PieceCache()
 
     /// A model; `byteTokenIDs` is derived from the vocabulary.
     init(vocabulary: Vocabulary, order: MergeOrder, byteFallback: Bool, unknownID: Int32?,
@@ -74,26 +72,19 @@ struct BPEModel: Sendable {
             output.append(id)
             return
         }
-        if let ids = cache.ids(for: piece) {
-            output.append(contentsOf: ids)
-            return
-        }
         let scalars = Array(piece.unicodeScalars)
         var symbols = initialSymbols(scalars)
         merge(&symbols, scalars: scalars)
-        var ids: [Int32] = []
         var index = symbols.isEmpty ? -1 : 0
         while index >= 0 {
             let symbol = symbols[index]
             if symbol.id >= 0 {
-                ids.append(symbol.id)
+                output.append(symbol.id)
             } else {
-                appendBytes(of: scalars[Int(symbol.start)], to: &ids)
+                appendBytes(of: scalars[Int(symbol.start)], to: &output)
             }
             index = Int(symbol.next)
         }
-        cache.store(ids, for: piece)
-        output.append(contentsOf: ids)
     }
 
     /// The symbols a piece starts as: one per scalar, or byte tokens and unknown tokens for
@@ -107,7 +98,7 @@ struct BPEModel: Sendable {
         }
         var previousUnknown = false
         for (position, scalar) in scalars.enumerated() {
-            if let id = vocabulary.id(for: String(scalar)) {
+            if let id = vocabulary.id(for: scalar) {
                 add(id, at: position)
                 previousUnknown = false
                 continue

@@ -37,11 +37,19 @@ enum ByteLevel {
 
     /// The byte-level spelling of `text`: one scalar per UTF-8 byte.
     static func encode(_ text: String) -> String {
-        var scalars = String.UnicodeScalarView()
+        // Every scalar of the table is below U+0800: one or two bytes of UTF-8.
+        var utf8: [UInt8] = []
+        utf8.reserveCapacity(2 * text.utf8.count)
         for byte in text.utf8 {
-            scalars.append(scalarForByte[Int(byte)])
+            let value = scalarForByte[Int(byte)].value
+            if value < 0x80 {
+                utf8.append(UInt8(value))
+            } else {
+                utf8.append(0xC0 | UInt8(value >> 6))
+                utf8.append(0x80 | UInt8(value & 0x3F))
+            }
         }
-        return String(scalars)
+        return String(decoding: utf8, as: UTF8.self)
     }
 
     /// The bytes a byte-level token spells; a token with a scalar outside the table (an added

@@ -64,7 +64,19 @@ enum PreTokenizer: Sendable, Equatable {
     /// `text` cut into the consecutive scalar ranges `ranges` gives.
     private static func cut(_ text: String, by ranges: ([Unicode.Scalar]) -> [Range<Int>]) -> [String] {
         let scalars = Array(text.unicodeScalars)
-        return ranges(scalars).map { String(String.UnicodeScalarView(scalars[$0])) }
+        let utf8 = Array(text.utf8)
+        // The UTF-8 offset of each scalar, and of the end.
+        var offsets: [Int] = []
+        offsets.reserveCapacity(scalars.count + 1)
+        var offset = 0
+        for scalar in scalars {
+            offsets.append(offset)
+            offset += UTF8.width(scalar)
+        }
+        offsets.append(offset)
+        return ranges(scalars).map { range in
+            String(decoding: utf8[offsets[range.lowerBound]..<offsets[range.upperBound]], as: UTF8.self)
+        }
     }
 
     /// Non-empty pieces; only the first keeps the "starts the input" mark.

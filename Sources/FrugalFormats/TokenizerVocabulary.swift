@@ -25,17 +25,24 @@ struct Vocabulary: Sendable {
     /// The string of each id; nil for an id no token uses.
     let tokens: [String?]
     private let ids: [TokenKey: Int32]
+    /// The ids of the one-scalar tokens, by scalar: BPE looks each character up.
+    private let scalarIDs: [UInt32: Int32]
 
     /// A vocabulary from the string of each id. When two ids share a string, the later id is
     /// the one `id(for:)` finds (llama.cpp's rule for GGUF token lists).
     init(tokens: [String?]) {
         self.tokens = tokens
         var ids: [TokenKey: Int32] = [:]
+        var scalarIDs: [UInt32: Int32] = [:]
         ids.reserveCapacity(tokens.count)
         for (id, token) in tokens.enumerated() {
-            if let token { ids[TokenKey(text: token)] = Int32(id) }
+            guard let token else { continue }
+            ids[TokenKey(text: token)] = Int32(id)
+            var scalars = token.unicodeScalars.makeIterator()
+            if let scalar = scalars.next(), scalars.next() == nil { scalarIDs[scalar.value] = Int32(id) }
         }
         self.ids = ids
+        self.scalarIDs = scalarIDs
     }
 
     /// The number of ids (one more than the largest).
@@ -44,6 +51,11 @@ struct Vocabulary: Sendable {
     /// The id of a token string, or nil.
     func id(for token: String) -> Int32? {
         ids[TokenKey(text: token)]
+    }
+
+    /// The id of the token made of the one scalar `scalar`, or nil.
+    func id(for scalar: Unicode.Scalar) -> Int32? {
+        scalarIDs[scalar.value]
     }
 
     /// The string of an id, or nil when the id is out of range or unused.

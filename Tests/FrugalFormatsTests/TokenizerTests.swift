@@ -330,6 +330,16 @@ extension TokenizerTests {
         let texts = root["texts"] as! [String]
         var tokenizers: [(String, Tokenizer)] = try Self.trainedNames.map { ($0, try trained($0)) }
         tokenizers.append(("smollm2", try Tokenizer(gguf: try GGUFFile(path: try smolLM2Path()))))
+        let arrays = try ggufArrays("sentencepiece_bpe")
+        let ranked = try Tokenizer(ggufModel: "llama", pre: nil, tokens: arrays.tokens, merges: arrays.merges,
+                                   scores: nil, tokenTypes: arrays.types, bosID: 1, eosID: 2, addBOS: true)
+        var scores = [Float](repeating: 0, count: arrays.tokens.count)
+        for (rank, merge) in arrays.merges.enumerated() {
+            scores[Int(ranked.tokenID(for: merge.replacingOccurrences(of: " ", with: ""))!)] = -Float(rank + 1)
+        }
+        tokenizers.append(("sentencepiece_bpe", ranked))
+        tokenizers.append(("sentencepiece_bpe", try Tokenizer(ggufModel: "llama", pre: nil, tokens: arrays.tokens, merges: [], scores: scores,
+                                   tokenTypes: arrays.types, bosID: 1, eosID: 2, addBOS: true)))
         for (name, tokenizer) in tokenizers {
             let expected = root[name] as! [[Int]]
             let start = Date()

@@ -9,9 +9,9 @@ import FrugalFormats
 final class DecoderGradientTests: XCTestCase {
     static let fixtures = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("models")
     /// Largest allowed |frugal - torch| of any gradient value.
-    static let gradientTolerance: Float = 0
+    static let gradientTolerance: Float = 1e-4
     /// Largest allowed relative difference of the mean loss.
-    static let lossTolerance = 0.0
+    static let lossTolerance = 1e-5
 
     /// A fixture model's batch and its reference gradients.
     private struct Fixture {
@@ -138,8 +138,9 @@ final class DecoderGradientTests: XCTestCase {
         let (loss, plain) = gradients(checkpointing: false)
         let (checkpointedLoss, checkpointed) = gradients(checkpointing: true)
         XCTAssertEqual(loss, checkpointedLoss)
+        // The recomputed blocks repeat the same ops in the same order: bit-for-bit equal.
         for (p, (a, b)) in zip(parameters.parameters, zip(plain, checkpointed)) {
-            compare(b, a, "checkpointed '\(p.name)'", tolerance: 1e-6)
+            compare(b, a, "checkpointed '\(p.name)'", tolerance: 0)
         }
         // Dropout did apply: without it the gradients differ.
         let (_, evaluation) = gradients(checkpointing: false, training: false)

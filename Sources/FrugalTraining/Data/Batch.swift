@@ -5,7 +5,9 @@
 ///
 /// Attention must stay inside a segment: position `i` attends to `j ≤ i` only where
 /// `segments[i] == segments[j] ≠ -1`. RoPE uses `positions`, which restart at 0 with each
-/// segment. Padding has segment -1, position 0, target -100 and `padTokenID` as token.
+/// segment. Padding has segment -1, position 0, target -100 and `padTokenID` as token; its
+/// outputs are never used, so an attention kernel may let a padding position attend to itself
+/// alone rather than to nothing.
 public struct Batch: Sendable, Equatable {
     /// The segment id of padding.
     public static let paddingSegment: Int32 = -1

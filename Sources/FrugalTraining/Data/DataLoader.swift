@@ -102,19 +102,20 @@ public struct DataLoader: Sendable {
         if result.endsEpoch {
             state.epoch += 1
             state.cursor = 0
-            rows = plan(epoch: state.epoch)
+            rows = Self.epochRows(of: sequences, strategy: strategy, shuffle: shuffle, seed: state.seed, epoch: state.epoch)
         } else {
             state.cursor += 1
         }
         return result
     }
 
-    /// Moves to a saved position, so that the next micro-batches are those that followed it.
+    /// Moves to a saved position (adopting its seed), so that the next micro-batches are those
+    /// that followed it in the saved run.
     /// - Throws: `FrugalError.invalidArgument` when the position is not in its epoch (the
     ///   data or the batch settings differ from the saved run's).
     public mutating func resume(from saved: DataLoaderState) throws {
         let savedRows = Self.epochRows(of: sequences, strategy: strategy, shuffle: shuffle,
-                                          seed: saved.seed, epoch: saved.epoch)
+                                        seed: saved.seed, epoch: saved.epoch)
         guard saved.epoch >= 0, saved.cursor >= 0, saved.cursor * batchSize < savedRows.count else {
             throw FrugalError.invalidArgument(
                 "cannot resume the data at epoch \(saved.epoch), micro-batch \(saved.cursor): the data or batch settings changed")
@@ -123,13 +124,9 @@ public struct DataLoader: Sendable {
         rows = savedRows
     }
 
-    private func plan(epoch: Int) -> [[Int]] {
-        Self.epochRows(of: sequences, strategy: strategy, shuffle: shuffle, seed: state.seed, epoch: epoch)
-    }
-
     /// The rows of an epoch.
     private static func epochRows(of sequences: [TokenizedExample], strategy: BatchStrategy, shuffle: Bool,
-                             seed: UInt64, epoch: Int) -> [[Int]] {
+                                  seed: UInt64, epoch: Int) -> [[Int]] {
         var order = Array(sequences.indices)
         if shuffle {
             var epochMixer = SplitMix64(seed: UInt64(truncatingIfNeeded: epoch))

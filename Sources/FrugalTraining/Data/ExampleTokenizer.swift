@@ -46,7 +46,7 @@ public struct ExampleTokenizer: Sendable {
     public func tokenize(_ example: TrainingExample) throws -> [TokenizedExample] {
         switch example.content {
         case let .chat(messages):
-            let sequence = try tokenize(messages)
+            let sequence = try chatSequence(messages)
             guard let maxLength, sequence.tokens.count > maxLength else { return [sequence] }
             return [TokenizedExample(tokens: Array(sequence.tokens.prefix(maxLength)),
                                      targets: Array(sequence.targets.prefix(maxLength)))]
@@ -64,7 +64,7 @@ public struct ExampleTokenizer: Sendable {
         try examples.flatMap { try tokenize($0) }
     }
 
-    private func tokenize(_ messages: [ChatMessage]) throws -> TokenizedExample {
+    private func chatSequence(_ messages: [ChatMessage]) throws -> TokenizedExample {
         guard let template else {
             throw FrugalError.invalidArgument("conversations need a chat template, and the model has none")
         }

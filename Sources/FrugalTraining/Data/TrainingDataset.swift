@@ -41,7 +41,8 @@ public struct TrainingDataset: Sendable {
     ///     count them in `report`, instead of failing on the first.
     /// - Throws: `FrugalError.missingFile` when the file cannot be read;
     ///   `FrugalError.malformedFile` with a problem that starts "line N:" (the line where the
-    ///   record starts) for a bad record, or when the file's structure is broken.
+    ///   record starts) for a bad record, or when the file's structure is broken, or when it
+    ///   yields no example.
     public init(contentsOf path: String, format: DataFormat? = nil, skipBadRecords: Bool = false) throws {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw FrugalError.missingFile(path: path, what: "training data file")
@@ -79,7 +80,7 @@ public struct TrainingDataset: Sendable {
                 skippedLines.append(record.line)
             }
         }
-        guard let format else {
+        guard let format, !examples.isEmpty else {
             throw FrugalError.malformedFile(path: path, problem: records.isEmpty ? "no records" : "no readable records")
         }
         self.examples = examples
