@@ -2,6 +2,10 @@
 // Frugal: a native Swift engine that fine-tunes language models on one GPU or a CPU.
 import PackageDescription
 
+/// The hot loops (ops, dequantization, tokenization) are optimized even in debug builds, so the
+/// test suite can run a real model in seconds; bounds checks stay on.
+let optimized: [SwiftSetting] = [.unsafeFlags(["-O"])]
+
 let package = Package(
     name: "Frugal",
     products: [
@@ -12,9 +16,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        .target(name: "FrugalCore", linkerSettings: [.linkedLibrary("dl")]),
-        .target(name: "FrugalCPU", dependencies: ["FrugalCore"]),
-        .target(name: "FrugalFormats", dependencies: ["FrugalCore"]),
+        .target(name: "FrugalCore", swiftSettings: optimized, linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "FrugalCPU", dependencies: ["FrugalCore"], swiftSettings: optimized),
+        .target(name: "FrugalFormats", dependencies: ["FrugalCore"], swiftSettings: optimized),
         .target(name: "FrugalModels", dependencies: ["FrugalCore", "FrugalFormats"]),
         .target(name: "FrugalTraining", dependencies: ["FrugalCore", "FrugalFormats", "FrugalModels"]),
         .target(name: "FrugalEval", dependencies: ["FrugalCore", "FrugalFormats", "FrugalModels"]),
@@ -27,6 +31,7 @@ let package = Package(
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "FrugalTrainingTests", dependencies: ["FrugalCore", "FrugalCPU", "FrugalFormats", "FrugalModels", "FrugalTraining"],
                     resources: [.copy("Fixtures")]),
+        .testTarget(name: "FrugalCLITests", dependencies: ["frugal"]),
         .testTarget(name: "FrugalModelsTests", dependencies: ["FrugalCore", "FrugalCPU", "FrugalFormats", "FrugalModels", "FrugalEval"],
                     resources: [.copy("Fixtures")]),
     ]

@@ -1,0 +1,105 @@
+// End-to-end: the real `frugal` executable given bad model files answers with one clear line.
+import Foundation
+import XCTest
+
+final class BadInputTests: XCTestCase {
+    /// The built `frugal` beside the test bundle.
+    static let executable: URL = {
+        var folder = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        if folder.path.hasSuffix(".xctest/Contents/MacOS") { folder = folder.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent() }
+        return folder.appendingPathComponent("frugal")
+    }()
+
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("FrugalModelsTests/Fixtures/models")
+
+    /// Runs frugal with `arguments`; returns exit status and standard error.
+    private func frugal(_ arguments: [String]) throws -> (status: Int32, stderr: String) {
+        let process = Process()
+        process.executableURL = Self.executable
+        process.arguments = arguments
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let data = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    private var scratch: URL!
+
+    override func setUpWithError() throws {
+        scratch = FileManager.default.temporaryDirectory.appendingPathComponent("frugal-bad-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: scratch) }
+
+    /// Asserts a failure with exactly one line on stderr, mentioning every fragment.
+    private func assertOneLineError(_ arguments: [String], mentions fragments: [String],
+                                    file: StaticString = #filePath, line: UInt = #line) throws {
+        let (status, stderr) = try frugal(arguments)
+        XCTAssertEqual(status, 1, "exit status; stderr: \(stderr)", file: file, line: line)
+        let lines = stderr.split(separator: "\n")
+        XCTAssertEqual(lines.count, 1, "expected one line, got: \(stderr)", file: file, line: line)
+        for fragment in fragments {
+            XCTAssertTrue(stderr.contains(fragment), "'\(fragment)' not in: \(stderr)", file: file, line: line)
+        }
+    }
+
+    func testTruncatedGGUF() throws {
+        let path = scratch.appendingPathComponent("cut.gguf")
+        var bytes = Data("GGUF".utf8)
+        bytes.append(contentsOf: [3, 0, 0, 0, 1])  // version 3, then a tensor count cut short
+        try bytes.write(to: path)
+        try assertOneLineError(["info", "--model", path.path], mentions: [path.path])
+    }
+
+    func testNotAModelFile() throws {
+        let path = scratch.appendingPathComponent("notes.gguf")
+        try Data("hello, this is not a model".utf8).write(to: path)
+        try assertOneLineError(["info", "--model", path.path], mentions: [path.path, "magic"])
+    }
+
+    func testUnknownArchitectureNamesWhatItFound() throws {
+        let folder = scratch.appendingPathComponent("bert")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        try Data(#"{"model_type": "bert", "hidden_size": 64}"#.utf8).write(to: folder.appendingPathComponent("config.json"))
+        try assertOneLineError(["info", "--model", folder.path], mentions: ["bert", "config.json"])
+    }
+
+    func testCorruptSafetensors() throws {
+        let folder = scratch.appendingPathComponent("corrupt")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        let source = Self.fixtures.appendingPathComponent("llama3")
+        try FileManager.default.copyItem(at: source.appendingPathComponent("config.json"), to: folder.appendingPathComponent("config.json"))
+        var weights = try Data(contentsOf: source.appendingPathComponent("model.safetensors"))
+        weights.count = weights.count / 2
+        try weights.write(to: folder.appendingPathComponent("model.safetensors"))
+        try assertOneLineError(["info", "--model", folder.path], mentions: ["model.safetensors"])
+    }
+
+    func testMissingTokenizer() throws {
+        let folder = Self.fixtures.appendingPathComponent("llama3")
+        try assertOneLineError(["generate", "--model", folder.path, "Hello"], mentions: ["tokenizer.json", folder.path])
+    }
+
+    func testMissingModel() throws {
+        try assertOneLineError(["info", "--model", scratch.appendingPathComponent("nothing.gguf").path], mentions: ["nothing.gguf"])
+    }
+
+    func testInfoOfATinyModel() throws {
+        let process = Process()
+        process.executableURL = Self.executable
+        process.arguments = ["info", "--model", Self.fixtures.appendingPathComponent("gemma").path]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 0)
+        XCTAssertTrue(text.contains("gemma"), text)
+        XCTAssertTrue(text.contains("weights"), text)
+    }
+}
