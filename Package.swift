@@ -14,6 +14,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
     ],
     targets: [
         .target(name: "FrugalCore", swiftSettings: optimized, linkerSettings: [.linkedLibrary("dl")]),
@@ -25,6 +26,7 @@ let package = Package(
         .executableTarget(name: "frugal", dependencies: [
             "FrugalCore", "FrugalCPU", "FrugalFormats", "FrugalModels", "FrugalTraining", "FrugalEval",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Yams", package: "Yams"),
         ]),
         .testTarget(name: "FrugalCoreTests", dependencies: ["FrugalCore", "FrugalCPU"]),
         .testTarget(name: "FrugalFormatsTests", dependencies: ["FrugalCore", "FrugalFormats"],

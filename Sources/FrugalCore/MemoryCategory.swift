@@ -26,6 +26,27 @@ public struct MemorySnapshot: Sendable, Codable, Equatable {
     public var currentTotal: Int { current.values.reduce(0, +) }
 
     public init() {}
+
+    private enum CodingKeys: String, CodingKey { case current, peak, peakTotal }
+
+    /// Encodes the per-category figures as objects keyed by category name.
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(Dictionary(uniqueKeysWithValues: current.map { ($0.key.rawValue, $0.value) }), forKey: .current)
+        try container.encode(Dictionary(uniqueKeysWithValues: peak.map { ($0.key.rawValue, $0.value) }), forKey: .peak)
+        try container.encode(peakTotal, forKey: .peakTotal)
+    }
+
+    public init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        func categories(_ key: CodingKeys) throws -> [MemoryCategory: Int] {
+            let raw = try container.decode([String: Int].self, forKey: key)
+            return Dictionary(uniqueKeysWithValues: raw.compactMap { k, v in MemoryCategory(rawValue: k).map { ($0, v) } })
+        }
+        current = try categories(.current)
+        peak = try categories(.peak)
+        peakTotal = try container.decode(Int.self, forKey: .peakTotal)
+    }
 }
 
 /// Counts the bytes a backend has allocated, by category; thread-safe.

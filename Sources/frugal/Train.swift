@@ -7,6 +7,7 @@ import FrugalEval
 import FrugalFormats
 import FrugalModels
 import FrugalTraining
+import Yams
 
 extension Frugal {
     struct Train: ParsableCommand {
@@ -19,7 +20,8 @@ extension Frugal {
               frugal train
               frugal train --data alpaca.json --lora-rank 16 --lora-targets q,k,v --batch 8 --steps 25
               frugal train --method full --precision bf16 --checkpointing --grad-accum 4
-              frugal train --resume runs/train      # continue from the latest checkpoint
+              frugal train --output runs/train --resume   # continue from the latest checkpoint
+              frugal train --config run.yaml        # options from YAML (keys are the long names)
             Ctrl-C writes a checkpoint and stops; --resume continues exactly.
             """)
 
@@ -57,8 +59,15 @@ extension Frugal {
         @Option(name: .customLong("checkpoint-every"), help: "Steps between checkpoints (0 = end and Ctrl-C only).")
         var checkpointEvery = 0
         @Flag(help: "Continue from the latest checkpoint in --output.") var resume = false
+        @Option(help: "Use only the first N records of --data.") var limit: Int?
+        @Option(help: "A YAML file of options: keys are the long option names (lora-rank: 16, checkpointing: true); the command line wins.")
+        var config: String?
 
         func run() throws {
+            if let config {
+                try Self.fromYAML(config).run()
+                return
+            }
             let files = try withCleanErrors { try ModelFiles(path: model.path) }
             let configuration = try withCleanErrors { try trainingConfiguration() }
             let task = data == nil ? InitialsTask() : nil
@@ -71,7 +80,7 @@ extension Frugal {
                 if dataset.report.skipped > 0 {
                     print("skipped \(dataset.report.skipped) bad records (lines \(dataset.report.skippedLines.prefix(10).map(String.init).joined(separator: ", ")))")
                 }
-                examples = dataset.examples
+                examples = limit.map { Array(dataset.examples.prefix($0)) } ?? dataset.examples
             } else {
                 examples = task!.trainingExamples
             }
@@ -107,6 +116,8 @@ extension Frugal {
                 try withCleanErrors { try Checkpoint.restore(trainer, from: latest) }
                 print("resumed from \(latest.path) at step \(trainer.step)")
             }
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            let metricsLog = try MetricsLog(directory.appendingPathComponent("metrics.jsonl"), append: resume)
             let interrupt = InterruptFlag()
             var progress = ProgressLine(total: configuration.steps, startStep: trainer.step)
             var losses = [(Int, Double)]()
@@ -116,6 +127,7 @@ extension Frugal {
                 case let .step(metrics):
                     losses.append((metrics.step, metrics.loss))
                     progress.update(metrics)
+                    try metricsLog.append(metrics)
                 case let .skippedStep(step, scale):
                     progress.note("step \(step): fp16 gradients overflowed, skipped; loss scale now \(scale)")
                 case .checkpoint: break
@@ -166,9 +178,41 @@ extension Frugal {
             }
         }
 
-        private func withMessage(_ message: String) -> Error {
+        private func withMessage(_ message: String) -> Error { Self.failure(message) }
+
+        private static func failure(_ message: String) -> Error {
             FileHandle.standardError.write(Data("error: \(message)\n".utf8))
             return ExitCode.failure
+        }
+
+        /// The command as a YAML file and then the command line describe it (later values win).
+        static func fromYAML(_ path: String) throws -> Train {
+            let values: [String: Any]
+            do {
+                guard let loaded = try Yams.load(yaml: String(contentsOfFile: path, encoding: .utf8)) as? [String: Any] else {
+                    throw FrugalError.malformedFile(path: path, problem: "not a mapping of option names to values")
+                }
+                values = loaded
+            } catch let error as FrugalError {
+                throw failure(error.description)
+            } catch {
+                throw failure("\(path): \(error)")
+            }
+            var arguments = [String]()
+            for (key, value) in values.sorted(by: { $0.key < $1.key }) where key != "config" {
+                switch value {
+                case let flag as Bool: if flag { arguments.append("--\(key)") }
+                case let list as [Any]: arguments += ["--\(key)", list.map { "\($0)" }.joined(separator: ",")]
+                default: arguments += ["--\(key)", "\(value)"]
+                }
+            }
+            var commandLine = Array(CommandLine.arguments.drop { $0 != "train" }.dropFirst())
+            if let i = commandLine.firstIndex(of: "--config") { commandLine.removeSubrange(i...min(i + 1, commandLine.count - 1)) }
+            do {
+                return try Train.parse(arguments + commandLine)
+            } catch {
+                throw failure("\(path): \(Train.message(for: error))")
+            }
         }
 
         /// The configuration the options describe.
