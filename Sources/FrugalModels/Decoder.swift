@@ -14,11 +14,15 @@ public final class Decoder: @unchecked Sendable {
     public let backend: Backend
     let inverseFrequencies: [Float]
 
-    public init(configuration: ModelConfiguration, weights: DecoderWeights, backend: Backend) {
+    /// - Parameter inverseFrequencies: rotary frequencies when the file gives its own (GGUF's
+    ///   `rope_freqs` for Llama 3.1); by default those of the configuration.
+    public init(configuration: ModelConfiguration, weights: DecoderWeights, backend: Backend,
+                inverseFrequencies: [Float]? = nil) {
         self.configuration = configuration
         self.weights = weights
         self.backend = backend
-        self.inverseFrequencies = configuration.usesRotaryPositions ? configuration.ropeInverseFrequencies() : []
+        self.inverseFrequencies = inverseFrequencies
+            ?? (configuration.usesRotaryPositions ? configuration.ropeInverseFrequencies() : [])
     }
 
     /// Logits (batch·length, vocab) for `tokens` laid out as `batch` sequences of equal length.

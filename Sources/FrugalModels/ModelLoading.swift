@@ -56,7 +56,20 @@ public struct ModelFiles {
     public func decoder(on backend: Backend, trainable: Bool = false) throws -> Decoder {
         let weights = try WeightLoader(source: source, naming: naming, configuration: configuration, backend: backend,
                                        trainable: trainable).load()
-        return Decoder(configuration: configuration, weights: weights, backend: backend)
+        return Decoder(configuration: configuration, weights: weights, backend: backend,
+                       inverseFrequencies: try ggufRopeFrequencies())
+    }
+
+    /// Llama 3.1 GGUF files carry their rotary scaling as `rope_freqs.weight`: one divisor per
+    /// frequency, applied to the plain frequencies.
+    private func ggufRopeFrequencies() throws -> [Float]? {
+        guard let gguf, gguf.tensor("rope_freqs.weight") != nil else { return nil }
+        let factors = try gguf.dequantized("rope_freqs.weight")
+        let plain = configuration.ropeInverseFrequencies()
+        guard factors.count == plain.count else {
+            throw FrugalError.malformedFile(path: path, problem: "rope_freqs.weight has \(factors.count) values, expected \(plain.count)")
+        }
+        return zip(plain, factors).map { $0 / $1 }
     }
 }
 

@@ -50,6 +50,15 @@ final class PrecisionTests: XCTestCase {
         c.lossScale.maxConsecutiveSkips = 3
         let trainer = try TinyTraining.trainer(c, sequences)
         assertRepresentable(trainer, in: .f16, "after set-up")
+        // The premise: at this scale the gradients are finite in f32 and only overflow as f16.
+        var loader = trainer.loader, random = SplitMix64(seed: 0)
+        let b = loader.next().batch
+        _ = trainer.decoder.accumulateGradients(
+            TrainingBatch(tokens: b.tokens, targets: b.targets, positions: b.positions, segments: b.segments, batch: b.batch),
+            into: trainer.parameters, options: PassOptions(gradientScale: 1e30 / Float(b.targetTokenCount)), random: &random)
+        let raw = TinyTraining.gradients(trainer)
+        XCTAssertTrue(raw.allSatisfy { $0.allSatisfy(\.isFinite) }, "the f32 gradients should be finite")
+        XCTAssertGreaterThan(raw.map { $0.map(abs).max() ?? 0 }.max()!, Float(Float16.greatestFiniteMagnitude))
         let state = TinyTraining.optimizerState(trainer)
         XCTAssertTrue(state.keys.contains { $0.hasSuffix(".master") }, "fp16 keeps f32 masters")
 
