@@ -9,7 +9,7 @@ let optimized: [SwiftSetting] = [.unsafeFlags(["-O"])]
 let package = Package(
     name: "Frugal",
     products: [
-        .library(name: "Frugal", targets: ["FrugalCore", "FrugalCPU", "FrugalFormats", "FrugalModels", "FrugalTraining", "FrugalEval"]),
+        .library(name: "Frugal", targets: ["FrugalCore", "FrugalCPU", "FrugalCUDA", "FrugalFormats", "FrugalModels", "FrugalTraining", "FrugalEval"]),
         .executable(name: "frugal", targets: ["frugal"]),
     ],
     dependencies: [
@@ -19,12 +19,14 @@ let package = Package(
     targets: [
         .target(name: "FrugalCore", swiftSettings: optimized, linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "FrugalCPU", dependencies: ["FrugalCore"], swiftSettings: optimized),
+        .target(name: "FrugalCUDA", dependencies: ["FrugalCore"], resources: [.copy("Kernels")],
+                linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "FrugalFormats", dependencies: ["FrugalCore"], swiftSettings: optimized),
         .target(name: "FrugalModels", dependencies: ["FrugalCore", "FrugalFormats"]),
         .target(name: "FrugalTraining", dependencies: ["FrugalCore", "FrugalFormats", "FrugalModels"]),
         .target(name: "FrugalEval", dependencies: ["FrugalCore", "FrugalFormats", "FrugalModels"]),
         .executableTarget(name: "frugal", dependencies: [
-            "FrugalCore", "FrugalCPU", "FrugalFormats", "FrugalModels", "FrugalTraining", "FrugalEval",
+            "FrugalCore", "FrugalCPU", "FrugalCUDA", "FrugalFormats", "FrugalModels", "FrugalTraining", "FrugalEval",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
         ]),
@@ -34,6 +36,7 @@ let package = Package(
         .testTarget(name: "FrugalTrainingTests", dependencies: ["FrugalCore", "FrugalCPU", "FrugalFormats", "FrugalModels", "FrugalTraining"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "FrugalCLITests", dependencies: ["frugal"]),
+        .testTarget(name: "FrugalCUDATests", dependencies: ["FrugalCore", "FrugalCPU", "FrugalCUDA"]),
         .testTarget(name: "FrugalModelsTests", dependencies: ["FrugalCore", "FrugalCPU", "FrugalFormats", "FrugalModels", "FrugalEval"],
                     resources: [.copy("Fixtures")]),
     ]

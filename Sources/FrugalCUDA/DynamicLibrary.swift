@@ -1,0 +1,57 @@
+// DynamicLibrary: CUDA's libraries found and opened at run time, so Frugal builds without them.
+import Foundation
+
+/// A shared library opened with `dlopen`, and where it was found.
+public final class DynamicLibrary: @unchecked Sendable {
+    /// The path or name that opened.
+    public let path: String
+    private let handle: UnsafeMutableRawPointer
+
+    /// Opens the first of `names` found in `folders` (then on the default loader path).
+    /// - Returns: nil when none opens.
+    public static func open(_ names: [String], folders: [String] = DynamicLibrary.searchFolders()) -> DynamicLibrary? {
+        for name in names {
+            for candidate in folders.map({ $0 + "/" + name }) + [name] {
+                if let handle = dlopen(candidate, RTLD_NOW | RTLD_LOCAL) {
+                    return DynamicLibrary(path: candidate, handle: handle)
+                }
+            }
+        }
+        return nil
+    }
+
+    private init(path: String, handle: UnsafeMutableRawPointer) {
+        self.path = path
+        self.handle = handle
+    }
+
+    /// The address of `symbol`, or nil when the library lacks it.
+    public func symbol(_ name: String) -> UnsafeMutableRawPointer? { dlsym(handle, name) }
+
+    /// Folders searched before the default loader path: `$CUDA_HOME/lib64`, `/usr/local/cuda/lib64`,
+    /// and the `nvidia/*/lib` folders of Python's site-packages (where PyPI's CUDA wheels install).
+    public static func searchFolders(environment: [String: String] = ProcessInfo.processInfo.environment) -> [String] {
+        var folders = [String]()
+        if let home = environment["CUDA_HOME"] ?? environment["CUDA_PATH"] { folders.append(home + "/lib64") }
+        folders.append("/usr/local/cuda/lib64")
+        let fm = FileManager.default
+        var sitePackages = [String]()
+        if let extra = environment["FRUGAL_SITE_PACKAGES"] { sitePackages.append(extra) }
+        for prefix in ["/usr/local/lib", "/usr/lib", NSHomeDirectory() + "/.local/lib"] {
+            for python in (try? fm.contentsOfDirectory(atPath: prefix))?.filter({ $0.hasPrefix("python3") }).sorted() ?? [] {
+                sitePackages += [prefix + "/" + python + "/site-packages", prefix + "/" + python + "/dist-packages"]
+            }
+        }
+        if let virtualEnv = environment["VIRTUAL_ENV"] {
+            for python in (try? fm.contentsOfDirectory(atPath: virtualEnv + "/lib")) ?? [] {
+                sitePackages.append(virtualEnv + "/lib/" + python + "/site-packages")
+            }
+        }
+        for site in sitePackages {
+            for package in ((try? fm.contentsOfDirectory(atPath: site + "/nvidia")) ?? []).sorted() {
+                folders.append(site + "/nvidia/" + package + "/lib")
+            }
+        }
+        return folders
+    }
+}
