@@ -15,10 +15,19 @@ extension Frugal {
             --raw is given. Greedy decoding by default; --temperature > 0 samples.
               frugal generate "What is the capital of France?"
               frugal generate --raw "Best hiking place in Los Angeles for sunset is"
+              frugal generate --seed-prompts        # the seed study's two prompts, timed as it reports them
             """)
 
+        /// The prompts of the seed study (EE 599), continued as raw text.
+        static let seedPrompts = [
+            "Best hiking place in Los Angeles for sunset is",
+            "A brief message congratulating the team on the launch:\n\nHi everyone,\n\nI just",
+        ]
+
         @OptionGroup var model: ModelOptions
-        @Argument(help: "The user's message (or the raw text to continue with --raw).") var prompt: String
+        @Argument(help: "The user's message (or the raw text to continue with --raw).") var prompt: String?
+        @Flag(name: .customLong("seed-prompts"), help: "Run the seed study's prompts (raw) and report the total inference time.")
+        var seedPrompts = false
         @Option(help: "A system message (the template's default when omitted).") var system: String?
         @Flag(help: "Continue the prompt as plain text, without the chat template.") var raw = false
         @Option(name: .customLong("max-tokens"), help: "Most tokens to generate.") var maxTokens = 256
@@ -33,21 +42,28 @@ extension Frugal {
             guard maxTokens > 0 else { throw ValidationError("--max-tokens must be positive") }
             guard temperature >= 0 else { throw ValidationError("--temperature must be ≥ 0") }
             guard topP > 0 && topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
+            guard (prompt != nil) != seedPrompts else { throw ValidationError("give a prompt or --seed-prompts, not both or neither") }
         }
 
         func run() throws {
-            let session = try model.chatSession(raw: raw)
+            let session = try model.chatSession(raw: raw || seedPrompts)
             let sampling = SamplingOptions(temperature: temperature, topK: topK, topP: topP,
                                            repetitionPenalty: repetitionPenalty, seed: seed)
             let output = FileHandle.standardOutput
-            let (_, statistics) = session.reply(to: prompt, system: system, maxTokens: maxTokens, sampling: sampling) {
-                output.write(Data($0.utf8))
+            var total = 0.0
+            for text in prompt.map({ [$0] }) ?? Self.seedPrompts {
+                if seedPrompts { output.write(Data("\(text)".utf8)) }
+                let (_, statistics) = session.reply(to: text, system: system, maxTokens: maxTokens, sampling: sampling) {
+                    output.write(Data($0.utf8))
+                }
+                output.write(Data("\n".utf8))
+                total += statistics.prefillSeconds + statistics.decodeSeconds
+                FileHandle.standardError.write(Data(String(
+                    format: "[%d prompt tokens, prefill %.1f tokens/s; %d generated, decode %.1f tokens/s]\n\n",
+                    statistics.promptTokens, statistics.prefillTokensPerSecond,
+                    statistics.generatedTokens, statistics.decodeTokensPerSecond).utf8))
             }
-            output.write(Data("\n".utf8))
-            FileHandle.standardError.write(Data(String(
-                format: "[%d prompt tokens, prefill %.1f tokens/s; %d generated, decode %.1f tokens/s]\n",
-                statistics.promptTokens, statistics.prefillTokensPerSecond,
-                statistics.generatedTokens, statistics.decodeTokensPerSecond).utf8))
+            if seedPrompts { FileHandle.standardError.write(Data(String(format: "Inference Time: %.2f secs\n", total).utf8)) }
         }
     }
 }
