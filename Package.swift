@@ -9,7 +9,7 @@ let optimized: [SwiftSetting] = [.unsafeFlags(["-O"])]
 let package = Package(
     name: "Frugal",
     products: [
-        .library(name: "Frugal", targets: ["FrugalCore", "FrugalCPU", "FrugalCUDA", "FrugalFormats", "FrugalModels", "FrugalTraining", "FrugalEval"]),
+        .library(name: "Frugal", targets: ["FrugalCore", "FrugalCPU", "FrugalCUDA", "FrugalFormats", "FrugalModels", "FrugalTraining", "FrugalMeasure", "FrugalEval"]),
         .executable(name: "frugal", targets: ["frugal"]),
     ],
     dependencies: [
@@ -24,9 +24,10 @@ let package = Package(
         .target(name: "FrugalFormats", dependencies: ["FrugalCore"], swiftSettings: optimized),
         .target(name: "FrugalModels", dependencies: ["FrugalCore", "FrugalFormats"]),
         .target(name: "FrugalTraining", dependencies: ["FrugalCore", "FrugalFormats", "FrugalModels"]),
+        .target(name: "FrugalMeasure", dependencies: ["FrugalCore"]),
         .target(name: "FrugalEval", dependencies: ["FrugalCore", "FrugalFormats", "FrugalModels"]),
         .executableTarget(name: "frugal", dependencies: [
-            "FrugalCore", "FrugalCPU", "FrugalCUDA", "FrugalFormats", "FrugalModels", "FrugalTraining", "FrugalEval",
+            "FrugalCore", "FrugalCPU", "FrugalCUDA", "FrugalFormats", "FrugalModels", "FrugalTraining", "FrugalMeasure", "FrugalEval",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Yams", package: "Yams"),
         ]),
@@ -36,6 +37,7 @@ let package = Package(
         .testTarget(name: "FrugalTrainingTests", dependencies: ["FrugalCore", "FrugalCPU", "FrugalFormats", "FrugalModels", "FrugalTraining"],
                     resources: [.copy("Fixtures")]),
         .testTarget(name: "FrugalCLITests", dependencies: ["frugal"]),
+        .testTarget(name: "FrugalMeasureTests", dependencies: ["FrugalCore", "FrugalMeasure"]),
         .testTarget(name: "FrugalCUDATests", dependencies: ["FrugalCore", "FrugalCPU", "FrugalCUDA"]),
         .testTarget(name: "FrugalModelsTests", dependencies: ["FrugalCore", "FrugalCPU", "FrugalFormats", "FrugalModels", "FrugalEval"],
                     resources: [.copy("Fixtures")]),

@@ -6,6 +6,7 @@ import FrugalCPU
 import FrugalEval
 import FrugalFormats
 import FrugalModels
+import FrugalMeasure
 import FrugalTraining
 import Yams
 
@@ -60,6 +61,8 @@ extension Frugal {
         var checkpointEvery = 0
         @Flag(help: "Continue from the latest checkpoint in --output.") var resume = false
         @Option(help: "Use only the first N records of --data.") var limit: Int?
+        @Option(help: "Write the run's measured result (time, tokens/s, memory by category, energy) as JSON here.")
+        var result: String?
         @Option(help: "A YAML file of options: keys are the long option names (lora-rank: 16, checkpointing: true); the command line wins.")
         var config: String?
 
@@ -121,11 +124,14 @@ extension Frugal {
             let interrupt = InterruptFlag()
             var progress = ProgressLine(total: configuration.steps, startStep: trainer.step)
             var losses = [(Int, Double)]()
+            var trainedTokens = 0
+            let loopStarted = ContinuousClock.now
             while !trainer.isFinished {
                 let event = try withCleanErrors { try trainer.trainStep() }
                 switch event {
                 case let .step(metrics):
                     losses.append((metrics.step, metrics.loss))
+                    trainedTokens += metrics.tokens
                     progress.update(metrics)
                     try metricsLog.append(metrics)
                 case let .skippedStep(step, scale):
@@ -143,6 +149,7 @@ extension Frugal {
                 }
             }
             progress.finish()
+            let loopTime = ContinuousClock.now - loopStarted
             let final = try withCleanErrors { try Checkpoint.save(trainer, in: directory) }
             print("checkpoint: \(final.path)")
             if case .lora = configuration.method {
@@ -154,6 +161,18 @@ extension Frugal {
             print("peak memory by category: " + MemoryCategory.allCases.map { "\($0.rawValue) \(formatBytes(memory.peak[$0, default: 0]))" }.joined(separator: ", "))
             if let first = losses.first, let last = losses.last {
                 print(String(format: "loss %.4f (step %d) → %.4f (step %d)", first.1, first.0, last.1, last.0))
+            }
+            if let result {
+                var run = RunResult(name: "train", device: "CPU, \(ProcessInfo.processInfo.activeProcessorCount) cores, \(backend.blas.libraryPath ?? "no BLAS")",
+                                    command: CommandLine.arguments.joined(separator: " "), settings: settings(configuration))
+                run.steps = losses.count
+                run.tokens = trainedTokens
+                run.seconds = Double(loopTime.components.seconds) + Double(loopTime.components.attoseconds) * 1e-18
+                run.tokensPerSecond = run.seconds! > 0 ? Double(trainedTokens) / run.seconds! : nil
+                run.record(memory: memory)
+                run.lossFirst = losses.first?.1
+                run.lossLast = losses.last?.1
+                try run.write(to: URL(fileURLWithPath: result))
             }
             if let task { report("after", task, session) }
         }
@@ -169,6 +188,17 @@ extension Frugal {
             print(String(format: "%@ training: accuracy %d/%d (%.0f%%) on held-out names", when, correct, task.test.count,
                          100 * Double(correct) / Double(task.test.count)))
             print("  \(sample.prompt) → \(reply.debugDescription)  (expected \(sample.answer))")
+        }
+
+        /// The settings that tell runs of a sweep apart.
+        private func settings(_ c: TrainingConfiguration) -> [String: String] {
+            var s = ["method": method, "precision": c.precision.rawValue, "grad_accum": "\(c.gradientAccumulation)",
+                     "batch": "\(c.microBatch)", "checkpointing": "\(c.checkpointing)", "optimizer": c.optimizer.rawValue]
+            if case let .lora(l) = c.method {
+                s["lora_r"] = "\(l.rank)"
+                s["targets"] = l.targets.joined(separator: ",")
+            }
+            return s
         }
 
         private func describe(_ method: TrainingMethod) -> String {

@@ -1,0 +1,69 @@
+// RunResult: what one training run cost — time, memory by category, energy — as one JSON file.
+import Foundation
+import FrugalCore
+
+/// The measured outcome of one run; `frugal sweep` collects them and `frugal report` compares them.
+public struct RunResult: Codable, Sendable {
+    /// The run's name within a sweep (or "train").
+    public var name: String
+    /// ISO-8601 date and time the run ended.
+    public var date: String
+    /// The device, in words ("CPU, 2 cores, /usr/lib/…/libopenblas.so.0").
+    public var device: String
+    /// The command line that ran it.
+    public var command: String
+    /// Settings that distinguish runs in a sweep (method, precision, grad_accum, checkpointing, …).
+    public var settings: [String: String]
+    /// True when the run stopped for lack of memory (the seeds' "X" cells); figures are then absent.
+    public var outOfMemory = false
+    /// Why the run failed, when it did.
+    public var error: String?
+    public var steps: Int?
+    public var tokens: Int?
+    /// Wall time of the training loop (seconds).
+    public var seconds: Double?
+    public var tokensPerSecond: Double?
+    /// Frugal's own peak (sum over categories at its highest) and the peak of each category, bytes.
+    public var peakBytes: Int?
+    public var peakByCategory: [String: Int]?
+    /// The process's peak resident memory (bytes), as the OS counts it.
+    public var peakResidentBytes: Int?
+    /// Energy over the training loop (joules) and average power (watts); nil when no meter is readable.
+    public var energyJoules: Double?
+    public var averageWatts: Double?
+    public var lossFirst: Double?
+    public var lossLast: Double?
+
+    public init(name: String, device: String, command: String, settings: [String: String]) {
+        self.name = name
+        self.date = ISO8601DateFormatter().string(from: Date())
+        self.device = device
+        self.command = command
+        self.settings = settings
+    }
+
+    /// Fills the memory figures from a ledger snapshot and the process's peak RSS.
+    public mutating func record(memory: MemorySnapshot) {
+        peakBytes = memory.peakTotal
+        peakByCategory = Dictionary(uniqueKeysWithValues: memory.peak.map { ($0.key.rawValue, $0.value) })
+        peakResidentBytes = Self.processPeakResidentBytes()
+    }
+
+    /// The process's peak resident set size (getrusage), in bytes.
+    public static func processPeakResidentBytes() -> Int {
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Int(usage.ru_maxrss) * 1024
+    }
+
+    /// Writes the result as pretty JSON to `url`, atomically enough for one writer (temp + rename).
+    public func write(to url: URL) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp")
+        try encoder.encode(self).write(to: temporary)
+        guard rename(temporary.path, url.path) == 0 else {
+            throw FrugalError.invalidArgument("\(url.path): cannot write the result: \(String(cString: strerror(errno)))")
+        }
+    }
+}
