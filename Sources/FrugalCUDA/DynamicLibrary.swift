@@ -34,9 +34,35 @@ public final class DynamicLibrary: @unchecked Sendable {
         var folders = [String]()
         if let home = environment["CUDA_HOME"] ?? environment["CUDA_PATH"] { folders.append(home + "/lib64") }
         folders.append("/usr/local/cuda/lib64")
+        return folders + wheelFolders("lib", environment: environment)
+    }
+
+    /// Folders that may hold the CUDA headers NVRTC needs (`cuda_fp16.h`, `cuda_bf16.h`):
+    /// `$CUDA_HOME/include`, `/usr/local/cuda/include`, and the `nvidia/*/include` folders of the
+    /// site-packages searched for libraries.
+    public static func includeFolders(environment: [String: String] = ProcessInfo.processInfo.environment) -> [String] {
+        var folders = [String]()
+        if let home = environment["CUDA_HOME"] ?? environment["CUDA_PATH"] { folders.append(home + "/include") }
+        folders.append("/usr/local/cuda/include")
+        return folders + wheelFolders("include", environment: environment)
+    }
+
+    /// The folder `scripts/setup-nvrtc` installs PyPI's NVRTC wheels into:
+    /// `$FRUGAL_SITE_PACKAGES`, else `${FRUGAL_CACHE:-~/.cache/frugal}/cuda-wheels`.
+    public static func frugalSitePackages(environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let extra = environment["FRUGAL_SITE_PACKAGES"] { return extra }
+        return (environment["FRUGAL_CACHE"] ?? NSHomeDirectory() + "/.cache/frugal") + "/cuda-wheels"
+    }
+
+    /// `site/nvidia/*/<leaf>` for every site-packages folder: Frugal's own (`frugalSitePackages`),
+    /// the system Pythons', the user's and the active virtual environment's.
+    private static func wheelFolders(_ leaf: String, environment: [String: String]) -> [String] {
+        var folders = [String]()
         let fm = FileManager.default
-        var sitePackages = [String]()
-        if let extra = environment["FRUGAL_SITE_PACKAGES"] { sitePackages.append(extra) }
+        var sitePackages = [frugalSitePackages(environment: environment)]
+        if environment["FRUGAL_SITE_PACKAGES"] != nil {
+            sitePackages.append((environment["FRUGAL_CACHE"] ?? NSHomeDirectory() + "/.cache/frugal") + "/cuda-wheels")
+        }
         for prefix in ["/usr/local/lib", "/usr/lib", NSHomeDirectory() + "/.local/lib"] {
             for python in (try? fm.contentsOfDirectory(atPath: prefix))?.filter({ $0.hasPrefix("python3") }).sorted() ?? [] {
                 sitePackages += [prefix + "/" + python + "/site-packages", prefix + "/" + python + "/dist-packages"]
@@ -49,7 +75,8 @@ public final class DynamicLibrary: @unchecked Sendable {
         }
         for site in sitePackages {
             for package in ((try? fm.contentsOfDirectory(atPath: site + "/nvidia")) ?? []).sorted() {
-                folders.append(site + "/nvidia/" + package + "/lib")
+                let folder = site + "/nvidia/" + package + "/" + leaf
+                if !folders.contains(folder) { folders.append(folder) }
             }
         }
         return folders

@@ -59,27 +59,28 @@ struct WeightLoader {
     }
 
     private func linear(_ name: String, rotaryHeads: Int? = nil) throws -> Linear {
-        var stored = try source.require(name + ".weight")
-        var bias = try source.tensor(name + ".bias")
-        var owned: [UInt8] = [], ownedBias: [UInt8] = []
+        let weightName = name + ".weight", biasName = name + ".bias"
+        var weight = try source.require(weightName)
+        let bias = try source.tensor(biasName)
+        var weightBytes: [UInt8]?, biasBytes: [UInt8]?
         if naming.transposedLinears {
-            owned = try transposed(stored, name: name + ".weight")
-            stored.shape = Shape([stored.shape[1], stored.shape[0]])
+            weightBytes = try transposed(weight, name: weightName)
+            weight.shape = Shape([weight.shape[1], weight.shape[0]])
         }
         if naming.interleavedRotary, let heads = rotaryHeads {
-            owned = unpermutedRows(owned.isEmpty ? Array(stored.bytes) : owned, rows: stored.shape.rows, heads: heads)
-            if let b = bias {
-                ownedBias = unpermutedRows(Array(b.bytes), rows: b.shape.count, heads: heads)
-            }
+            weightBytes = unpermutedRows(weightBytes ?? Array(weight.bytes), rows: weight.shape.rows, heads: heads)
+            biasBytes = bias.map { unpermutedRows(Array($0.bytes), rows: $0.shape.count, heads: heads) }
         }
-        let weight = try owned.isEmpty ? upload(stored, name: name + ".weight")
-            : owned.withUnsafeBytes { try upload(StoredTensor(dtype: stored.dtype, shape: stored.shape, bytes: $0), name: name + ".weight") }
-        if !ownedBias.isEmpty, let b = bias {
-            bias = nil
-            let t = try ownedBias.withUnsafeBytes { try upload(StoredTensor(dtype: b.dtype, shape: b.shape, bytes: $0), name: name + ".bias") }
-            return Linear(weight: weight, bias: t)
+        return Linear(weight: try upload(weight, replacing: weightBytes, name: weightName),
+                      bias: try bias.map { try upload($0, replacing: biasBytes, name: biasName) })
+    }
+
+    /// Uploads `stored`, or `bytes` in its place when the loader rewrote them.
+    private func upload(_ stored: StoredTensor, replacing bytes: [UInt8]?, name: String) throws -> Tensor {
+        guard let bytes else { return try upload(stored, name: name) }
+        return try bytes.withUnsafeBytes {
+            try upload(StoredTensor(dtype: stored.dtype, shape: stored.shape, bytes: $0), name: name)
         }
-        return Linear(weight: weight, bias: try bias.map { try upload($0, name: name + ".bias") })
     }
 
     private func optionalLinear(_ name: String?) throws -> Linear? {
