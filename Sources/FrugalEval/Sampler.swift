@@ -1,5 +1,6 @@
 // Sampler: picks the next token from logits — greedy, temperature, top-k, top-p, repetition penalty.
 import Foundation
+import FrugalModels
 
 /// How the next token is chosen.
 public struct SamplingOptions: Sendable, Codable, Equatable {
@@ -23,11 +24,11 @@ public struct SamplingOptions: Sendable, Codable, Equatable {
 /// Chooses tokens from logits according to `SamplingOptions`, with its own seeded random stream.
 public struct Sampler: Sendable {
     public let options: SamplingOptions
-    private var state: UInt64
+    private var random: SplitMix64
 
     public init(_ options: SamplingOptions) {
         self.options = options
-        self.state = options.seed &+ 0x9E37_79B9_7F4A_7C15
+        random = SplitMix64(seed: options.seed)
     }
 
     /// The next token, given the logits of the last position and the tokens so far.
@@ -61,21 +62,11 @@ public struct Sampler: Sendable {
             let kept = probabilities.reduce(0, +)
             probabilities = probabilities.map { $0 / kept }
         }
-        var r = uniform()
+        var r = random.nextUniform()
         for (i, p) in probabilities.enumerated() {
             r -= p
             if r <= 0 { return Int32(candidates[i].0) }
         }
         return Int32(candidates[candidates.count - 1].0)
-    }
-
-    /// A uniform float in [0, 1) from a SplitMix64 stream.
-    private mutating func uniform() -> Float {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        z ^= z >> 31
-        return Float(z >> 40) / Float(1 << 24)
     }
 }
