@@ -92,5 +92,11 @@ func openLibrary(_ names: [String], purpose: String,
 func cString(capacity: Int, _ body: (UnsafeMutablePointer<CChar>, Int32) -> Void) -> String {
     var buffer = [CChar](repeating: 0, count: capacity + 1)
     buffer.withUnsafeMutableBufferPointer { body($0.baseAddress!, Int32(capacity)) }
-    return String(cString: buffer)
+    return decodeCString(buffer)
+}
+
+/// The UTF-8 text of a NUL-terminated character buffer (up to its first NUL).
+func decodeCString(_ buffer: [CChar]) -> String {
+    let end = buffer.firstIndex(of: 0) ?? buffer.endIndex
+    return String(decoding: buffer[..<end].map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

@@ -390,7 +390,7 @@ public enum MergedExport {
     }
 
     private static func writeJSON(_ object: [String: Any], _ name: String, _ folder: URL, _ summary: inout Summary) throws {
-        let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         try AtomicFile.write(data, to: folder.appendingPathComponent(name))
         summary.files.append(name)
     }

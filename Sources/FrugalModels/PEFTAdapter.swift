@@ -42,10 +42,12 @@ public enum PEFTAdapter {
             adapted.append((module, fused.rank, fused.scale))
         }
         guard let first else { throw FrugalError.invalidArgument("no LoRA adapter to export") }
-        let rsLoRA = first.isRankStabilized
-        if let other = modules.lazy.flatMap({ m in m.parts.compactMap { decoder.weights.blocks[$0.block][$0.role]?.lora } })
-            .first(where: { $0.isRankStabilized != rsLoRA }) {
-            throw FrugalError.invalidArgument("adapters mix rsLoRA and plain LoRA scaling (rank \(other.rank)): PEFT has one setting")
+        // Rank 1 scales the same either way; the other adapters must agree.
+        let attached = modules.flatMap { m in m.parts.compactMap { decoder.weights.blocks[$0.block][$0.role]?.lora } }
+            .filter { $0.rank > 1 }
+        let rsLoRA = attached.first?.isRankStabilized ?? false
+        guard attached.allSatisfy({ $0.isRankStabilized == rsLoRA }) else {
+            throw FrugalError.invalidArgument("adapters mix rsLoRA and plain LoRA scaling: PEFT has one setting")
         }
         // Modules whose rank or scale differ from the first adapter's get their own entries.
         var rankPattern: [String: Int] = [:], alphaPattern: [String: Double] = [:]
@@ -63,7 +65,7 @@ public enum PEFTAdapter {
         ]
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         try SafeTensorsWriter.write(tensors, metadata: ["format": "pt"], to: folder.appendingPathComponent("adapter_model.safetensors"))
-        let json = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
+        let json = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
         try AtomicFile.write(json, to: folder.appendingPathComponent("adapter_config.json"))
     }
 
@@ -110,7 +112,7 @@ public enum PEFTAdapter {
         let naming = TensorNaming.huggingFace(decoder.configuration.architecture)
         for moduleName in moduleNames.sorted(by: Self.modelOrder) {
             guard let module = modules[moduleName] else {
-                throw fail("the adapter has weights for module '\(moduleName)', which \(decoder.configuration.modelType) model has not (a different base model?)")
+                throw fail("the adapter adapts module '\(moduleName)', which this \(decoder.configuration.modelType) model does not have as a block projection (a different base model, or a module Frugal does not adapt)")
             }
             let aName = "base_model.model." + moduleName + ".lora_A.weight", bName = "base_model.model." + moduleName + ".lora_B.weight"
             guard file.contains(aName) else { throw fail("'\(bName)' has no '\(aName)'") }

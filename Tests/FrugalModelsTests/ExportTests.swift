@@ -305,7 +305,8 @@ final class ExportTests: XCTestCase {
         let ids = Self.tokenizerTexts.map { tokenizer.encode($0).map(Int.init) }
         try JSONSerialization.data(withJSONObject: ["texts": Self.tokenizerTexts, "ids": ids])
             .write(to: folder.appendingPathComponent("frugal_tokens.json"))
-        let (status, output) = try runChecker([folder])
+        // 30 blocks of f32 arithmetic in a different order: measured 5e-5 against transformers.
+        let (status, output) = try runChecker([folder], tolerance: 2e-4)
         print(output)
         XCTAssertEqual(status, 0, output)
     }
@@ -335,10 +336,11 @@ final class ExportTests: XCTestCase {
     }
 
     /// Runs the checker on `folders`; returns its exit status and output.
-    private func runChecker(_ folders: [URL]) throws -> (Int32, String) {
+    private func runChecker(_ folders: [URL], tolerance: Double = 1e-4) throws -> (Int32, String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.oraclePython)
         process.arguments = [Self.repository.appendingPathComponent("scripts/check_peft_export.py").path] + folders.map(\.path)
+            + ["--tolerance", "\(tolerance)"]
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe

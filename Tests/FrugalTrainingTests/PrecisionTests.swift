@@ -178,7 +178,8 @@ final class PrecisionTests: XCTestCase {
         let state = TinyTraining.optimizerState(mixed)
         var expected = 0, moved = 0
         for (p, g) in zip(mixed.parameters.parameters, gradients) {
-            let before = mastersBefore[p.name + ".master"]!, after = state[p.name + ".master"]!
+            let before = try XCTUnwrap(mastersBefore[p.name + ".master"], "no master for '\(p.name)'")
+            let after = try XCTUnwrap(state[p.name + ".master"])
             for i in g.indices where abs(rate * g[i]) > abs(before[i]) * 0x1p-22 {
                 expected += 1
                 if after[i] != before[i] { moved += 1 }
