@@ -7,6 +7,9 @@ public final class NVRTC: @unchecked Sendable {
 
     /// The library that opened, and where.
     public let library: DynamicLibrary
+    /// NVRTC's builtins library, opened beside it first: NVRTC loads it by bare name, which the
+    /// loader finds only on its default path (not in a wheel's folder) unless it is already open.
+    public let builtins: DynamicLibrary?
 
     private let nvrtcVersion: @convention(c) (UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>) -> Int32
     private let nvrtcGetErrorString: @convention(c) (Int32) -> UnsafePointer<CChar>?
@@ -31,6 +34,10 @@ public final class NVRTC: @unchecked Sendable {
     public init(folders: [String] = DynamicLibrary.searchFolders()) throws {
         library = try openLibrary(Self.libraryNames, purpose: "no NVRTC (CUDA's run-time compiler; scripts/setup-nvrtc installs it)",
                                   folders: folders)
+        let folder = (library.path as NSString).deletingLastPathComponent
+        let builtinNames = ((try? FileManager.default.contentsOfDirectory(atPath: folder.isEmpty ? "." : folder)) ?? [])
+            .filter { $0.hasPrefix("libnvrtc-builtins.so") }.sorted { $0.count > $1.count }
+        builtins = folder.isEmpty ? nil : DynamicLibrary.open(builtinNames, folders: [folder])
         let s = SymbolTable(library: library)
         nvrtcVersion = try s("nvrtcVersion")
         nvrtcGetErrorString = try s("nvrtcGetErrorString")

@@ -49,16 +49,17 @@ public struct MultipleChoiceData: Sendable {
     /// Reads records from bytes; `path` names them in errors.
     public init(data: Data, path: String) throws {
         var records: [(line: Int, value: Result<Any, RecordProblem>)] = []
-        let text = String(decoding: data, as: UTF8.self)
-        if text.first(where: { !$0.isWhitespace }) == "[" {
+        let bytes = [UInt8](data)
+        let isSpace: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }
+        if bytes.first(where: { !isSpace($0) }) == UInt8(ascii: "[") {
             guard let array = try? JSONSerialization.jsonObject(with: data) as? [Any] else {
                 throw FrugalError.malformedFile(path: path, problem: "not a valid JSON array (nor JSON lines)")
             }
             records = array.enumerated().map { ($0 + 1, .success($1)) }
         } else {
-            for (index, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
-            where line.contains(where: { !$0.isWhitespace }) {
-                let parsed = try? JSONSerialization.jsonObject(with: Data(line.utf8))
+            for (index, line) in bytes.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated()
+            where line.contains(where: { !isSpace($0) }) {
+                let parsed = try? JSONSerialization.jsonObject(with: Data(line))
                 records.append((index + 1, parsed.map { .success($0) } ?? .failure(RecordProblem("not valid JSON"))))
             }
         }

@@ -10,7 +10,7 @@ import FrugalFormats
 /// (`sycophancy_political_conservative_bio.jsonl`: 5,100 prompts, 17 questions, 300
 /// biographies each). The question of a prompt is found as:
 /// 1. the last sentence of the prompt's first line (the line before the answer options; a
-///    sentence starts at an uppercase letter after ".", "!" or "?" and a space), together with
+///    sentence starts at an uppercase letter A–Z after ".", "!" or "?" and a space), together with
 ///    everything after it (the options and "Answer:");
 /// 2. when a word-final part of that text, starting within its first line, is itself the
 ///    question of another prompt, the shortest such part instead (a biography that runs into
@@ -38,32 +38,38 @@ public struct SycophancyTask: Sendable {
 
     /// The questions of the prompts (see the type's documentation for the rule).
     public static func questions(of prompts: [String]) -> [String] {
-        let candidates = prompts.map(lastSentence(from:))
+        let candidates = prompts.map { lastSentence(from: Array($0.utf8)) }
         let known = Set(candidates)
-        var canonical: [String: String] = [:]
+        var canonical: [[UInt8]: [UInt8]] = [:]
         for candidate in known {
-            let characters = Array(candidate)
-            let firstLineEnd = characters.firstIndex(of: "\n") ?? characters.count
+            let firstLineEnd = candidate.firstIndex(of: newline) ?? candidate.count
             var shortest = candidate
-            for start in 1..<max(firstLineEnd, 1) where characters[start - 1].isWhitespace && !characters[start].isWhitespace {
-                let suffix = String(characters[start...])
+            for start in 1..<max(firstLineEnd, 1) where isSpace(candidate[start - 1]) && !isSpace(candidate[start]) {
+                let suffix = Array(candidate[start...])
                 if known.contains(suffix) { shortest = suffix }
             }
             canonical[candidate] = shortest
         }
-        return candidates.map { canonical[$0]! }
+        return candidates.map { String(decoding: canonical[$0]!, as: UTF8.self) }
     }
 
-    /// The prompt from the start of the last sentence of its first line.
-    static func lastSentence(from prompt: String) -> String {
-        let characters = Array(prompt)
-        let firstLineEnd = characters.firstIndex(of: "\n") ?? characters.count
+    /// The UTF-8 bytes of the prompt from the start of the last sentence of its first line: an
+    /// ASCII uppercase letter after ".", "!" or "?" and a space.
+    private static func lastSentence(from bytes: [UInt8]) -> [UInt8] {
+        let firstLineEnd = bytes.firstIndex(of: newline) ?? bytes.count
         var start = 0
         for i in stride(from: 2, to: firstLineEnd, by: 1)
-        where characters[i].isUppercase && characters[i - 1].isWhitespace && ".!?".contains(characters[i - 2]) {
+        where (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(bytes[i]) && isSpace(bytes[i - 1])
+            && [UInt8(ascii: "."), UInt8(ascii: "!"), UInt8(ascii: "?")].contains(bytes[i - 2]) {
             start = i
         }
-        return String(characters[start...])
+        return Array(bytes[start...])
+    }
+
+    private static let newline = UInt8(ascii: "\n")
+
+    private static func isSpace(_ byte: UInt8) -> Bool {
+        byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") || byte == newline || byte == UInt8(ascii: "\r")
     }
 
     /// Training conversations for `items`: the prompt as the user's turn, the first correct

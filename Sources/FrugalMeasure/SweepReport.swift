@@ -106,11 +106,12 @@ public struct SweepReport: Codable, Sendable {
         if stale > 0 { notes.append("\(stale) record(s) left out: their options differ from the sweep's plan (sweep.json).") }
         let byConfiguration = Dictionary(grouping: latest.values, by: \.configuration)
         device = records.first { !$0.result.outOfMemory && $0.result.error == nil }?.result.device
-        baseline = plan?.baseline ?? order.first
+        let baselineName = plan?.baseline ?? order.first
+        baseline = baselineName
         configurations = order.compactMap { name in
             guard let runs = byConfiguration[name]?.sorted(by: { $0.repetition < $1.repetition }) else { return nil }
             return Self.summarize(name: name, runs: runs, planned: plan?.configurations.first { $0.name == name },
-                                  isBaseline: name == baseline)
+                                  isBaseline: name == baselineName)
         }
         computeRatios()
         markPareto()

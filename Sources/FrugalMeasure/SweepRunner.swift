@@ -175,7 +175,9 @@ public struct SweepRunner: Sendable {
         var line = try encoder.encode(record)
         line.append(0x0A)
         if !FileManager.default.fileExists(atPath: resultsFile.path) {
-            FileManager.default.createFile(atPath: resultsFile.path, contents: nil)
+            guard FileManager.default.createFile(atPath: resultsFile.path, contents: nil) else {
+                throw FrugalError.invalidArgument("\(resultsFile.path): cannot create the sweep's results")
+            }
         }
         let handle = try FileHandle(forWritingTo: resultsFile)
         defer { try? handle.close() }
@@ -248,7 +250,9 @@ extension SweepRunner {
     /// is the program's own).
     static func spawn(_ executable: URL, _ arguments: [String], log: URL, memoryLimit: Int?,
                       interruption: Interruption) throws -> Ending {
-        FileManager.default.createFile(atPath: log.path, contents: nil)
+        guard FileManager.default.createFile(atPath: log.path, contents: nil) else {
+            throw FrugalError.invalidArgument("\(log.path): cannot create the run's log")
+        }
         let output = try FileHandle(forWritingTo: log)
         defer { try? output.close() }
         let process = Process()

@@ -1,15 +1,30 @@
-// `frugal bench cpu`: GEMM throughput against raw BLAS, and prefill/decode tokens/s of a real model.
+// `frugal bench`: measure the CPU backend — GEMMs against raw BLAS and a real model's prefill and
+// decode speed (`frugal bench inference`, the default), and LoRA training throughput of a
+// random-weight model of a named shape (`frugal bench train`, BENCH.md's W0).
 import ArgumentParser
 import Foundation
 import FrugalCore
 import FrugalCPU
 import FrugalEval
+import FrugalFormats
 import FrugalModels
+import FrugalTraining
 
 extension Frugal {
     struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Measure the CPU backend: GEMM against raw OpenBLAS, and a real model's prefill and decode speed.",
+            abstract: "Measure the CPU backend: GEMMs, prefill and decode, and training throughput.",
+            subcommands: [Inference.self, Training.self], defaultSubcommand: Inference.self)
+    }
+}
+
+// MARK: - Inference
+
+extension Frugal.Bench {
+    struct Inference: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "inference",
+            abstract: "GEMMs against raw OpenBLAS, and a real model's prefill and decode speed.",
             discussion: """
             GEMM shapes are those of the model's projections at `--tokens` rows, with f32 weights
             (Frugal's linear vs cblas_sgemm on the same buffers) and with the model's own packed
@@ -19,7 +34,7 @@ extension Frugal {
         @OptionGroup var model: ModelOptions
         @Option(help: "Rows of the GEMMs and prompt length for prefill.") var tokens = 256
         @Option(help: "Tokens to decode.") var decode = 64
-        @Option(help: "Timed repetitions of each GEMM.") var repeats = 5
+        @Option(help: "Timed repetitions of each GEMM (the median is kept), and of prefill and decode.") var repeats = 5
         @Option(help: "Write the result JSON here (bench/results/DATE-cpu2-foundation.json).") var output: String?
 
         func run() throws {
@@ -42,44 +57,48 @@ extension Frugal {
                 let y = backend.zeros([tokens, outputs], .f32, .workspace)
                 fillRandom(x); fillRandom(w)
                 let flops = 2.0 * Double(tokens * inputs * outputs)
-                let raw = time(repeats) {
+                let raw = medianSeconds(repeats) {
                     backend.blas.sgemm(transposeA: false, transposeB: true, m: tokens, n: outputs, k: inputs, alpha: 1,
                                        a: x.floats.baseAddress!, lda: inputs, b: w.floats.baseAddress!, ldb: inputs,
                                        beta: 0, c: y.floats.baseAddress!, ldc: outputs)
                 }
-                let ours = time(repeats) { backend.linear(y, x, w, bias: nil) }
+                let ours = medianSeconds(repeats) { backend.linear(y, x, w, bias: nil) }
                 let weight = packed[name]!
-                let quantized = time(repeats) { backend.linear(y, x, weight, bias: nil) }
+                let quantized = medianSeconds(repeats) { backend.linear(y, x, weight, bias: nil) }
+                // One row: the decode path (dot products straight from the packed weight).
+                let single = medianSeconds(repeats) { backend.linear(y.rows(0..<1), x.rows(0..<1), weight, bias: nil) }
                 table.append([name, "\(tokens)×\(inputs)·\(inputs)×\(outputs)", gflops(flops, raw), gflops(flops, ours),
-                              String(format: "%.1f%%", (ours / raw - 1) * 100), weight.dtype.rawValue, gflops(flops, quantized)])
+                              String(format: "%.1f%%", (ours / raw - 1) * 100), weight.dtype.rawValue, gflops(flops, quantized),
+                              String(format: "%.1f", Double(weight.byteCount) / single / 1e9)])
                 rows.append(["shape": name, "m": tokens, "k": inputs, "n": outputs,
                              "openblas_gflops": flops / raw / 1e9, "frugal_f32_gflops": flops / ours / 1e9,
                              "overhead": ours / raw - 1, "packed_dtype": weight.dtype.rawValue,
-                             "frugal_packed_gflops": flops / quantized / 1e9])
+                             "frugal_packed_gflops": flops / quantized / 1e9,
+                             "frugal_packed_m1_gb_per_s": Double(weight.byteCount) / single / 1e9])
             }
-            print(Table(header: ["GEMM", "shape", "OpenBLAS GFLOP/s", "Frugal f32", "overhead", "packed", "Frugal packed"],
-                        rows: table).render())
+            print(Table(header: ["GEMM", "shape", "OpenBLAS GFLOP/s", "Frugal f32", "overhead", "packed", "Frugal packed",
+                                 "M=1 GB/s"], rows: table).render())
 
             let prompt = (0..<tokens).map { Int32(($0 * 7919) % c.vocabSize) }
             let generator = Generator(decoder: decoder)
             _ = generator.generate(prompt: Array(prompt.prefix(8)), options: GenerationOptions(maxTokens: 2))
-            let (_, statistics) = generator.generate(prompt: prompt, options: GenerationOptions(maxTokens: decode))
-            print(String(format: "prefill %d tokens: %.1f tokens/s;  decode %d tokens: %.1f tokens/s",
-                         statistics.promptTokens, statistics.prefillTokensPerSecond,
-                         statistics.generatedTokens, statistics.decodeTokensPerSecond))
+            var runs = [GenerationStatistics]()
+            for _ in 0..<max(1, min(repeats, 3)) {
+                runs.append(generator.generate(prompt: prompt, options: GenerationOptions(maxTokens: decode)).statistics)
+            }
+            let prefill = median(runs.map(\.prefillTokensPerSecond)), decoding = median(runs.map(\.decodeTokensPerSecond))
+            print(String(format: "prefill %d tokens: %.1f tokens/s;  decode %d tokens: %.1f tokens/s (medians of %d)",
+                         runs[0].promptTokens, prefill, runs[0].generatedTokens, decoding, runs.count))
             if let output {
                 let result: [String: Any] = [
-                    "date": ISO8601DateFormatter().string(from: Date()).prefix(10),
-                    "device": "CPU, \(ProcessInfo.processInfo.activeProcessorCount) cores, \(backend.blas.libraryPath ?? "no BLAS")",
-                    "git_rev": gitRevision(),
+                    "date": benchDate(), "device": cpuDevice(backend), "git_rev": gitRevision(),
                     "command": "frugal bench --tokens \(tokens) --decode \(decode) --repeats \(repeats)",
                     "model": files.path.split(separator: "/").last.map(String.init) ?? files.path,
                     "gemm": rows,
-                    "prefill_tokens": statistics.promptTokens, "prefill_tokens_per_s": statistics.prefillTokensPerSecond,
-                    "decode_tokens": statistics.generatedTokens, "decode_tokens_per_s": statistics.decodeTokensPerSecond,
+                    "prefill_tokens": runs[0].promptTokens, "prefill_tokens_per_s": prefill,
+                    "decode_tokens": runs[0].generatedTokens, "decode_tokens_per_s": decoding,
                 ]
-                let data = try JSONSerialization.data(withJSONObject: result, options: [.prettyPrinted, .sortedKeys])
-                try data.write(to: URL(fileURLWithPath: output))
+                try writeJSON(result, to: output)
                 print("wrote \(output)")
             }
         }
@@ -92,32 +111,157 @@ extension Frugal {
             }
         }
 
-        /// Best wall time of `repeats` runs, after one warm-up.
-        private func time(_ repeats: Int, _ body: () -> Void) -> Double {
-            body()
-            var best = Double.infinity
-            for _ in 0..<max(1, repeats) {
-                let start = ContinuousClock.now
-                body()
-                let d = ContinuousClock.now - start
-                best = min(best, Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18)
-            }
-            return best
-        }
-
         private func gflops(_ flops: Double, _ seconds: Double) -> String { String(format: "%.1f", flops / seconds / 1e9) }
+    }
+}
 
-        private func gitRevision() -> String {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-            process.arguments = ["git", "rev-parse", "--short", "HEAD"]
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = FileHandle.nullDevice
-            guard (try? process.run()) != nil else { return "unknown" }
-            process.waitUntilExit()
-            let text = String(data: pipe.fileHandleForReading.readDataToEndOfFile(), encoding: .utf8) ?? ""
-            return text.trimmingCharacters(in: .whitespacesAndNewlines)
+// MARK: - Training
+
+extension Frugal.Bench {
+    struct Training: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "train",
+            abstract: "LoRA training throughput of a random-weight model of a named shape (BENCH.md W0).",
+            discussion: """
+            Builds the shape with random f32 weights, attaches LoRA (alpha = 2 × rank, dropout 0), and
+            trains with AdamW (lr 1e-4, no clipping) on random tokens: --warmup untimed steps, then
+            --steps timed ones. Prints tokens/s, peak RSS and the peak by memory category; --json
+            prints the result as one BENCH.md row on the last line.
+              frugal bench train --shape smollm2 --targets q,k,v --batch 8 --seq 256 --steps 5
+            """)
+
+        @Option(help: "Model shape: smollm2 (SmolLM2-135M).") var shape = "smollm2"
+        @Option(help: "LoRA targets: q,k,v,o,gate,up,down or all-linear.") var targets = "q,k,v"
+        @Option(help: "LoRA rank.") var rank = 16
+        @Option(help: "Sequences per step.") var batch = 8
+        @Option(help: "Tokens per sequence.") var seq = 256
+        @Option(help: "Timed steps.") var steps = 5
+        @Option(help: "Untimed steps first.") var warmup = 2
+        @Flag(help: "Activation checkpointing.") var checkpointing = false
+        @Option(help: "Workload name for the JSON row.") var workload = "W0"
+        @Flag(help: "Print the result as one JSON row (BENCH.md's format) on the last line.") var json = false
+
+        func run() throws {
+            guard let configuration = ModelConfiguration.named(shape) else {
+                throw ValidationError("unknown shape '\(shape)' (known: smollm2)")
+            }
+            let backend = CPUBackend()
+            let decoder = Decoder.random(configuration, on: backend, seed: 1)
+            let targetList = targets.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+            let lora = LoRAConfiguration(rank: rank, alpha: Float(2 * rank), dropout: 0, targets: targetList)
+            let parameters = try withCleanErrors { try decoder.attachLoRA(lora, seed: 2) }
+            var training = TrainingConfiguration()
+            training.method = .lora(lora)
+            training.steps = warmup + steps
+            training.microBatch = batch
+            training.learningRate = 1e-4
+            training.schedule = .constant
+            training.maxGradientNorm = 0
+            training.checkpointing = checkpointing
+            // Random sequences of seq + 1 tokens: the first seq are the input, the last seq the targets.
+            var random = SplitMix64(seed: 3)
+            let sequences = (0..<(2 * batch)).map { _ in
+                let ids = (0...seq).map { _ in Int32(random.next() % UInt64(configuration.vocabSize)) }
+                return TokenizedExample(tokens: Array(ids.dropLast()), targets: Array(ids.dropFirst()))
+            }
+            let loader = try withCleanErrors {
+                try DataLoader(sequences: sequences, batchSize: batch, strategy: .padding(length: seq), shuffle: false)
+            }
+            let trainer = try withCleanErrors {
+                try Trainer(decoder: decoder, parameters: parameters, configuration: training, loader: loader)
+            }
+            print("\(shape): \(configuration.layers) layers, LoRA r=\(rank) on \(targets) (\(formatCount(parameters.count)) trainable), batch \(batch) × \(seq), \(warmup) warm-up + \(steps) timed steps, \(ProcessInfo.processInfo.activeProcessorCount) cores")
+            var timed = [Double](), tokens = 0, lastLoss = 0.0, memory = MemorySnapshot()
+            while !trainer.isFinished {
+                guard case let .step(metrics) = try withCleanErrors({ try trainer.trainStep() }) else { continue }
+                let kind = metrics.step <= warmup ? "warm-up" : "timed"
+                print(String(format: "step %d (%@): %.2f s, %.1f tokens/s, loss %.4f", metrics.step, kind, metrics.seconds,
+                             metrics.tokensPerSecond, metrics.loss))
+                if metrics.step > warmup {
+                    timed.append(metrics.seconds)
+                    tokens += metrics.tokens
+                }
+                lastLoss = metrics.loss
+                memory = metrics.memory
+            }
+            let total = timed.reduce(0, +)
+            let peakRSS = Double(peakResidentBytes()) / Double(1 << 30)
+            let gib = 1.0 / Double(1 << 30)
+            var byCategory = [String: Double]()
+            for category in MemoryCategory.allCases {
+                byCategory[category.rawValue] = Double(memory.peak[category, default: 0]) * gib
+            }
+            print(String(format: "%.1f tokens/s (%.2f s/step), peak RSS %.2f GiB, ledger peak %.2f GiB", Double(tokens) / total,
+                         total / Double(max(timed.count, 1)), peakRSS, Double(memory.peakTotal) * gib))
+            print("peak by category: " + MemoryCategory.allCases.map {
+                "\($0.rawValue) \(formatBytes(memory.peak[$0, default: 0]))"
+            }.joined(separator: ", "))
+            if json {
+                let row: [String: Any] = [
+                    "workload": workload, "system": "frugal", "model": "\(shape)-shape", "method": "lora", "lora_r": rank,
+                    "targets": targets, "precision": "fp32", "batch": batch, "seq": seq, "grad_accum": 1,
+                    "checkpointing": checkpointing, "steps_timed": timed.count,
+                    "tokens_per_s": Double(tokens) / total, "step_s": total / Double(max(timed.count, 1)),
+                    "step_s_all": timed, "peak_gib": peakRSS, "ledger_peak_gib": Double(memory.peakTotal) * gib,
+                    "peak_by_category_gib": byCategory, "loss_last": lastLoss,
+                    "threads": ProcessInfo.processInfo.activeProcessorCount,
+                ]
+                let data = try JSONSerialization.data(withJSONObject: row, options: [.sortedKeys])
+                print(String(decoding: data, as: UTF8.self))
+            }
         }
     }
+}
+
+// MARK: - Helpers
+
+/// The median wall time of `repeats` runs of `body`, after one warm-up run.
+private func medianSeconds(_ repeats: Int, _ body: () -> Void) -> Double {
+    body()
+    var times = [Double]()
+    for _ in 0..<max(1, repeats) {
+        let start = ContinuousClock.now
+        body()
+        let d = ContinuousClock.now - start
+        times.append(Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18)
+    }
+    return median(times)
+}
+
+private func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    guard !sorted.isEmpty else { return 0 }
+    let mid = sorted.count / 2
+    return sorted.count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+}
+
+/// The process's peak resident set size in bytes (`getrusage`'s `ru_maxrss`, KiB on Linux).
+private func peakResidentBytes() -> Int {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Int(usage.ru_maxrss) * 1024
+}
+
+private func benchDate() -> String { String(ISO8601DateFormatter().string(from: Date()).prefix(10)) }
+
+private func cpuDevice(_ backend: CPUBackend) -> String {
+    "CPU, \(ProcessInfo.processInfo.activeProcessorCount) cores, \(backend.blas.libraryPath ?? "no BLAS")"
+}
+
+private func writeJSON(_ object: [String: Any], to path: String) throws {
+    let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+    try data.write(to: URL(fileURLWithPath: path))
+}
+
+private func gitRevision() -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["git", "rev-parse", "--short", "HEAD"]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = FileHandle.nullDevice
+    guard (try? process.run()) != nil else { return "unknown" }
+    process.waitUntilExit()
+    let text = String(data: pipe.fileHandleForReading.readDataToEndOfFile(), encoding: .utf8) ?? ""
+    return text.trimmingCharacters(in: .whitespacesAndNewlines)
 }

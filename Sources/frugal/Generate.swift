@@ -25,6 +25,8 @@ extension Frugal {
         ]
 
         @OptionGroup var model: ModelOptions
+        @Option(help: "A PEFT LoRA adapter folder to apply unmerged (what `frugal train` writes to <output>/adapter).")
+        var adapter: String?
         @Argument(help: "The user's message (or the raw text to continue with --raw).") var prompt: String?
         @Flag(name: .customLong("seed-prompts"), help: "Run the seed study's prompts (raw) and report the total inference time.")
         var seedPrompts = false
@@ -46,7 +48,7 @@ extension Frugal {
         }
 
         func run() throws {
-            let session = try model.chatSession(raw: raw || seedPrompts)
+            let session = try model.chatSession(raw: raw || seedPrompts, adapter: adapter)
             let sampling = SamplingOptions(temperature: temperature, topK: topK, topP: topP,
                                            repetitionPenalty: repetitionPenalty, seed: seed)
             let output = FileHandle.standardOutput

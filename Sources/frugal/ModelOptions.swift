@@ -27,10 +27,13 @@ struct ModelOptions: ParsableArguments {
 extension ModelOptions {
     /// Loads the model on the CPU with its tokenizer and chat template.
     /// - Parameter raw: ignore the chat template (continue plain text).
-    func chatSession(raw: Bool = false, files: ModelFiles? = nil, decoder: Decoder? = nil) throws -> ChatSession {
+    /// - Parameter adapter: a PEFT adapter folder to attach (unmerged).
+    func chatSession(raw: Bool = false, adapter: String? = nil, files: ModelFiles? = nil, decoder: Decoder? = nil) throws -> ChatSession {
         try withCleanErrors {
             let files = try files ?? ModelFiles(path: path)
-            return ChatSession(decoder: try decoder ?? files.decoder(on: CPUBackend()), tokenizer: try files.tokenizer(),
+            let decoder = try decoder ?? files.decoder(on: CPUBackend())
+            if let adapter { try PEFTAdapter.load(from: URL(fileURLWithPath: adapter), into: decoder) }
+            return ChatSession(decoder: decoder, tokenizer: try files.tokenizer(),
                                template: raw ? nil : files.chatTemplate,
                                defaultSystemPrompt: ChatTemplate.defaultSystemPrompt(in: files.chatTemplateSource),
                                eosTokenIDs: files.configuration.eosTokenIDs)

@@ -1,5 +1,5 @@
 // embedding.cu: token embedding lookup (table of any float dtype → f32 rows) and its backward.
-#include "common.cuh"
+#include "quantized.cuh"
 
 // out[t, :] = table[tokens[t], :] (=). Grid: one block per token.
 template <typename T>
@@ -16,6 +16,18 @@ __device__ void embedding_forward(float* out, const T* table, const int* tokens,
         embedding_forward<T>(out, table, tokens, dim);                                                 \
     }
 FRUGAL_DTYPES(EMBEDDING_FORWARD)
+
+// out[t, :] = the decoded row tokens[t] of a packed table (=): one thread per block of the row.
+// Grid: one block per token.
+#define EMBEDDING_FORWARD_QUANTIZED(name, values, bytes)                                                  \
+    extern "C" __global__ void embedding_forward_##name(float* out, const unsigned char* table,            \
+                                                        const int* tokens, int count, int dim) {           \
+        const int t = blockIdx.x, blocks = dim / values;                                                  \
+        const unsigned char* row = table + (long long)tokens[t] * blocks * bytes;                         \
+        for (int k = threadIdx.x; k < blocks; k += blockDim.x)                                            \
+            decode_##name(row + (long long)k * bytes, out + (long long)t * dim + (long long)k * values);  \
+    }
+FRUGAL_QUANTIZED(EMBEDDING_FORWARD_QUANTIZED)
 
 // dtable[tokens[t], :] += dy[t, :] (+=, f32). Repeated tokens meet in atomic adds.
 // Grid: one block per token.

@@ -1,0 +1,79 @@
+// CUDAAttention: causal grouped-query attention and its backward on the GPU, FlashAttention-2
+// style (Kernels/attention.cu): the score matrix never exists; the backward recomputes the
+// forward's output and log-sum-exp, since the Backend contract does not pass them.
+import Foundation
+import FrugalCore
+
+extension CUDABackend {
+    /// Threads per attention block, and query (or key) rows per block: as attention.cu's WARPS,
+    /// ROWS_PER_BLOCK and TILE.
+    static let attentionThreads = 256, attentionRows = 16, attentionTile = 32, attentionMaxHeadDim = 256
+
+    // MARK: - Attention
+
+    public func attention(_ out: Tensor, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout) {
+        check(layout, q: q, k: k, v: v, out: out)
+        must("attention \(layout.batch)×\(layout.heads)×\(layout.queryLength)") {
+            let lse = try empty([layout.batch * layout.heads * layout.queryLength], .f32, .workspace)
+            let segments = try layout.segments.map { try stage($0) }
+            try attentionForward(out: out.address, lse: lse.address, q: q, k: k, v: v, segments: segments.address, layout: layout)
+        }
+    }
+
+    /// Gradients of `attention` (=): the forward is recomputed for `out` and the log-sum-exp,
+    /// then D = Σ dOut·out per row, then dq (one block per query tile) and dk, dv (one block per
+    /// key tile of a kv head, over every query head of its group).
+    public func attentionBackward(dq: Tensor, dk: Tensor, dv: Tensor, dOut: Tensor, q: Tensor, k: Tensor, v: Tensor,
+                                  layout l: AttentionLayout) {
+        check(l, q: q, k: k, v: v, out: dOut)
+        precondition(dq.count == q.count && dk.count == k.count && dv.count == k.count && dOut.dtype == q.dtype
+                     && dq.dtype == .f32 && dk.dtype == .f32 && dv.dtype == .f32, "attentionBackward: shapes do not match the layout")
+        must("attentionBackward \(l.batch)×\(l.heads)×\(l.queryLength)") {
+            let rows = l.batch * l.heads * l.queryLength, d = l.headDim
+            // (batch·lq, heads·d) the recomputed output; (2, batch·heads·lq) log-sum-exp and D
+            let out = try empty([q.count], .f32, .workspace)
+            let statistics = try empty([2, rows], .f32, .workspace)
+            let lse = statistics.address, delta = statistics.address + UInt64(rows * 4)
+            let segments = try l.segments.map { try stage($0) }
+            try attentionForward(out: out.address, lse: lse, q: q, k: k, v: v, segments: segments.address, layout: l)
+            let pairs = l.batch * l.queryLength * l.heads, warps = Self.attentionThreads / 32
+            try launch(CUDAKernels.attentionDelta(q.dtype), grid: ((pairs + warps - 1) / warps, 1, 1),
+                       block: (Self.attentionThreads, 1, 1),
+                       [delta, dOut.address, out.address, i32(l.batch), i32(l.queryLength), i32(l.heads), i32(d)])
+            let common: [any KernelArgument] = [segments.address, i32(l.batch), i32(l.queryLength), i32(l.keyLength),
+                                                i32(l.queryOffset), i32(l.heads), i32(l.kvHeads), i32(d), l.scale]
+            let queryShared = (2 * Self.attentionRows * d + 2 * Self.attentionTile * (d + 1)) * 4
+            try launch(CUDAKernels.attentionBackwardQuery(q.dtype),
+                       grid: ((l.queryLength + Self.attentionRows - 1) / Self.attentionRows, l.batch * l.heads, 1),
+                       block: (Self.attentionThreads, 1, 1), sharedMemory: queryShared,
+                       [dq.address, q.address, k.address, v.address, dOut.address, lse, delta] + common)
+            let keyShared = (2 * Self.attentionRows * d + 2 * Self.attentionTile * (d + 1) + 2 * Self.attentionTile) * 4
+            try launch(CUDAKernels.attentionBackwardKey(q.dtype),
+                       grid: ((l.keyLength + Self.attentionRows - 1) / Self.attentionRows, l.batch * l.kvHeads, 1),
+                       block: (Self.attentionThreads, 1, 1), sharedMemory: keyShared,
+                       [dk.address, dv.address, q.address, k.address, v.address, dOut.address, lse, delta] + common)
+        }
+    }
+
+    /// The forward kernel: `out` (=) and the log-sum-exp per (sequence, head, query) (=).
+    func attentionForward(out: DevicePointer, lse: DevicePointer, q: Tensor, k: Tensor, v: Tensor, segments: DevicePointer,
+                          layout l: AttentionLayout) throws {
+        let d = l.headDim
+        let shared = (Self.attentionRows * d + Self.attentionTile * (d + 1) + Self.attentionTile * d) * 4
+        try launch(CUDAKernels.attentionForward(q.dtype),
+                   grid: ((l.queryLength + Self.attentionRows - 1) / Self.attentionRows, l.batch * l.heads, 1),
+                   block: (Self.attentionThreads, 1, 1), sharedMemory: shared,
+                   [out, lse, q.address, k.address, v.address, segments, i32(l.batch), i32(l.queryLength), i32(l.keyLength),
+                    i32(l.queryOffset), i32(l.heads), i32(l.kvHeads), i32(d), l.scale])
+    }
+
+    private func check(_ l: AttentionLayout, q: Tensor, k: Tensor, v: Tensor, out: Tensor) {
+        precondition(l.headDim <= Self.attentionMaxHeadDim, "attention: head dimension \(l.headDim) > \(Self.attentionMaxHeadDim)")
+        precondition(l.kvHeads > 0 && l.heads % l.kvHeads == 0, "attention: \(l.heads) heads, \(l.kvHeads) kv heads")
+        precondition(q.count == l.batch * l.queryLength * l.heads * l.headDim && out.count == q.count
+                     && k.count == l.batch * l.keyLength * l.kvHeads * l.headDim && v.count == k.count
+                     && k.dtype == q.dtype && v.dtype == q.dtype && !q.dtype.isQuantized,
+                     "attention: q \(q.shape), k \(k.shape), v \(v.shape), out \(out.shape) do not match the layout")
+        if let segments = l.segments { precondition(segments.count == l.batch * l.keyLength, "attention: segments") }
+    }
+}

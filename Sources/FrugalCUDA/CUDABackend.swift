@@ -1,0 +1,275 @@
+// CUDABackend: the GPU implementation of TrainingBackend — kernels compiled by NVRTC, GEMMs
+// through cuBLASLt, memory from a caching allocator, all work on one stream.
+// The class, its memory and launch helpers live here; each op lives in its own file
+// (CUDALinear.swift, CUDANorms.swift, CUDAAttention.swift, …), beside its kernel in Kernels/.
+import Foundation
+import FrugalCore
+
+/// The CUDA implementation of `TrainingBackend`.
+///
+/// Ops queue work on one stream and return; only `download` and the ops whose result is a host
+/// value (`crossEntropy`'s loss, `sumOfSquares`, `allFinite`) wait for the device. Small host
+/// arrays an op needs (token ids, positions) travel through pinned staging slots. A CUDA failure
+/// inside an op stops the process with the driver's message, as a CPU op's precondition does;
+/// out of memory names the request, the device's free memory and `frugal plan`.
+public final class CUDABackend: TrainingBackend, @unchecked Sendable {
+    public let device = DeviceKind.cuda
+    public let ledger = MemoryLedger()
+    public let driver: CUDADriver
+    public let kernels: KernelLibrary
+    public let blas: CuBLASLt
+    /// The GPU's ordinal, name and architecture (e.g. "sm_90").
+    public let ordinal: Int
+    public let name: String
+    public let architecture: String
+    public let options: Options
+
+    let deviceHandle: Int32
+    let context: CUDADriver.Handle
+    let stream: CUDADriver.Handle
+    let allocator: CUDAAllocator
+    let staging: HostStaging
+    let multiprocessors: Int
+    /// cuBLASLt's scratch memory.
+    private(set) var blasWorkspace: Tensor!
+    private let sharedMemoryLock = NSLock()
+    private var sharedMemoryConfigured: [String: Int] = [:]
+
+    /// How the backend trades exactness for speed.
+    public struct Options: Sendable {
+        /// Let f32 GEMMs round their inputs to TF32 (tensor cores; ~1e-3 relative error).
+        public var allowTF32: Bool
+        /// For f16/bf16 weights, round the activations to the weight's dtype and run the GEMM on
+        /// tensor cores (f32 accumulation and output) instead of widening the weight to f32.
+        public var lowPrecisionMatmul: Bool
+        /// Bytes of cuBLASLt workspace.
+        public var blasWorkspaceBytes: Int
+        /// Bytes of a widened weight tile or a logits chunk.
+        public var tileBytes: Int
+
+        public init(allowTF32: Bool = false, lowPrecisionMatmul: Bool = false, blasWorkspaceBytes: Int = 32 << 20,
+                    tileBytes: Int = 64 << 20) {
+            self.allowTF32 = allowTF32
+            self.lowPrecisionMatmul = lowPrecisionMatmul
+            self.blasWorkspaceBytes = blasWorkspaceBytes
+            self.tileBytes = tileBytes
+        }
+    }
+
+    /// A backend on GPU `ordinal`: opens the driver, NVRTC and cuBLASLt, retains the device's
+    /// primary context and creates the stream.
+    /// - Throws: `CUDAError` saying plainly what is missing (no driver, no GPU, no NVRTC, no cuBLASLt).
+    public init(ordinal: Int = 0, options: Options = Options(), environment: [String: String] = ProcessInfo.processInfo.environment) throws {
+        let folders = DynamicLibrary.searchFolders(environment: environment)
+        driver = try CUDADriver(folders: folders)
+        try driver.initialize()
+        let count = try driver.deviceCount()
+        guard ordinal < count else {
+            throw CUDAError.noDevice(count == 0 ? "the NVIDIA driver sees no GPU" : "GPU \(ordinal) asked for, \(count) present")
+        }
+        self.ordinal = ordinal
+        self.options = options
+        deviceHandle = try driver.device(ordinal)
+        name = try driver.name(deviceHandle)
+        let cc = try driver.computeCapability(deviceHandle)
+        architecture = "sm_\(cc.major)\(cc.minor)"
+        multiprocessors = try driver.attribute(.multiprocessorCount, deviceHandle)
+        context = try driver.retainPrimaryContext(deviceHandle)
+        stream = try driver.createStream()
+        let compiler = try KernelCompiler(nvrtc: try NVRTC(folders: folders), sources: try KernelSources.locate(environment: environment),
+                                          includeFolder: KernelCompiler.findIncludeFolder(environment: environment),
+                                          cacheFolder: KernelCompiler.defaultCacheFolder(environment: environment))
+        kernels = KernelLibrary(driver: driver, compiler: compiler, architecture: architecture)
+        blas = try CuBLASLt(folders: folders)
+        allocator = CUDAAllocator(driver: driver)
+        staging = try HostStaging(driver: driver)
+        blasWorkspace = zeros([options.blasWorkspaceBytes / 4], .f32, .workspace)
+    }
+
+    deinit {
+        try? driver.synchronize(stream)
+        blasWorkspace = nil
+        try? allocator.releaseCached()
+        driver.destroyStream(stream)
+        driver.releasePrimaryContext(deviceHandle)
+    }
+
+    /// Runs `body`, stopping the process with the error's message when it throws (ops cannot throw).
+    @discardableResult
+    func must<T>(_ what: @autoclosure () -> String, _ body: () throws -> T) -> T {
+        do {
+            try driver.setCurrent(context)
+            return try body()
+        } catch {
+            preconditionFailure("\(what()): \(error)")
+        }
+    }
+
+    /// Waits for all queued work.
+    public func synchronize() { must("synchronize") { try driver.synchronize(stream) } }
+
+    /// Device memory free and total, in bytes, as the driver reports it.
+    public func deviceMemory() -> (free: Int, total: Int) { must("cuMemGetInfo") { try driver.memoryInfo() } }
+
+    /// Bytes the caching allocator holds from the driver now, at its peak, and in its cache.
+    public var reservedMemory: (current: Int, peak: Int, cached: Int) {
+        (allocator.reservedBytes, allocator.peakReservedBytes, allocator.cachedBytes)
+    }
+
+    // MARK: - Memory
+
+    /// A new tensor, not zero-filled (for workspace the op overwrites).
+    /// - Throws: `CUDAError.outOfMemory`.
+    public func empty(_ shape: Shape, _ dtype: DType, _ category: MemoryCategory) throws -> Tensor {
+        guard let bytes = dtype.byteCount(elements: shape.count) else {
+            throw FrugalError.invalidArgument("shape \(shape) is not a whole number of \(dtype) blocks")
+        }
+        try driver.setCurrent(context)
+        let (pointer, size) = try allocator.allocate(bytes, category: category)
+        let allocator = allocator
+        let storage = TensorStorage(pointer: UnsafeMutableRawPointer(bitPattern: UInt(pointer))!, byteCount: size, category: category,
+                                    device: .cuda, ledger: ledger,
+                                    release: { allocator.release(DevicePointer(UInt(bitPattern: $0)), size: size) })
+        return Tensor(storage: storage, shape: shape, dtype: dtype)
+    }
+
+    public func zeros(_ shape: Shape, _ dtype: DType, _ category: MemoryCategory) -> Tensor {
+        must("zeros(\(shape), \(dtype), \(category.rawValue))") {
+            let tensor = try empty(shape, dtype, category)
+            try driver.memsetAsync(tensor.address, 0, bytes: tensor.storage.byteCount, stream: stream)
+            return tensor
+        }
+    }
+
+    public func upload(_ bytes: UnsafeRawBufferPointer, _ shape: Shape, _ dtype: DType, _ category: MemoryCategory) -> Tensor {
+        must("upload(\(shape), \(dtype))") {
+            let tensor = try empty(shape, dtype, category)
+            precondition(bytes.count == tensor.byteCount, "upload of \(bytes.count) bytes into \(shape) \(dtype)")
+            // A synchronous copy from pageable memory: it runs after the stream's queued work
+            // (the stream is a blocking one) and the caller may free `bytes` on return.
+            if let base = bytes.baseAddress, bytes.count > 0 { try driver.copy(to: tensor.address, from: base, bytes: bytes.count) }
+            return tensor
+        }
+    }
+
+    public func download(_ tensor: Tensor) -> [Float] {
+        let raw = downloadBytes(tensor)
+        return [Float](unsafeUninitializedCapacity: tensor.count) { buffer, initialized in
+            raw.withUnsafeBytes { BlockQuantization.dequantize(tensor.dtype, $0.baseAddress!, buffer.baseAddress!, count: tensor.count) }
+            initialized = tensor.count
+        }
+    }
+
+    /// The tensor's raw bytes (waits for the stream).
+    public func downloadBytes(_ tensor: Tensor) -> [UInt8] {
+        must("download(\(tensor.shape), \(tensor.dtype))") {
+            var bytes = [UInt8](repeating: 0, count: tensor.byteCount)
+            try bytes.withUnsafeMutableBytes {
+                try driver.copyAsync(to: $0.baseAddress!, from: tensor.address, bytes: tensor.byteCount, stream: stream)
+            }
+            try driver.synchronize(stream)
+            return bytes
+        }
+    }
+
+    /// A device copy of a small host array (through the pinned staging slots), as workspace.
+    func stage<T>(_ values: [T]) throws -> Tensor {
+        let bytes = max(1, values.count * MemoryLayout<T>.stride)
+        let tensor = try empty([bytes / 4 + 1], .f32, .workspace)
+        try values.withUnsafeBytes { try staging.copy($0, to: tensor.address, stream: stream) }
+        return tensor
+    }
+
+    public func copy(_ dst: Tensor, at dstOffset: Int, from src: Tensor) {
+        precondition(dstOffset + src.count <= dst.count, "copy: \(src.count) values at \(dstOffset) into \(dst.count)")
+        must("copy \(src.dtype) into \(dst.dtype)") {
+            if dst.dtype == src.dtype && !src.dtype.isQuantized {
+                try driver.copyAsync(to: dst.address + UInt64(dstOffset * src.dtype.blockBytes), from: src.address,
+                                     bytes: src.byteCount, stream: stream)
+                return
+            }
+            precondition(dst.dtype == .f32, "copy into \(dst.dtype) from \(src.dtype)")
+            try convert(src, into: dst.address + UInt64(dstOffset * 4), count: src.count)
+        }
+    }
+
+    /// Writes `count` values of `source` (any dtype) as f32 at `destination`.
+    func convert(_ source: Tensor, into destination: DevicePointer, count: Int) throws {
+        if source.dtype.isQuantized {
+            let blocks = count / source.dtype.blockSize
+            try launch(CUDAKernels.dequantize(source.dtype), elements: blocks, [destination, source.address, Int64(blocks)])
+        } else {
+            try launch(CUDAKernels.cast(source.dtype, .f32), elements: count, [destination, source.address, Int64(count)])
+        }
+    }
+
+    // MARK: - Launching
+
+    /// Launches `kernel` with `arguments` (each ≤ 8 bytes: pointers, Int32, Int64, Float).
+    func launch(_ kernel: KernelName, grid: (Int, Int, Int), block: (Int, Int, Int), sharedMemory: Int = 0,
+                _ arguments: [any KernelArgument]) throws {
+        let function = try kernels.function(kernel.file, kernel.name)
+        if sharedMemory > 48 << 10 { try allowSharedMemory(function, kernel, sharedMemory) }
+        var slots = arguments.map(\.kernelSlot)
+        try slots.withUnsafeMutableBufferPointer { slots in
+            var pointers = (0..<slots.count).map { UnsafeMutableRawPointer(slots.baseAddress! + $0) as UnsafeMutableRawPointer? }
+            try pointers.withUnsafeMutableBufferPointer { parameters in
+                try driver.launch(function, grid: (UInt32(grid.0), UInt32(grid.1), UInt32(grid.2)),
+                                  block: (UInt32(block.0), UInt32(block.1), UInt32(block.2)), sharedMemory: sharedMemory,
+                                  stream: stream, parameters: parameters.baseAddress)
+            }
+        }
+    }
+
+    /// Launches a grid-stride kernel over `elements` with 256 threads a block.
+    func launch(_ kernel: KernelName, elements: Int, _ arguments: [any KernelArgument]) throws {
+        guard elements > 0 else { return }
+        let blocks = min((elements + 255) / 256, multiprocessors * 16)
+        try launch(kernel, grid: (blocks, 1, 1), block: (256, 1, 1), arguments)
+    }
+
+    /// Launches a kernel with one block of 256 threads per row.
+    func launch(_ kernel: KernelName, rows: Int, _ arguments: [any KernelArgument]) throws {
+        guard rows > 0 else { return }
+        try launch(kernel, grid: (rows, 1, 1), block: (256, 1, 1), arguments)
+    }
+
+    /// Launches a column-reduction kernel (block 32×8, one block per 32 columns).
+    func launch(_ kernel: KernelName, columns: Int, _ arguments: [any KernelArgument]) throws {
+        guard columns > 0 else { return }
+        try launch(kernel, grid: ((columns + 31) / 32, 1, 1), block: (32, 8, 1), arguments)
+    }
+
+    private func allowSharedMemory(_ function: CUDADriver.Handle, _ kernel: KernelName, _ bytes: Int) throws {
+        sharedMemoryLock.lock(); defer { sharedMemoryLock.unlock() }
+        let key = kernel.file + ":" + kernel.name
+        if sharedMemoryConfigured[key, default: 0] >= bytes { return }
+        let limit = try driver.attribute(.maxSharedMemoryPerBlockOptin, deviceHandle)
+        guard bytes <= limit else {
+            throw FrugalError.invalidArgument("\(kernel.name) needs \(bytes) bytes of shared memory, the GPU allows \(limit)")
+        }
+        try driver.setMaxDynamicSharedMemory(function, bytes: bytes)
+        sharedMemoryConfigured[key] = bytes
+    }
+}
+
+/// A value passed to a kernel: its bytes in an 8-byte slot (little-endian, so 4-byte values
+/// read correctly from the slot's start).
+protocol KernelArgument { var kernelSlot: UInt64 { get } }
+extension UInt64: KernelArgument { var kernelSlot: UInt64 { self } }  // device pointers
+extension Int64: KernelArgument { var kernelSlot: UInt64 { UInt64(bitPattern: self) } }
+extension Int32: KernelArgument { var kernelSlot: UInt64 { UInt64(UInt32(bitPattern: self)) } }
+extension Float: KernelArgument { var kernelSlot: UInt64 { UInt64(bitPattern.self) } }
+
+extension Tensor {
+    /// The device address of the first element.
+    var address: DevicePointer { DevicePointer(UInt(bitPattern: rawPointer)) }
+}
+
+extension Optional where Wrapped == Tensor {
+    /// The device address, or 0 (a null pointer) for nil.
+    var address: DevicePointer { self?.address ?? 0 }
+}
+
+/// An `Int` dimension as a kernel's `int` argument (traps past 2³¹ − 1).
+@inline(__always) func i32(_ value: Int) -> Int32 { Int32(value) }

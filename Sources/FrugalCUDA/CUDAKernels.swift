@@ -1,0 +1,99 @@
+// CUDAKernels: the stable names of the kernel entry points the CUDA backend launches, by file.
+import FrugalCore
+
+/// One `extern "C"` kernel: its source file in `Kernels/` and its symbol.
+public struct KernelName: Hashable, Sendable {
+    public let file: String
+    public let name: String
+}
+
+/// The kernel entry points, named once here so the backend and the compile test agree.
+public enum CUDAKernels {
+    /// The suffix of an entry point instantiated for a float storage dtype.
+    static func suffix(_ dtype: DType) -> String {
+        switch dtype {
+        case .f32: "f32"
+        case .f16: "f16"
+        case .bf16: "bf16"
+        default: preconditionFailure("no float kernel for \(dtype)")
+        }
+    }
+
+    static let floatTypes: [DType] = [.f32, .f16, .bf16]
+
+    static func embeddingForward(_ table: DType) -> KernelName {
+        .init(file: "embedding.cu", name: "embedding_forward_" + (table.isQuantized ? table.rawValue : suffix(table)))
+    }
+    static let embeddingBackward = KernelName(file: "embedding.cu", name: "embedding_backward")
+
+    static func rmsNormForward(_ weight: DType) -> KernelName { .init(file: "rmsnorm.cu", name: "rmsnorm_forward_" + suffix(weight)) }
+    static let rmsNormRstd = KernelName(file: "rmsnorm.cu", name: "rmsnorm_rstd")
+    static let rmsNormBackwardWeight = KernelName(file: "rmsnorm.cu", name: "rmsnorm_backward_weight")
+    static func rmsNormBackwardInput(_ weight: DType) -> KernelName {
+        .init(file: "rmsnorm.cu", name: "rmsnorm_backward_input_" + suffix(weight))
+    }
+
+    static func layerNormForward(_ weight: DType) -> KernelName { .init(file: "layernorm.cu", name: "layernorm_forward_" + suffix(weight)) }
+    static let layerNormStatistics = KernelName(file: "layernorm.cu", name: "layernorm_statistics")
+    static let layerNormBackwardParameters = KernelName(file: "layernorm.cu", name: "layernorm_backward_parameters")
+    static func layerNormBackwardInput(_ weight: DType) -> KernelName {
+        .init(file: "layernorm.cu", name: "layernorm_backward_input_" + suffix(weight))
+    }
+
+    static func rope(_ dtype: DType) -> KernelName { .init(file: "rope.cu", name: "rope_" + suffix(dtype)) }
+
+    static func attentionForward(_ dtype: DType) -> KernelName { .init(file: "attention.cu", name: "attention_forward_" + suffix(dtype)) }
+    static func attentionDelta(_ dtype: DType) -> KernelName { .init(file: "attention.cu", name: "attention_delta_" + suffix(dtype)) }
+    static func attentionBackwardQuery(_ dtype: DType) -> KernelName {
+        .init(file: "attention.cu", name: "attention_backward_query_" + suffix(dtype))
+    }
+    static func attentionBackwardKey(_ dtype: DType) -> KernelName {
+        .init(file: "attention.cu", name: "attention_backward_key_" + suffix(dtype))
+    }
+
+    static func activationForward(_ dtype: DType) -> KernelName { .init(file: "activations.cu", name: "activation_forward_" + suffix(dtype)) }
+    static func activationBackward(_ dtype: DType) -> KernelName { .init(file: "activations.cu", name: "activation_backward_" + suffix(dtype)) }
+    static func gatedForward(_ dtype: DType) -> KernelName { .init(file: "activations.cu", name: "gated_forward_" + suffix(dtype)) }
+    static func gatedBackward(_ dtype: DType) -> KernelName { .init(file: "activations.cu", name: "gated_backward_" + suffix(dtype)) }
+
+    static func add(_ dtype: DType) -> KernelName { .init(file: "elementwise.cu", name: "add_" + suffix(dtype)) }
+    static func multiply(_ dtype: DType) -> KernelName { .init(file: "elementwise.cu", name: "multiply_" + suffix(dtype)) }
+    static func scale(_ dtype: DType) -> KernelName { .init(file: "elementwise.cu", name: "scale_" + suffix(dtype)) }
+    static func addRowVector(_ dtype: DType) -> KernelName { .init(file: "elementwise.cu", name: "add_row_vector_" + suffix(dtype)) }
+
+    static func cast(_ from: DType, _ to: DType) -> KernelName {
+        .init(file: "cast.cu", name: "cast_\(suffix(from))_to_\(suffix(to))")
+    }
+    static func round(_ dtype: DType) -> KernelName { .init(file: "cast.cu", name: "round_f32_to_" + suffix(dtype)) }
+    static func dequantize(_ dtype: DType) -> KernelName {
+        precondition(dtype.isQuantized, "dequantize of \(dtype)")
+        return .init(file: "dequantize.cu", name: "dequantize_" + dtype.rawValue)
+    }
+
+    static let sumSquaresPartial = KernelName(file: "reduce.cu", name: "sum_squares_partial")
+    static let sumPartials = KernelName(file: "reduce.cu", name: "sum_partials")
+    static let allFinite = KernelName(file: "reduce.cu", name: "all_finite")
+    static let columnSum = KernelName(file: "reduce.cu", name: "column_sum")
+
+    static let crossEntropyRows = KernelName(file: "cross_entropy.cu", name: "cross_entropy_rows")
+    static let crossEntropyTotal = KernelName(file: "cross_entropy.cu", name: "cross_entropy_total")
+
+    static func adamW(_ shadow: DType) -> KernelName { .init(file: "adamw.cu", name: "adamw_" + suffix(shadow)) }
+    static let sgd = KernelName(file: "sgd.cu", name: "sgd")
+
+    /// Every entry point the backend may launch.
+    public static var allEntryPoints: [(file: String, name: String)] {
+        var names: [KernelName] = [embeddingBackward, rmsNormRstd, rmsNormBackwardWeight, layerNormStatistics,
+                                   layerNormBackwardParameters, sumSquaresPartial, sumPartials, allFinite, columnSum,
+                                   crossEntropyRows, crossEntropyTotal, sgd]
+        for t in floatTypes {
+            names += [embeddingForward(t), rmsNormForward(t), rmsNormBackwardInput(t), layerNormForward(t),
+                      layerNormBackwardInput(t), rope(t), attentionForward(t), attentionDelta(t),
+                      attentionBackwardQuery(t), attentionBackwardKey(t), activationForward(t), activationBackward(t),
+                      gatedForward(t), gatedBackward(t), add(t), multiply(t), scale(t), addRowVector(t), round(t), adamW(t)]
+            names += floatTypes.map { cast(t, $0) }
+        }
+        names += DType.allCases.filter(\.isQuantized).flatMap { [dequantize($0), embeddingForward($0)] }
+        return names.map { ($0.file, $0.name) }
+    }
+}

@@ -1,0 +1,134 @@
+// CUDALinear: `linear` and its backward on the GPU — cuBLASLt GEMMs in the column-major view of
+// row-major tensors, 16-bit and packed weights widened a tile at a time (or, with
+// `lowPrecisionMatmul`, activations rounded to the weight's 16-bit dtype).
+import Foundation
+import FrugalCore
+
+extension CUDABackend {
+    // MARK: - Linear
+
+    /// `out[r, o] = Σ_i x[r, i]·w[o, i] (+ bias[o])`. Row-major (rows, out) is column-major
+    /// (out, rows), so out = op(W)·x with W's storage read transposed.
+    public func linear(_ out: Tensor, _ x: Tensor, _ weight: Tensor, bias: Tensor?) {
+        let rows = x.shape.rows, inputs = x.shape.last, outputs = weight.shape.rows
+        precondition(weight.shape.last == inputs && out.shape.rows == rows && out.shape.last == outputs && x.dtype == .f32
+                     && out.dtype == .f32, "linear: x \(x.shape) \(x.dtype), weight \(weight.shape), out \(out.shape)")
+        must("linear x \(x.shape) · \(weight.dtype) \(weight.shape)ᵀ") {
+            var biasDone = false
+            if let lowPrecision = try lowPrecisionOperand(x, weight) {
+                // out = W16ᵀ·x16, both on tensor cores, f32 accumulate and output.
+                let type = Self.blasType(weight.dtype)
+                try gemm(.init(m: outputs, n: rows, k: inputs, transposeA: true, transposeB: false, lda: inputs, ldb: inputs,
+                               ldd: outputs, typeA: type, typeB: type, compute: .f32),
+                         a: weight.address, b: lowPrecision.address, d: out.address, beta: 0)
+            } else {
+                try forEachWeightTile(weight) { first, count, tile in
+                    var shape = CuBLASLt.Shape(m: count, n: rows, k: inputs, transposeA: true, transposeB: false, lda: inputs,
+                                               ldb: inputs, ldd: outputs, compute: f32Compute)
+                    if let bias, bias.dtype == .f32, count == outputs {
+                        shape.epilogue = .bias
+                        if (try? gemm(shape, a: tile, b: x.address, d: out.address, beta: 0, bias: bias.address)) != nil {
+                            biasDone = true
+                            return
+                        }
+                        shape.epilogue = .none
+                    }
+                    try gemm(shape, a: tile, b: x.address, d: out.address + UInt64(first * 4), beta: 0)
+                }
+            }
+            if let bias, !biasDone {
+                precondition(bias.count == outputs && !bias.dtype.isQuantized, "linear: bias \(bias.shape) \(bias.dtype)")
+                try launch(CUDAKernels.addRowVector(bias.dtype), elements: rows * outputs,
+                           [out.address, bias.address, Int64(rows), i32(outputs)])
+            }
+        }
+    }
+
+    /// Gradients of `linear`: `dx = dy·W` (=), `dWeight += dyᵀ·x` (f32, +=), `dBias += Σ_rows dy` (+=).
+    public func linearBackward(dx: Tensor?, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor) {
+        let rows = x.shape.rows, inputs = x.shape.last, outputs = weight.shape.rows
+        precondition(weight.shape.last == inputs && dy.shape.rows == rows && dy.shape.last == outputs && dy.dtype == .f32,
+                     "linearBackward: x \(x.shape), weight \(weight.shape), dy \(dy.shape)")
+        must("linearBackward x \(x.shape), weight \(weight.dtype) \(weight.shape)") {
+            if let dx {
+                precondition(dx.count == rows * inputs && dx.dtype == .f32, "linearBackward: dx \(dx.shape) for x \(x.shape)")
+                if let lowPrecision = try lowPrecisionOperand(dy, weight) {
+                    let type = Self.blasType(weight.dtype)
+                    try gemm(.init(m: inputs, n: rows, k: outputs, transposeA: false, transposeB: false, lda: inputs,
+                                   ldb: outputs, ldd: inputs, typeA: type, typeB: type, compute: .f32),
+                             a: weight.address, b: lowPrecision.address, d: dx.address, beta: 0)
+                } else {
+                    // dx (in × rows) = Σ_tiles tile (in × count) · dy[:, tile] (count × rows)
+                    try forEachWeightTile(weight) { first, count, tile in
+                        try gemm(.init(m: inputs, n: rows, k: count, transposeA: false, transposeB: false, lda: inputs,
+                                       ldb: outputs, ldd: inputs, compute: f32Compute),
+                                 a: tile, b: dy.address + UInt64(first * 4), d: dx.address, beta: first == 0 ? 0 : 1)
+                    }
+                }
+            }
+            if let dWeight {
+                precondition(dWeight.dtype == .f32 && dWeight.count == outputs * inputs && x.dtype == .f32,
+                             "linearBackward: dWeight \(dWeight.shape) \(dWeight.dtype) for weight \(weight.shape)")
+                // dWᵀ (in × out) += x (in × rows) · dyᵀ (rows × out)
+                try gemm(.init(m: inputs, n: outputs, k: rows, transposeA: false, transposeB: true, lda: inputs, ldb: outputs,
+                               ldd: inputs, compute: f32Compute),
+                         a: x.address, b: dy.address, d: dWeight.address, beta: 1)
+            }
+            if let dBias {
+                precondition(dBias.count == outputs && dBias.dtype == .f32, "linearBackward: dBias \(dBias.shape) for \(outputs) outputs")
+                try launch(CUDAKernels.columnSum, columns: outputs, [dBias.address, dy.address, i32(rows), i32(outputs)])
+            }
+        }
+    }
+
+    // MARK: - Helpers
+
+    /// The compute type of f32 GEMMs.
+    var f32Compute: CuBLASLt.ComputeType { options.allowTF32 ? .f32FastTF32 : .f32 }
+
+    static func blasType(_ dtype: DType) -> CuBLASLt.DataType {
+        switch dtype {
+        case .f16: .f16
+        case .bf16: .bf16
+        default: .f32
+        }
+    }
+
+    /// With `lowPrecisionMatmul` and a 16-bit weight: `activations` rounded to the weight's dtype
+    /// (workspace); else nil.
+    func lowPrecisionOperand(_ activations: Tensor, _ weight: Tensor) throws -> Tensor? {
+        guard options.lowPrecisionMatmul, weight.dtype == .f16 || weight.dtype == .bf16 else { return nil }
+        let rounded = try empty(activations.shape, weight.dtype, .workspace)
+        try launch(CUDAKernels.cast(.f32, weight.dtype), elements: activations.count,
+                   [rounded.address, activations.address, Int64(activations.count)])
+        return rounded
+    }
+
+    /// `D = α·op(A)·op(B) + β·D` through cuBLASLt on the backend's stream.
+    func gemm(_ shape: CuBLASLt.Shape, a: DevicePointer, b: DevicePointer, d: DevicePointer, beta: Float,
+              bias: DevicePointer? = nil) throws {
+        guard shape.m > 0, shape.n > 0 else { return }
+        try blas.matmul(shape, a: a, b: b, d: d, alpha: 1, beta: beta, bias: bias, workspace: blasWorkspace.address,
+                        workspaceBytes: blasWorkspace.byteCount, stream: stream)
+    }
+
+    /// Calls `body(firstRow, rowCount, rows)` over `weight` (outputs, inputs) a tile of rows at a
+    /// time, the rows as contiguous f32 at a device address: an f32 weight is one tile read in
+    /// place; other dtypes are widened `tileBytes` at a time into one workspace tile.
+    func forEachWeightTile(_ weight: Tensor, _ body: (Int, Int, DevicePointer) throws -> Void) throws {
+        let outputs = weight.shape.rows, inputs = weight.shape.last
+        if weight.dtype == .f32 { return try body(0, outputs, weight.address) }
+        let tileRows = max(1, min(outputs, options.tileBytes / 4 / max(inputs, 1)))
+        let tile = try empty([tileRows, inputs], .f32, .workspace)
+        let rowBytes = weight.dtype.byteCount(elements: inputs)!
+        try withExtendedLifetime(tile) {
+            for first in stride(from: 0, to: outputs, by: tileRows) {
+                let count = min(tileRows, outputs - first)
+                let rows = Tensor(storage: weight.storage, byteOffset: weight.byteOffset + first * rowBytes,
+                                  shape: [count, inputs], dtype: weight.dtype)
+                try convert(rows, into: tile.address, count: count * inputs)
+                try body(first, count, tile.address)
+            }
+        }
+    }
+}

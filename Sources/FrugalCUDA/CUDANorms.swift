@@ -1,0 +1,88 @@
+// CUDANorms: RMSNorm and LayerNorm over the last dimension and their backwards on the GPU
+// (Kernels/rmsnorm.cu, Kernels/layernorm.cu; the kernels also fuse the residual add).
+import Foundation
+import FrugalCore
+
+extension CUDABackend {
+    // MARK: - RMSNorm
+
+    public func rmsNorm(_ out: Tensor, _ x: Tensor, _ weight: Tensor, eps: Float, weightOffset: Float) {
+        rmsNorm(out, residualOut: nil, x, residual: nil, weight, eps: eps, weightOffset: weightOffset)
+    }
+
+    /// RMSNorm fused with the residual add: `h = x + residual` (written to `residualOut` when
+    /// given), `out = h/rms(h)·(w + weightOffset)`. `residualOut` may alias `x`.
+    public func rmsNorm(_ out: Tensor, residualOut: Tensor?, _ x: Tensor, residual: Tensor?, _ weight: Tensor, eps: Float,
+                        weightOffset: Float) {
+        let n = x.shape.last, rows = x.shape.rows
+        precondition(out.count == x.count && weight.count == n && x.dtype == .f32 && out.dtype == .f32,
+                     "rmsNorm: x \(x.shape), out \(out.shape), weight \(weight.shape)")
+        must("rmsNorm of \(x.shape)") {
+            try launch(CUDAKernels.rmsNormForward(weight.dtype), rows: rows,
+                       [out.address, residualOut.address, UInt64(0), x.address, residual.address, weight.address,
+                        i32(rows), i32(n), eps, weightOffset])
+        }
+    }
+
+    /// Gradients of `rmsNorm`: `dWeight` (+=) first, then `dx` (=, may alias dy).
+    public func rmsNormBackward(dx: Tensor, dWeight: Tensor?, dy: Tensor, x: Tensor, weight: Tensor, eps: Float,
+                                weightOffset: Float) {
+        let n = x.shape.last, rows = x.shape.rows
+        precondition(dx.count == x.count && dy.count == x.count && weight.count == n,
+                     "rmsNormBackward: x \(x.shape), dx \(dx.shape), dy \(dy.shape), weight \(weight.shape)")
+        must("rmsNormBackward of \(x.shape)") {
+            // (rows) the saved statistic: 1/rms per row
+            let rstd = try empty([rows], .f32, .workspace)
+            try launch(CUDAKernels.rmsNormRstd, rows: rows, [rstd.address, x.address, i32(rows), i32(n), eps])
+            if let dWeight {
+                precondition(dWeight.dtype == .f32 && dWeight.count == n, "rmsNormBackward: dWeight \(dWeight.shape)")
+                try launch(CUDAKernels.rmsNormBackwardWeight, columns: n,
+                           [dWeight.address, dy.address, x.address, rstd.address, i32(rows), i32(n)])
+            }
+            try launch(CUDAKernels.rmsNormBackwardInput(weight.dtype), rows: rows,
+                       [dx.address, dy.address, x.address, weight.address, rstd.address, i32(rows), i32(n), weightOffset])
+        }
+    }
+
+    // MARK: - LayerNorm
+
+    public func layerNorm(_ out: Tensor, _ x: Tensor, _ weight: Tensor, _ bias: Tensor, eps: Float) {
+        layerNorm(out, residualOut: nil, x, residual: nil, weight, bias, eps: eps)
+    }
+
+    /// LayerNorm fused with the residual add: `h = x + residual` (written to `residualOut` when
+    /// given), `out = (h − μ)/σ·w + b`. `residualOut` may alias `x`.
+    public func layerNorm(_ out: Tensor, residualOut: Tensor?, _ x: Tensor, residual: Tensor?, _ weight: Tensor, _ bias: Tensor?,
+                          eps: Float) {
+        let n = x.shape.last, rows = x.shape.rows
+        precondition(out.count == x.count && weight.count == n && x.dtype == .f32 && out.dtype == .f32
+                     && (bias == nil || (bias!.dtype == weight.dtype && bias!.count == n)),
+                     "layerNorm: x \(x.shape), out \(out.shape), weight \(weight.shape) \(weight.dtype), bias \(bias?.dtype.rawValue ?? "none")")
+        must("layerNorm of \(x.shape)") {
+            try launch(CUDAKernels.layerNormForward(weight.dtype), rows: rows,
+                       [out.address, residualOut.address, UInt64(0), UInt64(0), x.address, residual.address, weight.address,
+                        bias.address, i32(rows), i32(n), eps])
+        }
+    }
+
+    /// Gradients of `layerNorm`: `dWeight` and `dBias` (+=) first, then `dx` (=, may alias dy).
+    public func layerNormBackward(dx: Tensor, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor, eps: Float) {
+        let n = x.shape.last, rows = x.shape.rows
+        precondition(dx.count == x.count && dy.count == x.count && weight.count == n,
+                     "layerNormBackward: x \(x.shape), dx \(dx.shape), dy \(dy.shape), weight \(weight.shape)")
+        must("layerNormBackward of \(x.shape)") {
+            // (2, rows) the saved statistics: mean and 1/std per row
+            let statistics = try empty([2, rows], .f32, .workspace)
+            let mean = statistics.address, rstd = statistics.address + UInt64(rows * 4)
+            try launch(CUDAKernels.layerNormStatistics, rows: rows, [mean, rstd, x.address, i32(rows), i32(n), eps])
+            if dWeight != nil || dBias != nil {
+                if let dWeight { precondition(dWeight.dtype == .f32 && dWeight.count == n, "layerNormBackward: dWeight") }
+                if let dBias { precondition(dBias.dtype == .f32 && dBias.count == n, "layerNormBackward: dBias") }
+                try launch(CUDAKernels.layerNormBackwardParameters, columns: n,
+                           [dWeight.address, dBias.address, dy.address, x.address, mean, rstd, i32(rows), i32(n)])
+            }
+            try launch(CUDAKernels.layerNormBackwardInput(weight.dtype), rows: rows,
+                       [dx.address, dy.address, x.address, weight.address, mean, rstd, i32(rows), i32(n)])
+        }
+    }
+}

@@ -1,0 +1,21 @@
+// adamw.cu: one AdamW step over f32 master weights, in torch.optim.AdamW's order, optionally
+// writing the updated weights rounded to a 16-bit compute copy in the same pass:
+//   p *= 1 − lr·wd; m += (1−β1)·(g − m); v = β2·v + (1−β2)·g²;
+//   p −= step_size · m / (√v / correction2 + ε), step_size = lr/(1−β1^t), correction2 = √(1−β2^t)
+#include "common.cuh"
+
+// p, m, v (in place); shadow (= p rounded to T, optional). Grid-stride over n.
+#define ADAMW(suffix, T)                                                                                        \
+    extern "C" __global__ void adamw_##suffix(float* p, float* m, float* v, T* shadow, const float* g, long long n, \
+                                              float beta1, float beta2, float epsilon, float decay,              \
+                                              float step_size, float correction2) {                             \
+        FRUGAL_GRID_STRIDE(i, n) {                                                                              \
+            const float gi = g[i];                                                                              \
+            const float mi = m[i] + (1.f - beta1) * (gi - m[i]);                                                \
+            const float vi = v[i] * beta2 + (1.f - beta2) * gi * gi;                                            \
+            const float pi = p[i] * decay - step_size * (mi / (sqrtf(vi) / correction2 + epsilon));             \
+            m[i] = mi; v[i] = vi; p[i] = pi;                                                                    \
+            if (shadow) shadow[i] = from_float<T>(pi);                                                          \
+        }                                                                                                       \
+    }
+FRUGAL_DTYPES(ADAMW)
