@@ -28,6 +28,16 @@ public struct TrainingBatch: Sendable {
     public var targetCount: Int { targets.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) } }
 }
 
+/// A forward pass kept for backward: the final hidden states (batch·length, embedding dim)
+/// and the saved activations.
+public struct TrainingPass: @unchecked Sendable {
+    /// Hidden states the output head reads.
+    public let hidden: Tensor
+    let input: ForwardInput
+    let tapes: [BlockTape]
+    let finish: Decoder.FinishTape
+}
+
 /// How one forward/backward pass runs.
 public struct PassOptions: Sendable {
     /// Keep only each block's input and recompute the block in backward.
@@ -61,6 +71,19 @@ extension Decoder {
     public func accumulateGradients(_ batch: TrainingBatch, into parameters: TrainableParameters, options: PassOptions,
                                     random: inout SplitMix64) -> Double {
         guard let backend = backend as? TrainingBackend else { preconditionFailure("backend cannot train") }
+        let pass = forwardForTraining(batch, options: options, random: &random)
+        let dHidden = backend.zeros(pass.hidden.shape, .f32, .activations)
+        let loss = backend.crossEntropy(hidden: pass.hidden, head: weights.head, targets: batch.targets, dHidden: dHidden,
+                                        dHead: parameters.gradient(of: weights.head), gradientScale: options.gradientScale)
+        backward(dHidden, pass, into: parameters)
+        return loss
+    }
+
+    /// Forward over `batch` keeping what backward needs; the returned hidden states (before the
+    /// output head) let other losses than next-token cross-entropy train the model (a reward
+    /// head, DPO's sequence log-probabilities).
+    /// - Parameter random: the dropout stream, advanced by the pass.
+    public func forwardForTraining(_ batch: TrainingBatch, options: PassOptions, random: inout SplitMix64) -> TrainingPass {
         let input = ForwardInput(tokens: batch.tokens, batch: batch.batch, positions: batch.positions, segments: batch.segments)
         var x = embed(input)
         var tapes = [BlockTape]()
@@ -72,21 +95,25 @@ extension Decoder {
             tapes.append(options.checkpointing ? tape.checkpoint() : tape)
         }
         let (hidden, finalTape) = finishWithTape(x)
-        let dHidden = backend.zeros(hidden.shape, .f32, .activations)
-        let loss = backend.crossEntropy(hidden: hidden, head: weights.head, targets: batch.targets, dHidden: dHidden,
-                                        dHead: parameters.gradient(of: weights.head), gradientScale: options.gradientScale)
-        var dx = finishBackward(dHidden, finalTape, parameters, backend)
+        return TrainingPass(hidden: hidden, input: input, tapes: tapes, finish: finalTape)
+    }
+
+    /// Backward from the gradient of the hidden states a `forwardForTraining` returned,
+    /// accumulating parameter gradients (+=). A pass can be backpropagated once.
+    public func backward(_ dHidden: Tensor, _ pass: TrainingPass, into parameters: TrainableParameters) {
+        guard let backend = backend as? TrainingBackend else { preconditionFailure("backend cannot train") }
+        var tapes = pass.tapes
+        var dx = finishBackward(dHidden, pass.finish, parameters, backend)
         for index in weights.blocks.indices.reversed() {
             var tape = tapes.removeLast()
             if tape.h1 == nil {
                 let recomputed = BlockTape(training: tape.training, random: tape.random)
-                _ = blockForward(index, tape.input, input, cache: nil, tape: recomputed)
+                _ = blockForward(index, tape.input, pass.input, cache: nil, tape: recomputed)
                 tape = recomputed
             }
-            dx = blockBackward(index, dx, tape, input, parameters, backend)
+            dx = blockBackward(index, dx, tape, pass.input, parameters, backend)
         }
-        embedBackward(dx, input, parameters, backend)
-        return loss
+        embedBackward(dx, pass.input, parameters, backend)
     }
 
     // MARK: - Ends of the network

@@ -1,0 +1,362 @@
+// GPUCheck: every op of the CUDA backend, forward and backward, against a reference backend
+// (the CPU's) on random inputs, with a tolerance per dtype — what `frugal gpu-check` runs.
+import Foundation
+import FrugalCore
+
+/// The outcome of one check.
+public struct GPUCheckResult: Sendable, Codable, CustomStringConvertible {
+    /// What was checked, e.g. "attention backward (GQA, segments)".
+    public var name: String
+    public var passed: Bool
+    /// The largest difference, relative to the largest reference magnitude.
+    public var maxError: Double
+    public var tolerance: Double
+    /// Why it failed, or what was compared.
+    public var detail: String
+
+    public var description: String {
+        String(format: "%@  %@  (max relative error %.2e, tolerance %.0e)%@", passed ? "PASS" : "FAIL", name, maxError, tolerance,
+               detail.isEmpty ? "" : " — " + detail)
+    }
+}
+
+/// Runs every op of a new `CUDABackend` and of `reference` on the same random inputs and compares
+/// the results (outputs, gradients with their `=`/`+=` semantics, losses, reductions).
+///
+/// - Parameters:
+///   - reference: the backend taken as truth (the CLI passes `CPUBackend()`; FrugalCUDA does not
+///     depend on FrugalCPU).
+///   - report: called with each result as soon as it is known (a CUDA fault stops the process).
+/// - Returns: one result per check; a single failed result saying why when no GPU is usable.
+public func runGPUChecks(reference: any TrainingBackend, options: CUDABackend.Options = .init(),
+                         report: @escaping (GPUCheckResult) -> Void = { _ in }) -> [GPUCheckResult] {
+    let gpu: CUDABackend
+    do { gpu = try CUDABackend(options: options) } catch {
+        let result = GPUCheckResult(name: "CUDA backend", passed: false, maxError: .infinity, tolerance: 0, detail: "\(error)")
+        report(result)
+        return [result]
+    }
+    var checker = GPUChecker(gpu: gpu, cpu: reference, report: report)
+    checker.run()
+    return checker.results
+}
+
+/// Tolerances by the precision of the inputs (the arithmetic is f32 on both sides; the GPU sums
+/// in another order and uses its own exp, erf and tanh).
+enum GPUCheckTolerance {
+    static let f32 = 1e-4
+    static let attention = 2e-4
+    static let sixteenBit = 1e-3
+}
+
+struct GPUChecker {
+    let gpu: CUDABackend
+    let cpu: any TrainingBackend
+    let report: (GPUCheckResult) -> Void
+    var results = [GPUCheckResult]()
+    private var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+
+    init(gpu: CUDABackend, cpu: any TrainingBackend, report: @escaping (GPUCheckResult) -> Void) {
+        self.gpu = gpu; self.cpu = cpu; self.report = report
+    }
+
+    /// Uniform values in [−scale, scale) (SplitMix64).
+    mutating func random(_ count: Int, scale: Float = 1) -> [Float] {
+        (0..<count).map { _ in
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            z ^= z >> 31
+            return (Float(z >> 40) / Float(1 << 24) * 2 - 1) * scale
+        }
+    }
+
+    /// `values` encoded as `dtype` bytes (q8_0 with a per-block scale).
+    static func encode(_ values: [Float], _ dtype: DType) -> [UInt8] {
+        var bytes = [UInt8]()
+        switch dtype {
+        case .f32: values.withUnsafeBytes { bytes = [UInt8]($0) }
+        case .f16, .bf16:
+            for v in values {
+                let bits = dtype == .f16 ? HalfPrecision.floatToF16(v) : HalfPrecision.floatToBF16(v)
+                bytes += [UInt8(bits & 0xFF), UInt8(bits >> 8)]
+            }
+        case .q8_0:
+            for block in stride(from: 0, to: values.count, by: 32) {
+                let chunk = values[block..<block + 32]
+                let d = max(chunk.map(abs).max() ?? 0, 1e-6) / 127
+                let bits = HalfPrecision.floatToF16(d), dq = HalfPrecision.f16ToFloat(bits)
+                bytes += [UInt8(bits & 0xFF), UInt8(bits >> 8)]
+                bytes += chunk.map { UInt8(bitPattern: Int8(max(-127, min(127, ($0 / dq).rounded())))) }
+            }
+        default: preconditionFailure("GPUChecker.encode: \(dtype)")
+        }
+        return bytes
+    }
+
+    /// A tensor of `backend` holding `values` as `dtype`.
+    static func make(_ backend: any TrainingBackend, _ values: [Float], _ shape: Shape, _ dtype: DType = .f32,
+                     _ category: MemoryCategory = .activations) -> Tensor {
+        encode(values, dtype).withUnsafeBytes { backend.upload($0, shape, dtype, category) }
+    }
+
+    /// Runs `body` on both backends and compares what it returns: tensors element by element,
+    /// scalars by value, each relative to the reference's largest magnitude.
+    mutating func check(_ name: String, tolerance: Double = GPUCheckTolerance.f32,
+                        _ body: (any TrainingBackend) -> (tensors: [Tensor], scalars: [Double])) {
+        let expected = body(cpu), actual = body(gpu)
+        var worst = 0.0, detail = ""
+        for (index, (e, a)) in zip(expected.tensors, actual.tensors).enumerated() {
+            let ev = cpu.download(e), av = gpu.download(a)
+            guard ev.count == av.count else { worst = .infinity; detail = "output \(index): \(ev.count) vs \(av.count) values"; break }
+            let magnitude = max(ev.reduce(0) { max($0, Double(abs($1))) }, 1e-6)
+            for i in ev.indices {
+                let error = Double(abs(ev[i] - av[i])) / magnitude
+                if !(error <= worst) {  // NaN counts as the worst
+                    worst = error.isNaN ? .infinity : error
+                    detail = "output \(index)[\(i)]: reference \(ev[i]), GPU \(av[i])"
+                }
+            }
+        }
+        for (index, (e, a)) in zip(expected.scalars, actual.scalars).enumerated() {
+            let error = abs(e - a) / max(abs(e), 1e-6)
+            if !(error <= worst) { worst = error.isNaN ? .infinity : error; detail = "scalar \(index): reference \(e), GPU \(a)" }
+        }
+        let result = GPUCheckResult(name: name, passed: worst <= tolerance, maxError: worst, tolerance: tolerance,
+                                    detail: worst <= tolerance ? "" : detail)
+        report(result)
+        results.append(result)
+    }
+
+    static func tolerance(_ dtype: DType) -> Double { dtype == .f32 ? GPUCheckTolerance.f32 : GPUCheckTolerance.sixteenBit }
+
+    mutating func run() {
+        checkLinear()
+        checkEmbedding()
+        checkNorms()
+        checkRope()
+        checkAttention()
+        checkActivations()
+        checkElementwise()
+        checkCrossEntropy()
+        checkOptimizers()
+    }
+
+    // MARK: - The checks
+
+    mutating func checkLinear() {
+        let rows = 37, inputs = 64, outputs = 96
+        let x = random(rows * inputs), w = random(outputs * inputs, scale: 0.2), b = random(outputs)
+        let dy = random(rows * outputs), dw0 = random(outputs * inputs), db0 = random(outputs)
+        for dtype in [DType.f32, .f16, .bf16, .q8_0] {
+            check("linear forward, \(dtype.rawValue) weight, bias", tolerance: Self.tolerance(dtype)) { be in
+                let out = be.zeros([rows, outputs], .f32, .activations)
+                be.linear(out, Self.make(be, x, [rows, inputs]), Self.make(be, w, [outputs, inputs], dtype, .weights),
+                          bias: Self.make(be, b, [outputs], .f32, .weights))
+                return ([out], [])
+            }
+            check("linear backward (dx =, dWeight +=, dBias +=), \(dtype.rawValue) weight", tolerance: Self.tolerance(dtype)) { be in
+                let dx = be.zeros([rows, inputs], .f32, .activations)
+                let dw = Self.make(be, dw0, [outputs, inputs], .f32, .gradients), db = Self.make(be, db0, [outputs], .f32, .gradients)
+                be.linearBackward(dx: dx, dWeight: dw, dBias: db, dy: Self.make(be, dy, [rows, outputs]),
+                                  x: Self.make(be, x, [rows, inputs]), weight: Self.make(be, w, [outputs, inputs], dtype, .weights))
+                return ([dx, dw, db], [])
+            }
+        }
+    }
+
+    mutating func checkEmbedding() {
+        let vocabulary = 50, d = 64, tokens: [Int32] = [3, 7, 3, 49, 0, 12, 7, 7]
+        let table = random(vocabulary * d), dy = random(tokens.count * d), dt0 = random(vocabulary * d)
+        for dtype in [DType.f32, .bf16, .q8_0] {
+            check("embedding forward, \(dtype.rawValue) table") { be in
+                let out = be.zeros([tokens.count, d], .f32, .activations)
+                be.embedding(out, Self.make(be, table, [vocabulary, d], dtype, .weights), tokens: tokens)
+                return ([out], [])
+            }
+        }
+        check("embedding backward (+=, repeated tokens)") { be in
+            let dt = Self.make(be, dt0, [vocabulary, d], .f32, .gradients)
+            be.embeddingBackward(dt, dy: Self.make(be, dy, [tokens.count, d]), tokens: tokens)
+            return ([dt], [])
+        }
+    }
+
+    mutating func checkNorms() {
+        let rows = 13, n = 200
+        let x = random(rows * n, scale: 2), w = random(n), b = random(n), dy = random(rows * n), dw0 = random(n), db0 = random(n)
+        for (dtype, offset) in [(DType.f32, Float(0)), (.bf16, 1)] {
+            check("rmsNorm forward, \(dtype.rawValue) weight, offset \(offset)") { be in
+                let out = be.zeros([rows, n], .f32, .activations)
+                be.rmsNorm(out, Self.make(be, x, [rows, n]), Self.make(be, w, [n], dtype, .weights), eps: 1e-5, weightOffset: offset)
+                return ([out], [])
+            }
+            check("rmsNorm backward (dx =, dWeight +=), \(dtype.rawValue) weight") { be in
+                let dx = be.zeros([rows, n], .f32, .activations), dw = Self.make(be, dw0, [n], .f32, .gradients)
+                be.rmsNormBackward(dx: dx, dWeight: dw, dy: Self.make(be, dy, [rows, n]), x: Self.make(be, x, [rows, n]),
+                                   weight: Self.make(be, w, [n], dtype, .weights), eps: 1e-5, weightOffset: offset)
+                return ([dx, dw], [])
+            }
+        }
+        check("layerNorm forward") { be in
+            let out = be.zeros([rows, n], .f32, .activations)
+            be.layerNorm(out, Self.make(be, x, [rows, n]), Self.make(be, w, [n]), Self.make(be, b, [n]), eps: 1e-5)
+            return ([out], [])
+        }
+        check("layerNorm backward (dx =, dWeight +=, dBias +=)") { be in
+            let dx = be.zeros([rows, n], .f32, .activations)
+            let dw = Self.make(be, dw0, [n], .f32, .gradients), db = Self.make(be, db0, [n], .f32, .gradients)
+            be.layerNormBackward(dx: dx, dWeight: dw, dBias: db, dy: Self.make(be, dy, [rows, n]), x: Self.make(be, x, [rows, n]),
+                                 weight: Self.make(be, w, [n]), eps: 1e-5)
+            return ([dx, dw, db], [])
+        }
+    }
+
+    mutating func checkRope() {
+        let tokens = 11, heads = 3, headDim = 32
+        let x = random(tokens * heads * headDim), positions: [Int32] = (0..<Int32(tokens)).map { $0 * 37 % 500 }
+        for half in [16, 8] {
+            let frequencies = (0..<half).map { Float(pow(10000.0, -Double(2 * $0) / Double(2 * half))) }
+            check("rope forward, \(2 * half) of \(headDim) dims rotate") { be in
+                let t = Self.make(be, x, [tokens, heads * headDim])
+                be.rope(t, heads: heads, headDim: headDim, positions: positions, inverseFrequencies: frequencies)
+                return ([t], [])
+            }
+            check("rope backward, \(2 * half) of \(headDim) dims rotate") { be in
+                let t = Self.make(be, x, [tokens, heads * headDim])
+                be.ropeBackward(t, heads: heads, headDim: headDim, positions: positions, inverseFrequencies: frequencies)
+                return ([t], [])
+            }
+        }
+    }
+
+    mutating func checkAttention() {
+        let cases: [(String, AttentionLayout)] = [
+            ("causal, GQA 4/2, d 64", AttentionLayout(batch: 2, queryLength: 37, keyLength: 37, queryOffset: 0, heads: 4, kvHeads: 2,
+                                                      headDim: 64, scale: 0.125)),
+            ("causal, MHA, d 128, 70 tokens", AttentionLayout(batch: 1, queryLength: 70, keyLength: 70, queryOffset: 0, heads: 2,
+                                                              kvHeads: 2, headDim: 128, scale: 1 / Float(128).squareRoot())),
+            ("packed segments and padding, GQA 6/2, d 32",
+             AttentionLayout(batch: 2, queryLength: 40, keyLength: 40, queryOffset: 0, heads: 6, kvHeads: 2, headDim: 32,
+                             scale: 1 / Float(32).squareRoot(),
+                             segments: (0..<80).map { i in let t = i % 40; return t < 15 ? 0 : t < 33 ? 1 : -1 })),
+            ("cache offset 35, 5 queries of 40 keys, MQA, d 80",
+             AttentionLayout(batch: 1, queryLength: 5, keyLength: 40, queryOffset: 35, heads: 4, kvHeads: 1, headDim: 80,
+                             scale: 0.1)),
+            ("d 256, GQA 2/1", AttentionLayout(batch: 1, queryLength: 33, keyLength: 33, queryOffset: 0, heads: 2, kvHeads: 1,
+                                               headDim: 256, scale: 0.0625)),
+        ]
+        for (label, l) in cases {
+            let qCount = l.batch * l.queryLength * l.heads * l.headDim, kCount = l.batch * l.keyLength * l.kvHeads * l.headDim
+            let q = random(qCount), k = random(kCount), v = random(kCount), dOut = random(qCount)
+            let qShape: Shape = [l.batch * l.queryLength, l.heads * l.headDim], kShape: Shape = [l.batch * l.keyLength, l.kvHeads * l.headDim]
+            check("attention forward, \(label)", tolerance: GPUCheckTolerance.attention) { be in
+                let out = be.zeros(qShape, .f32, .activations)
+                be.attention(out, q: Self.make(be, q, qShape), k: Self.make(be, k, kShape), v: Self.make(be, v, kShape), layout: l)
+                return ([out], [])
+            }
+            check("attention backward (dq, dk, dv =), \(label)", tolerance: GPUCheckTolerance.attention) { be in
+                let dq = be.zeros(qShape, .f32, .activations), dk = be.zeros(kShape, .f32, .activations)
+                let dv = be.zeros(kShape, .f32, .activations)
+                be.attentionBackward(dq: dq, dk: dk, dv: dv, dOut: Self.make(be, dOut, qShape), q: Self.make(be, q, qShape),
+                                     k: Self.make(be, k, kShape), v: Self.make(be, v, kShape), layout: l)
+                return ([dq, dk, dv], [])
+            }
+        }
+    }
+
+    mutating func checkActivations() {
+        let n = 5000
+        let x = random(n, scale: 4), up = random(n), dy = random(n)
+        for activation in [Activation.silu, .relu, .geluTanh, .gelu] {
+            check("\(activation.rawValue) forward") { be in
+                let out = be.zeros([n], .f32, .activations)
+                be.activate(out, Self.make(be, x, [n]), activation)
+                return ([out], [])
+            }
+            check("\(activation.rawValue) backward") { be in
+                let dx = be.zeros([n], .f32, .activations)
+                be.activateBackward(dx: dx, dy: Self.make(be, dy, [n]), x: Self.make(be, x, [n]), activation)
+                return ([dx], [])
+            }
+            check("gated \(activation.rawValue) forward (SwiGLU / GeGLU)") { be in
+                let out = be.zeros([n], .f32, .activations)
+                be.gated(out, gate: Self.make(be, x, [n]), up: Self.make(be, up, [n]), activation)
+                return ([out], [])
+            }
+            check("gated \(activation.rawValue) backward") { be in
+                let dg = be.zeros([n], .f32, .activations), du = be.zeros([n], .f32, .activations)
+                be.gatedBackward(dGate: dg, dUp: du, dy: Self.make(be, dy, [n]), gate: Self.make(be, x, [n]),
+                                 up: Self.make(be, up, [n]), activation)
+                return ([dg, du], [])
+            }
+        }
+    }
+
+    mutating func checkElementwise() {
+        let n = 3000
+        let a = random(n), b = random(n)
+        check("add, multiply, scale") { be in
+            let sum = be.zeros([n], .f32, .activations), product = be.zeros([n], .f32, .activations)
+            be.add(sum, Self.make(be, a, [n]), Self.make(be, b, [n]))
+            be.multiply(product, Self.make(be, a, [n]), Self.make(be, b, [n]))
+            be.scale(product, by: -0.75)
+            return ([sum, product], [])
+        }
+        for dtype in [DType.f32, .f16, .bf16, .q8_0] {
+            check("copy from \(dtype.rawValue) into f32 at an offset") { be in
+                let dst = be.zeros([n + 64], .f32, .activations)
+                be.copy(dst, at: 64, from: Self.make(be, a, [n / 32 * 32], dtype))
+                return ([dst], [])
+            }
+        }
+    }
+
+    mutating func checkCrossEntropy() {
+        let rows = 50, d = 64, vocabulary = 1000
+        let hidden = random(rows * d), head = random(vocabulary * d, scale: 0.3), dHead0 = random(vocabulary * d)
+        let targets: [Int32] = (0..<rows).map { $0 % 7 == 3 ? -100 : Int32($0 * 131 % vocabulary) }
+        for dtype in [DType.f32, .bf16] {
+            check("cross-entropy (loss, dHidden =, dHead +=), \(dtype.rawValue) head", tolerance: Self.tolerance(dtype)) { be in
+                let dHidden = be.zeros([rows, d], .f32, .activations)
+                let dHead = Self.make(be, dHead0, [vocabulary, d], .f32, .gradients)
+                let loss = be.crossEntropy(hidden: Self.make(be, hidden, [rows, d]), head: Self.make(be, head, [vocabulary, d], dtype),
+                                           targets: targets, dHidden: dHidden, dHead: dHead, gradientScale: 1 / 43)
+                return ([dHidden, dHead], [loss])
+            }
+        }
+    }
+
+    mutating func checkOptimizers() {
+        let n = 70_000
+        let p = random(n), g = random(n), m = random(n, scale: 0.1), v = random(n, scale: 0.01).map(abs)
+        check("AdamW step 3 over f32 masters") { be in
+            let pt = Self.make(be, p, [n], .f32, .trainable), mt = Self.make(be, m, [n], .f32, .optimizer)
+            let vt = Self.make(be, v, [n], .f32, .optimizer)
+            be.adamW(pt, gradient: Self.make(be, g, [n], .f32, .gradients), m: mt, v: vt, step: 3, learningRate: 1e-3, beta1: 0.9,
+                     beta2: 0.999, epsilon: 1e-8, weightDecay: 0.01)
+            return ([pt, mt, vt], [])
+        }
+        check("SGD with momentum and weight decay") { be in
+            let pt = Self.make(be, p, [n], .f32, .trainable), bt = Self.make(be, m, [n], .f32, .optimizer)
+            be.sgd(pt, gradient: Self.make(be, g, [n], .f32, .gradients), momentumBuffer: bt, learningRate: 0.01, momentum: 0.9,
+                   weightDecay: 0.001)
+            return ([pt, bt], [])
+        }
+        check("sum of squares, all-finite", tolerance: 1e-9) { be in
+            let t = Self.make(be, p, [n])
+            var bad = p
+            bad[n / 2] = .nan
+            return ([], [be.sumOfSquares(t), be.allFinite(t) ? 1 : 0, be.allFinite(Self.make(be, bad, [n])) ? 1 : 0])
+        }
+        for dtype in [DType.f16, .bf16] {
+            check("round in place to \(dtype.rawValue), zero", tolerance: 0) { be in
+                let t = Self.make(be, p, [n]), z = Self.make(be, g, [n])
+                be.roundInPlace(t, to: dtype)
+                be.zero(z)
+                return ([t, z], [])
+            }
+        }
+    }
+}
