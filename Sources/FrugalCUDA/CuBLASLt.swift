@@ -42,6 +42,9 @@ public final class CuBLASLt: @unchecked Sendable {
     static let descComputeType: Int32 = 0, descScaleType: Int32 = 1, descTransA: Int32 = 3, descTransB: Int32 = 4
     static let descEpilogue: Int32 = 7, descBiasPointer: Int32 = 8
     static let preferenceMaxWorkspace: Int32 = 1
+    /// `CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_{A,B,C,D}_BYTES` (default 256: offset views need less).
+    static let preferenceAlignmentA: Int32 = 5, preferenceAlignmentB: Int32 = 6, preferenceAlignmentC: Int32 = 7,
+               preferenceAlignmentD: Int32 = 8
 
     private var handle: Handle?
 
@@ -107,7 +110,14 @@ public final class CuBLASLt: @unchecked Sendable {
         var algorithm: [UInt8]  // the heuristic result (96 bytes); the algo is its first 64
         var workspace: Int
     }
-    private var plans: [Shape: Plan] = [:]
+    /// A plan's key: the shape and the alignment (bytes, ≤ 256) of each operand's address.
+    private struct PlanKey: Hashable { var shape: Shape; var a, b, d: UInt32 }
+    private var plans: [PlanKey: Plan] = [:]
+
+    /// The largest power of two (at most 256) that divides `address`.
+    static func alignment(_ address: DevicePointer) -> UInt32 {
+        address == 0 ? 256 : UInt32(min(256, 1 << address.trailingZeroBitCount))
+    }
     private let lock = NSLock()
 
     private func destroy(_ plan: Plan) {
@@ -120,8 +130,9 @@ public final class CuBLASLt: @unchecked Sendable {
         try check(cublasLtMatmulDescSetAttribute(desc, attribute, &v, 4), "cublasLtMatmulDescSetAttribute(\(attribute))")
     }
 
-    private func plan(_ shape: Shape, workspaceBytes: Int) throws -> Plan {
-        if let plan = plans[shape] { return plan }
+    private func plan(_ key: PlanKey, workspaceBytes: Int) throws -> Plan {
+        if let plan = plans[key] { return plan }
+        let shape = key.shape
         var plan = Plan(algorithm: [UInt8](repeating: 0, count: Self.heuristicResultBytes), workspace: 0)
         try check(cublasLtMatmulDescCreate(&plan.desc, shape.compute.rawValue, DataType.f32.rawValue), "cublasLtMatmulDescCreate")
         try setDescriptor(plan.desc, Self.descTransA, shape.transposeA ? 1 : 0)
@@ -142,6 +153,11 @@ public final class CuBLASLt: @unchecked Sendable {
         var limit = UInt64(workspaceBytes)
         try check(cublasLtMatmulPreferenceSetAttribute(preference, Self.preferenceMaxWorkspace, &limit, 8),
                   "cublasLtMatmulPreferenceSetAttribute")
+        for (attribute, value) in [(Self.preferenceAlignmentA, key.a), (Self.preferenceAlignmentB, key.b),
+                                   (Self.preferenceAlignmentC, key.d), (Self.preferenceAlignmentD, key.d)] {
+            var bytes = value
+            try check(cublasLtMatmulPreferenceSetAttribute(preference, attribute, &bytes, 4), "cublasLtMatmulPreferenceSetAttribute(alignment)")
+        }
         var found: Int32 = 0
         let status = plan.algorithm.withUnsafeMutableBytes {
             cublasLtMatmulAlgoGetHeuristic(handle, plan.desc, plan.a, plan.b, plan.d, plan.d, preference, 1, $0.baseAddress!, &found)
@@ -151,7 +167,7 @@ public final class CuBLASLt: @unchecked Sendable {
             throw CUDAError.cublas(call: "cublasLtMatmulAlgoGetHeuristic(\(shape)) found \(found) algorithms", status: status)
         }
         plan.workspace = plan.algorithm.withUnsafeBytes { $0.load(fromByteOffset: 64, as: Int.self) }
-        plans[shape] = plan
+        plans[key] = plan
         return plan
     }
 
@@ -163,7 +179,8 @@ public final class CuBLASLt: @unchecked Sendable {
                        bias: DevicePointer? = nil, workspace: DevicePointer, workspaceBytes: Int,
                        stream: CUDADriver.Handle?) throws {
         lock.lock(); defer { lock.unlock() }
-        let plan = try plan(shape, workspaceBytes: workspaceBytes)
+        let key = PlanKey(shape: shape, a: Self.alignment(a), b: Self.alignment(b), d: Self.alignment(d))
+        let plan = try plan(key, workspaceBytes: workspaceBytes)
         if shape.epilogue == .bias {
             var pointer = bias ?? 0
             try check(cublasLtMatmulDescSetAttribute(plan.desc, Self.descBiasPointer, &pointer, 8), "set bias pointer")

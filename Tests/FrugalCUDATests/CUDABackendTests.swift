@@ -54,3 +54,16 @@ final class CUDABackendTests: XCTestCase {
         for result in results where !result.passed { XCTFail("\(result)") }
     }
 }
+
+final class GPUCheckHarnessTests: XCTestCase {
+    /// The gpu-check harness itself, CPU against CPU: every check runs and agrees exactly.
+    func testEveryCheckRunsAndPassesCPUAgainstCPU() {
+        var checker = GPUChecker(gpu: CPUBackend(), cpu: CPUBackend(), report: { _ in })
+        checker.run()
+        XCTAssertGreaterThan(checker.results.count, 50)
+        for result in checker.results {
+            XCTAssertTrue(result.passed && result.maxError == 0, "\(result)")
+        }
+        XCTAssertTrue(checker.results.contains { $0.name.hasPrefix("attention backward") })
+    }
+}
