@@ -67,8 +67,16 @@ public enum Checkpoint {
         try AtomicFile.write(encoder.encode(manifest), to: temporary.appendingPathComponent("manifest.json"))
         try AtomicFile.syncDirectory(temporary)
 
-        if fm.fileExists(atPath: final.path) { try fm.removeItem(at: final) }
-        try fm.moveItem(at: temporary, to: final)
+        if fm.fileExists(atPath: final.path) {
+            // Saving a step again: move the old folder aside first, so `latest` never names a
+            // folder that is missing for longer than one rename.
+            let previous = directory.appendingPathComponent(".old-\(name)-\(ProcessInfo.processInfo.processIdentifier)")
+            try fm.moveItem(at: final, to: previous)
+            try fm.moveItem(at: temporary, to: final)
+            try fm.removeItem(at: previous)
+        } else {
+            try fm.moveItem(at: temporary, to: final)
+        }
         try AtomicFile.syncDirectory(directory)
         try AtomicFile.write(Data((name + "\n").utf8), to: directory.appendingPathComponent("latest"))
         return final
@@ -110,7 +118,9 @@ public enum Checkpoint {
         }
         let tensorsURL = folder.appendingPathComponent("tensors.safetensors")
         let file = try SafeTensorsFile(url: tensorsURL)
-        for (name, tensor) in trainer.optimizer.stateTensors {
+        // Check everything before changing anything, so a bad checkpoint leaves the trainer as it was.
+        let targets = trainer.optimizer.stateTensors
+        for (name, tensor) in targets {
             guard file.contains(name) else {
                 throw FrugalError.malformedFile(path: tensorsURL.path, problem: "no tensor '\(name)' (a checkpoint of another run?)")
             }
@@ -118,11 +128,14 @@ public enum Checkpoint {
             guard info.shape == tensor.shape, info.dtype == .f32 else {
                 throw FrugalError.malformedFile(path: tensorsURL.path, problem: "tensor '\(name)' is \(info.shape) \(info.dtype.rawValue), expected \(tensor.shape) f32")
             }
-            let bytes = try file.data(name)
-            let restored = trainer.backend.upload(bytes, tensor.shape, .f32, .workspace)
+        }
+        var loader = trainer.loader
+        try loader.resume(from: state.loader)
+        for (name, tensor) in targets {
+            let restored = trainer.backend.upload(try file.data(name), tensor.shape, .f32, .workspace)
             trainer.backend.copy(tensor, at: 0, from: restored)
         }
-        try trainer.loader.resume(from: state.loader)
+        trainer.loader = loader
         trainer.step = state.step
         trainer.optimizer.updates = state.updates
         trainer.random = state.random

@@ -12,8 +12,9 @@ public struct LearningRateSchedule: Sendable, Equatable {
         self.peak = peak; self.kind = kind; self.warmupSteps = warmupSteps; self.totalSteps = totalSteps
     }
 
-    /// The rate for 0-based `step`: linear warm-up to `peak` over `warmupSteps` (as
-    /// transformers' schedulers do), then the decay to 0 at `totalSteps`.
+    /// The rate for 0-based `step`: linear warm-up reaching `peak` at step `warmupSteps - 1`
+    /// (the first step trains at `peak / warmupSteps`, not at 0 as transformers' schedulers
+    /// do, so no step is wasted), then the decay to 0 at `totalSteps`.
     public func rate(at step: Int) -> Float {
         if step < warmupSteps { return peak * Float(step + 1) / Float(warmupSteps) }
         let decaySteps = max(1, totalSteps - warmupSteps)
