@@ -1,52 +1,62 @@
-// CPUAttention: causal grouped-query attention and its backward on the CPU, one query row of
-// scores at a time (the score matrix is never stored).
+// CPUAttention: causal grouped-query attention and its backward on the CPU, a block of query
+// rows at a time with BLAS GEMMs (the full score matrix is never stored).
 import Foundation
 import FrugalCore
 
 extension CPUBackend {
+    /// Query rows whose scores exist at once, per worker.
+    static let attentionQueryBlock = 64
+
     // MARK: - Attention
 
+    /// For each (sequence, head, block of queries): `S = scale·Q·Kᵀ` over the keys the block's
+    /// last query may see (one GEMM), `P = softmax(S)` row by row under the causal and segment
+    /// masks, `out = P·V` (one GEMM).
     public func attention(_ out: Tensor, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout) {
         let l = layout, d = l.headDim, group = l.heads / l.kvHeads
+        let qStride = l.heads * d, kStride = l.kvHeads * d
+        precondition(q.count == l.batch * l.queryLength * qStride && out.count == q.count
+                     && k.count >= l.batch * l.keyLength * kStride && v.count >= l.batch * l.keyLength * kStride,
+                     "attention: shapes do not match the layout")
         let qs = q.floats.baseAddress!, ks = k.floats.baseAddress!, vs = v.floats.baseAddress!
         let y = out.floats.baseAddress!
-        let qStride = l.heads * d, kStride = l.kvHeads * d
-        parallelChunks(l.batch * l.heads, minimumChunk: 1) { range in
-            var scores = [Float](repeating: 0, count: l.keyLength)
-            for bh in range {
-                let b = bh / l.heads, h = bh % l.heads, kh = h / group
-                let keys = ks + b * l.keyLength * kStride + kh * d, values = vs + b * l.keyLength * kStride + kh * d
-                for i in 0..<l.queryLength {
-                    let qi = qs + (b * l.queryLength + i) * qStride + h * d
-                    let limit = min(l.keyLength, l.queryOffset + i + 1)
-                    let maximum = Self.maskedScores(&scores, query: qi, keys: keys, limit: limit, layout: l, batch: b, row: i)
-                    let yi = y + (b * l.queryLength + i) * qStride + h * d
-                    for c in 0..<d { yi[c] = 0 }
-                    if maximum == -.infinity { continue }
-                    var total: Float = 0
-                    for j in 0..<limit {
-                        let e = scores[j] == -.infinity ? 0 : Float(exp(Double(scores[j] - maximum)))
-                        scores[j] = e
-                        total += e
+        let block = max(1, min(l.queryLength, Self.attentionQueryBlock))
+        let blocksPerHead = (l.queryLength + block - 1) / block
+        let items = l.batch * l.heads * blocksPerHead
+        let workers = min(workerCount, items)
+        // (workers, block, keyLength) one block of probabilities per worker
+        let scratch = empty([workers, block * l.keyLength], .f32, .workspace)
+        let base = scratch.floats.baseAddress!
+        withExtendedLifetime(scratch) {
+            withSegments(l) { segments in
+                parallelItems(items, workers: workers) { item, worker in
+                    let bh = item / blocksPerHead, i0 = item % blocksPerHead * block
+                    let b = bh / l.heads, h = bh % l.heads, kh = h / group
+                    let rows = min(block, l.queryLength - i0)
+                    let keys = min(l.keyLength, l.queryOffset + i0 + rows)
+                    let p = base + worker * block * l.keyLength
+                    let qi = qs + (b * l.queryLength + i0) * qStride + h * d
+                    let keyBase = b * l.keyLength * kStride + kh * d
+                    // (rows, keys) scores, then probabilities
+                    blas.sgemmSerial(transposeA: false, transposeB: true, m: rows, n: keys, k: d, alpha: l.scale,
+                                     a: qi, lda: qStride, b: ks + keyBase, ldb: kStride, beta: 0, c: p, ldc: keys)
+                    for r in 0..<rows {
+                        Self.softmaxRow(p + r * keys, keys: keys, layout: l, segments: segments, batch: b, query: i0 + r)
                     }
-                    let inv = 1 / total
-                    for j in 0..<limit where scores[j] != 0 {
-                        let p = scores[j] * inv
-                        let vj = values + j * kStride
-                        for c in 0..<d { yi[c] += p * vj[c] }
-                    }
+                    blas.sgemmSerial(transposeA: false, transposeB: false, m: rows, n: d, k: keys, alpha: 1,
+                                     a: p, lda: keys, b: vs + keyBase, ldb: kStride, beta: 0,
+                                     c: y + (b * l.queryLength + i0) * qStride + h * d, ldc: qStride)
                 }
             }
         }
     }
 
-    /// Gradients of `attention` (=), in two passes that recompute the softmax from q and k:
+    /// Gradients of `attention` (=), recomputing the softmax from q and k. Per (sequence, kv
+    /// head) — so each worker owns the dk and dv rows it accumulates — and per query head of its
+    /// group and block of queries:
     ///
-    /// 1. per (sequence, head, query): `P = softmax(S)`, `dP_j = dOut·v_j`, `D = Σ_j P_j·dP_j`,
-    ///    `dS_j = P_j·(dP_j − D)`, `dq = scale·Σ_j dS_j·k_j`; saves the row's max, 1/Σexp and D.
-    /// 2. per (sequence, kv head, key), as FlashAttention-2 does: `dk_j = scale·Σ dS_ij·q_i` and
-    ///    `dv_j = Σ P_ij·dOut_i` over the queries that see key j, in every query head of the kv
-    ///    head's group — so each thread owns the rows it writes.
+    /// `S = scale·Q·Kᵀ`, `P = softmax(S)`, `dP = dOut·Vᵀ`, `D_i = Σ_j P_ij·dP_ij`,
+    /// `dS = P ∘ (dP − D)`, then `dQ = scale·dS·K` (=), `dK += scale·dSᵀ·Q`, `dV += Pᵀ·dOut`.
     public func attentionBackward(dq: Tensor, dk: Tensor, dv: Tensor, dOut: Tensor, q: Tensor, k: Tensor, v: Tensor,
                                   layout: AttentionLayout) {
         let l = layout, d = l.headDim, group = l.heads / l.kvHeads
@@ -57,74 +67,45 @@ extension CPUBackend {
         let qs = q.floats.baseAddress!, ks = k.floats.baseAddress!, vs = v.floats.baseAddress!
         let gOut = dOut.floats.baseAddress!, gq = dq.floats.baseAddress!
         let gk = dk.floats.baseAddress!, gv = dv.floats.baseAddress!
-        // (3, batch·heads·queryLength) saved per query row: score max, 1/Σexp, D = Σ P·dP
-        let rowCount = l.batch * l.heads * l.queryLength
-        let statistics = zeros([3, rowCount], .f32, .workspace)
-        let maxima = statistics.floats.baseAddress!, inverseTotals = maxima + rowCount, deltas = maxima + 2 * rowCount
-        withExtendedLifetime(statistics) {
-            // Pass 1: dq, and the statistics pass 2 needs.
-            parallelChunks(l.batch * l.heads, minimumChunk: 1) { range in
-                var probabilities = [Float](repeating: 0, count: l.keyLength)
-                var dp = [Float](repeating: 0, count: l.keyLength)
-                for bh in range {
-                    let b = bh / l.heads, h = bh % l.heads, kh = h / group
-                    let keys = ks + b * l.keyLength * kStride + kh * d, values = vs + b * l.keyLength * kStride + kh * d
-                    for i in 0..<l.queryLength {
-                        let row = bh * l.queryLength + i, offset = (b * l.queryLength + i) * qStride + h * d
-                        let qi = qs + offset, gOuti = gOut + offset, gqi = gq + offset
-                        let limit = min(l.keyLength, l.queryOffset + i + 1)
-                        let maximum = Self.maskedScores(&probabilities, query: qi, keys: keys, limit: limit, layout: l,
-                                                        batch: b, row: i)
-                        maxima[row] = maximum
-                        for c in 0..<d { gqi[c] = 0 }
-                        if maximum == -.infinity { continue }
-                        var total: Float = 0
-                        for j in 0..<limit {
-                            let e = probabilities[j] == -.infinity ? 0 : Float(exp(Double(probabilities[j] - maximum)))
-                            probabilities[j] = e
-                            total += e
-                        }
-                        let inv = 1 / total
-                        var delta: Float = 0
-                        for j in 0..<limit where probabilities[j] != 0 {
-                            probabilities[j] *= inv
-                            let vj = values + j * kStride
-                            var dot: Float = 0
-                            for c in 0..<d { dot += gOuti[c] * vj[c] }
-                            dp[j] = dot
-                            delta += probabilities[j] * dot
-                        }
-                        for j in 0..<limit where probabilities[j] != 0 {
-                            let ds = probabilities[j] * (dp[j] - delta) * l.scale
-                            let kj = keys + j * kStride
-                            for c in 0..<d { gqi[c] += ds * kj[c] }
-                        }
-                        inverseTotals[row] = inv
-                        deltas[row] = delta
+        let block = max(1, min(l.queryLength, Self.attentionQueryBlock))
+        let items = l.batch * l.kvHeads
+        let workers = min(workerCount, items)
+        // (workers, 2, block, keyLength) probabilities and their gradient, per worker
+        let scratch = empty([workers, 2 * block * l.keyLength], .f32, .workspace)
+        let base = scratch.floats.baseAddress!
+        withExtendedLifetime(scratch) {
+            withSegments(l) { segments in
+                parallelItems(items, workers: workers) { item, worker in
+                    let b = item / l.kvHeads, kh = item % l.kvHeads
+                    let p = base + worker * 2 * block * l.keyLength, dp = p + block * l.keyLength
+                    let keyBase = b * l.keyLength * kStride + kh * d
+                    let kb = ks + keyBase, vb = vs + keyBase, gkb = gk + keyBase, gvb = gv + keyBase
+                    for j in 0..<l.keyLength {
+                        for c in 0..<d { gkb[j * kStride + c] = 0; gvb[j * kStride + c] = 0 }
                     }
-                }
-            }
-            // Pass 2: dk and dv, one key row of one kv head per item.
-            parallelChunks(l.batch * l.kvHeads * l.keyLength, minimumChunk: 16) { range in
-                for item in range {
-                    let b = item / (l.kvHeads * l.keyLength), kh = item / l.keyLength % l.kvHeads, j = item % l.keyLength
-                    let offset = (b * l.keyLength + j) * kStride + kh * d
-                    let kj = ks + offset, vj = vs + offset, gkj = gk + offset, gvj = gv + offset
-                    for c in 0..<d { gkj[c] = 0; gvj[c] = 0 }
-                    let keySegment = l.segments?[b * l.keyLength + j]
-                    for i in min(l.queryLength, max(0, j - l.queryOffset))..<l.queryLength {
-                        if let keySegment, l.segments![b * l.keyLength + l.queryOffset + i] != keySegment { continue }
-                        for h in (kh * group)..<((kh + 1) * group) {
-                            let row = (b * l.heads + h) * l.queryLength + i
-                            if maxima[row] == -.infinity { continue }
-                            let at = (b * l.queryLength + i) * qStride + h * d
+                    for h in (kh * group)..<((kh + 1) * group) {
+                        for i0 in stride(from: 0, to: l.queryLength, by: block) {
+                            let rows = min(block, l.queryLength - i0)
+                            let keys = min(l.keyLength, l.queryOffset + i0 + rows)
+                            let at = (b * l.queryLength + i0) * qStride + h * d
                             let qi = qs + at, gOuti = gOut + at
-                            var score: Float = 0, dot: Float = 0
-                            for c in 0..<d { score += qi[c] * kj[c]; dot += gOuti[c] * vj[c] }
-                            let p = Float(exp(Double(score * l.scale - maxima[row]))) * inverseTotals[row]
-                            if p == 0 { continue }
-                            let ds = p * (dot - deltas[row]) * l.scale
-                            for c in 0..<d { gkj[c] += ds * qi[c]; gvj[c] += p * gOuti[c] }
+                            blas.sgemmSerial(transposeA: false, transposeB: true, m: rows, n: keys, k: d, alpha: l.scale,
+                                             a: qi, lda: qStride, b: kb, ldb: kStride, beta: 0, c: p, ldc: keys)
+                            blas.sgemmSerial(transposeA: false, transposeB: true, m: rows, n: keys, k: d, alpha: 1,
+                                             a: gOuti, lda: qStride, b: vb, ldb: kStride, beta: 0, c: dp, ldc: keys)
+                            for r in 0..<rows {
+                                let pr = p + r * keys, dpr = dp + r * keys
+                                Self.softmaxRow(pr, keys: keys, layout: l, segments: segments, batch: b, query: i0 + r)
+                                let delta = VectorMath.dot(pr, dpr, keys)
+                                // dS = P·(dP − D), in place of dP
+                                for j in 0..<keys { dpr[j] = pr[j] * (dpr[j] - delta) }
+                            }
+                            blas.sgemmSerial(transposeA: false, transposeB: false, m: rows, n: d, k: keys, alpha: l.scale,
+                                             a: dp, lda: keys, b: kb, ldb: kStride, beta: 0, c: gq + at, ldc: qStride)
+                            blas.sgemmSerial(transposeA: true, transposeB: false, m: keys, n: d, k: rows, alpha: l.scale,
+                                             a: dp, lda: keys, b: qi, ldb: qStride, beta: 1, c: gkb, ldc: kStride)
+                            blas.sgemmSerial(transposeA: true, transposeB: false, m: keys, n: d, k: rows, alpha: 1,
+                                             a: p, lda: keys, b: gOuti, ldb: qStride, beta: 1, c: gvb, ldc: kStride)
                         }
                     }
                 }
@@ -132,24 +113,33 @@ extension CPUBackend {
         }
     }
 
-    /// Scores of query `row` of sequence `b` against the keys `0..<limit` it may see:
-    /// `scores[j] = scale·q·k_j`, or −∞ for a key of another segment.
-    /// - Returns: the largest score, −∞ when the query sees no key.
-    private static func maskedScores(_ scores: inout [Float], query: UnsafePointer<Float>, keys: UnsafePointer<Float>,
-                                     limit: Int, layout l: AttentionLayout, batch b: Int, row i: Int) -> Float {
-        let d = l.headDim, kStride = l.kvHeads * d
-        let ownSegment = l.segments?[b * l.keyLength + l.queryOffset + i]
-        var maximum = -Float.infinity
-        for j in 0..<limit {
-            if let ownSegment, l.segments![b * l.keyLength + j] != ownSegment {
-                scores[j] = -.infinity; continue
-            }
-            let kj = keys + j * kStride
-            var dot: Float = 0
-            for c in 0..<d { dot += query[c] * kj[c] }
-            scores[j] = dot * l.scale
-            maximum = max(maximum, scores[j])
+    // MARK: - Softmax of one row
+
+    /// Calls `body` with the layout's segment ids (`batch × keyLength`), or nil without packing.
+    private func withSegments<R>(_ l: AttentionLayout, _ body: (UnsafePointer<Int32>?) -> R) -> R {
+        guard let segments = l.segments else { return body(nil) }
+        precondition(segments.count == l.batch * l.keyLength, "attention: \(segments.count) segment ids")
+        return segments.withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
+
+    /// Turns query `query`'s scores against keys `0..<keys` into probabilities in place: keys
+    /// past the causal limit and keys of another segment get probability 0; a query that sees
+    /// no key gets a row of zeros.
+    private static func softmaxRow(_ row: UnsafeMutablePointer<Float>, keys: Int, layout l: AttentionLayout,
+                                   segments: UnsafePointer<Int32>?, batch b: Int, query i: Int) {
+        let limit = min(keys, l.queryOffset + i + 1)
+        for j in limit..<keys { row[j] = 0 }
+        if let segments {
+            let keySegments = segments + b * l.keyLength, own = keySegments[l.queryOffset + i]
+            for j in 0..<limit where keySegments[j] != own { row[j] = -.infinity }
         }
-        return maximum
+        let maximum = VectorMath.maximum(row, limit)
+        if maximum == -.infinity {
+            for j in 0..<limit { row[j] = 0 }
+            return
+        }
+        let total = VectorMath.expShifted(row, row, limit, shift: maximum)
+        let inverse = Float(1 / total)
+        for j in 0..<limit { row[j] *= inverse }
     }
 }

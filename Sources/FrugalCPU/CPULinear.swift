@@ -1,8 +1,13 @@
-// CPULinear: `linear` and its backward on the CPU — BLAS GEMMs over weight tiles widened to f32.
+// CPULinear: `linear` and its backward on the CPU — BLAS GEMMs over weight tiles widened to f32,
+// and fused dot products straight from packed weights for a few rows (decoding).
 import Foundation
 import FrugalCore
 
 extension CPUBackend {
+    /// Rows of `x` up to which a packed weight is read by dot products rather than widened into
+    /// tiles for a GEMM (decoding reads each weight once per token either way).
+    static let dotRows = 4
+
     // MARK: - Linear
 
     public func linear(_ out: Tensor, _ x: Tensor, _ weight: Tensor, bias: Tensor?) {
@@ -10,14 +15,13 @@ extension CPUBackend {
         precondition(weight.shape.last == inputs && out.shape.rows == rows && out.shape.last == outputs,
                      "linear: x \(x.shape), weight \(weight.shape), out \(out.shape)")
         let y = out.floats.baseAddress!, xs = UnsafePointer(x.floats.baseAddress!)
-        if weight.dtype != .f32 && rows <= 4 {
+        if weight.dtype == .f32 {
+            blas.sgemm(transposeA: false, transposeB: true, m: rows, n: outputs, k: inputs, alpha: 1,
+                       a: xs, lda: inputs, b: weight.floats.baseAddress!, ldb: inputs, beta: 0, c: y, ldc: outputs)
+        } else if rows <= Self.dotRows {
             linearByDots(y, xs, weight, rows: rows, inputs: inputs, outputs: outputs)
         } else {
-            // y[:, tile] = x · tileᵀ
-            forEachWeightTile(weight) { first, count, w in
-                blas.sgemm(transposeA: false, transposeB: true, m: rows, n: count, k: inputs, alpha: 1,
-                           a: xs, lda: inputs, b: w, ldb: inputs, beta: 0, c: y + first, ldc: outputs)
-            }
+            linearByTiles(y, xs, weight, rows: rows, inputs: inputs, outputs: outputs)
         }
         if let bias { addRowVector(out, bias) }
     }
@@ -63,7 +67,8 @@ extension CPUBackend {
 
     /// Calls `body(firstRow, rowCount, rows)` over `weight` (outputs, inputs) a tile of rows at a
     /// time, the tile's rows as contiguous f32: an f32 weight is one tile read in place; any
-    /// other dtype is widened `weightTileRows` rows at a time into one workspace tile.
+    /// other dtype is widened `weightTileRows` rows at a time (by all workers) into one
+    /// workspace tile, and `body` runs on the calling thread.
     func forEachWeightTile(_ weight: Tensor, _ body: (Int, Int, UnsafePointer<Float>) -> Void) {
         let outputs = weight.shape.rows, inputs = weight.shape.last
         if weight.dtype == .f32 {
@@ -71,14 +76,14 @@ extension CPUBackend {
             return
         }
         let tileRows = min(outputs, Self.weightTileRows)
-        let tile = zeros([tileRows, inputs], .f32, .workspace)
+        let tile = empty([tileRows, inputs], .f32, .workspace)
         let t = tile.floats.baseAddress!
         let rowBytes = weight.dtype.byteCount(elements: inputs)!, dtype = weight.dtype
         withExtendedLifetime(tile) {
             for o0 in stride(from: 0, to: outputs, by: tileRows) {
                 let n = min(tileRows, outputs - o0)
                 let source = UnsafeRawPointer(weight.rawPointer) + o0 * rowBytes
-                parallelChunks(n, minimumChunk: 16) { range in
+                parallelChunks(n, minimumChunk: max(1, 16_384 / inputs)) { range in
                     for r in range {
                         BlockQuantization.dequantize(dtype, source + r * rowBytes, t + r * inputs, count: inputs)
                     }
@@ -88,16 +93,50 @@ extension CPUBackend {
         }
     }
 
+    /// `y = x·Wᵀ` for a packed or 16-bit weight and many rows: the output columns are cut into
+    /// tiles, and each worker widens its tiles into its own workspace and multiplies them
+    /// (one serial GEMM per tile), so widening and multiplying overlap across workers.
+    private func linearByTiles(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ weight: Tensor,
+                               rows: Int, inputs: Int, outputs: Int) {
+        let workers = min(workerCount, max(1, outputs / 16))
+        // Tiles of at most weightTileRows rows, a multiple of the worker count so they share evenly.
+        let perWorker = (outputs + workers * Self.weightTileRows - 1) / (workers * Self.weightTileRows)
+        let tiles = workers * perWorker
+        let tileRows = min(outputs, ((outputs + tiles - 1) / tiles + 15) / 16 * 16)
+        let tileCount = (outputs + tileRows - 1) / tileRows
+        let scratch = empty([workers, tileRows * inputs], .f32, .workspace)
+        let base = scratch.floats.baseAddress!
+        let source = UnsafeRawPointer(weight.rawPointer), rowBytes = weight.dtype.byteCount(elements: inputs)!
+        let dtype = weight.dtype
+        withExtendedLifetime(scratch) {
+            parallelItems(tileCount, workers: workers) { tile, worker in
+                let first = tile * tileRows, n = min(tileRows, outputs - first)
+                let t = base + worker * tileRows * inputs
+                for r in 0..<n {
+                    BlockQuantization.dequantize(dtype, source + (first + r) * rowBytes, t + r * inputs, count: inputs)
+                }
+                blas.sgemmSerial(transposeA: false, transposeB: true, m: rows, n: n, k: inputs, alpha: 1,
+                                 a: x, lda: inputs, b: t, ldb: inputs, beta: 0, c: y + first, ldc: outputs)
+            }
+        }
+    }
+
     /// Few rows (decoding): dot products straight from the packed weight, parallel over outputs.
+    /// One row uses the fused packed dot; more rows widen each weight row once on the stack.
     private func linearByDots(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ weight: Tensor,
                               rows: Int, inputs: Int, outputs: Int) {
         let w = UnsafeRawPointer(weight.rawPointer), rowBytes = weight.dtype.byteCount(elements: inputs)!
         let dtype = weight.dtype
         parallelChunks(outputs, minimumChunk: 64) { range in
-            for o in range {
-                let wo = w + o * rowBytes
-                for r in 0..<rows {
-                    y[r * outputs + o] = BlockQuantization.dot(dtype, wo, x + r * inputs, count: inputs)
+            if rows == 1 {
+                for o in range { y[o] = BlockQuantization.dot(dtype, w + o * rowBytes, x, count: inputs) }
+                return
+            }
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: inputs) { buffer in
+                let widened = buffer.baseAddress!
+                for o in range {
+                    BlockQuantization.dequantize(dtype, w + o * rowBytes, widened, count: inputs)
+                    for r in 0..<rows { y[r * outputs + o] = VectorMath.dot(widened, x + r * inputs, inputs) }
                 }
             }
         }
@@ -105,15 +144,24 @@ extension CPUBackend {
 
     /// `out[r, :] += v` for every row.
     private func addRowVector(_ out: Tensor, _ vector: Tensor) {
-        let values = download(vector)
-        let y = out.floats.baseAddress!, n = out.shape.last
-        values.withUnsafeBufferPointer { v in
-            parallelChunks(out.shape.rows, minimumChunk: 8) { range in
+        withFloats(vector) { v in
+            let y = out.floats.baseAddress!, n = out.shape.last
+            parallelChunks(out.shape.rows, minimumChunk: max(1, 16_384 / n)) { range in
                 for r in range {
                     let row = y + r * n
                     for j in 0..<n { row[j] += v[j] }
                 }
             }
+        }
+    }
+
+    /// Calls `body` with the tensor's values as floats: in place for f32, else widened into a
+    /// temporary buffer (norm weights, biases).
+    func withFloats<R>(_ tensor: Tensor, _ body: (UnsafePointer<Float>) -> R) -> R {
+        if tensor.dtype == .f32 { return body(tensor.floats.baseAddress!) }
+        return withUnsafeTemporaryAllocation(of: Float.self, capacity: tensor.count) { buffer in
+            BlockQuantization.dequantize(tensor.dtype, tensor.rawPointer, buffer.baseAddress!, count: tensor.count)
+            return body(buffer.baseAddress!)
         }
     }
 }

@@ -6,10 +6,10 @@ extension CPUBackend {
     // MARK: - RMSNorm
 
     public func rmsNorm(_ out: Tensor, _ x: Tensor, _ weight: Tensor, eps: Float, weightOffset: Float) {
-        let w = download(weight), n = x.shape.last
+        let n = x.shape.last
         let xs = x.floats.baseAddress!, y = out.floats.baseAddress!
-        w.withUnsafeBufferPointer { w in
-            parallelChunks(x.shape.rows, minimumChunk: 8) { range in
+        withFloats(weight) { w in
+            parallelChunks(x.shape.rows, minimumChunk: Self.rowsPerChunk(n)) { range in
                 for r in range {
                     let row = xs + r * n, dst = y + r * n
                     let inv = Self.inverseRMS(row, n, eps: eps)
@@ -25,14 +25,14 @@ extension CPUBackend {
     /// `dx_j = s·dy_j·w'_j − s³/n · x_j · Σ_k dy_k·w'_k·x_k`, `dWeight_j += Σ_rows dy_j·x_j·s`.
     public func rmsNormBackward(dx: Tensor, dWeight: Tensor?, dy: Tensor, x: Tensor, weight: Tensor, eps: Float,
                                 weightOffset: Float) {
-        let w = download(weight), n = x.shape.last, rows = x.shape.rows
-        precondition(dx.count == x.count && dy.count == x.count && w.count == n,
+        let n = x.shape.last, rows = x.shape.rows
+        precondition(dx.count == x.count && dy.count == x.count && weight.count == n,
                      "rmsNormBackward: x \(x.shape), dx \(dx.shape), dy \(dy.shape), weight \(weight.shape)")
         let xs = x.floats.baseAddress!, g = dy.floats.baseAddress!, d = dx.floats.baseAddress!
         // (rows) the saved statistic: 1/rms per row
         var inverses = [Float](repeating: 0, count: rows)
         inverses.withUnsafeMutableBufferPointer { inverses in
-            parallelChunks(rows, minimumChunk: 8) { range in
+            parallelChunks(rows, minimumChunk: Self.rowsPerChunk(n)) { range in
                 for r in range { inverses[r] = Self.inverseRMS(xs + r * n, n, eps: eps) }
             }
             if let dWeight {
@@ -45,14 +45,16 @@ extension CPUBackend {
                     }
                 }
             }
-            w.withUnsafeBufferPointer { w in
-                parallelChunks(rows, minimumChunk: 8) { range in
-                    for r in range {
-                        let row = xs + r * n, gr = g + r * n, dst = d + r * n, s = inverses[r]
-                        var dot: Float = 0
-                        for j in 0..<n { dot += gr[j] * (w[j] + weightOffset) * row[j] }
-                        let c = s * s * s * dot / Float(n)
-                        for j in 0..<n { dst[j] = s * gr[j] * (w[j] + weightOffset) - c * row[j] }
+            withFloats(weight) { w in
+                parallelChunks(rows, minimumChunk: Self.rowsPerChunk(n)) { range in
+                    withUnsafeTemporaryAllocation(of: Float.self, capacity: n) { scaled in
+                        let gw = scaled.baseAddress!
+                        for r in range {
+                            let row = xs + r * n, gr = g + r * n, dst = d + r * n, s = inverses[r]
+                            for j in 0..<n { gw[j] = gr[j] * (w[j] + weightOffset) }
+                            let c = s * s * s * VectorMath.dot(gw, row, n) / Float(n)
+                            for j in 0..<n { dst[j] = s * gw[j] - c * row[j] }
+                        }
                     }
                 }
             }
@@ -61,19 +63,20 @@ extension CPUBackend {
 
     /// `1/√(mean(row²) + eps)` of one row of `n` values.
     @inline(__always) static func inverseRMS(_ row: UnsafePointer<Float>, _ n: Int, eps: Float) -> Float {
-        var sum: Float = 0
-        for j in 0..<n { sum += row[j] * row[j] }
-        return 1 / (sum / Float(n) + eps).squareRoot()
+        1 / (VectorMath.sumOfSquares(row, n) / Float(n) + eps).squareRoot()
     }
+
+    /// Rows of width `n` worth a thread of their own (about 16K values).
+    @inline(__always) static func rowsPerChunk(_ n: Int) -> Int { max(1, 16_384 / max(1, n)) }
 
     // MARK: - LayerNorm
 
     public func layerNorm(_ out: Tensor, _ x: Tensor, _ weight: Tensor, _ bias: Tensor, eps: Float) {
-        let w = download(weight), b = download(bias), n = x.shape.last
+        let n = x.shape.last
         let xs = x.floats.baseAddress!, y = out.floats.baseAddress!
-        w.withUnsafeBufferPointer { w in
-            b.withUnsafeBufferPointer { b in
-                parallelChunks(x.shape.rows, minimumChunk: 8) { range in
+        withFloats(weight) { w in
+            withFloats(bias) { b in
+                parallelChunks(x.shape.rows, minimumChunk: Self.rowsPerChunk(n)) { range in
                     for r in range {
                         let row = xs + r * n, dst = y + r * n
                         let (mean, inv) = Self.meanAndInverseDeviation(row, n, eps: eps)
@@ -90,15 +93,15 @@ extension CPUBackend {
     /// `dWeight += Σ_rows dy·x̂`, `dBias += Σ_rows dy`.
     public func layerNormBackward(dx: Tensor, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor,
                                   eps: Float) {
-        let w = download(weight), n = x.shape.last, rows = x.shape.rows
-        precondition(dx.count == x.count && dy.count == x.count && w.count == n,
+        let n = x.shape.last, rows = x.shape.rows
+        precondition(dx.count == x.count && dy.count == x.count && weight.count == n,
                      "layerNormBackward: x \(x.shape), dx \(dx.shape), dy \(dy.shape), weight \(weight.shape)")
         let xs = x.floats.baseAddress!, g = dy.floats.baseAddress!, d = dx.floats.baseAddress!
         // (rows) the saved statistics: mean and 1/std per row
         var means = [Float](repeating: 0, count: rows), inverses = [Float](repeating: 0, count: rows)
         means.withUnsafeMutableBufferPointer { means in
             inverses.withUnsafeMutableBufferPointer { inverses in
-                parallelChunks(rows, minimumChunk: 8) { range in
+                parallelChunks(rows, minimumChunk: Self.rowsPerChunk(n)) { range in
                     for r in range { (means[r], inverses[r]) = Self.meanAndInverseDeviation(xs + r * n, n, eps: eps) }
                 }
                 if dWeight != nil || dBias != nil {
@@ -113,8 +116,8 @@ extension CPUBackend {
                         }
                     }
                 }
-                w.withUnsafeBufferPointer { w in
-                    parallelChunks(rows, minimumChunk: 8) { range in
+                withFloats(weight) { w in
+                    parallelChunks(rows, minimumChunk: Self.rowsPerChunk(n)) { range in
                         for r in range {
                             let row = xs + r * n, gr = g + r * n, dst = d + r * n, mean = means[r], s = inverses[r]
                             var meanG: Float = 0, meanGX: Float = 0
@@ -138,9 +141,7 @@ extension CPUBackend {
     /// The mean of one row of `n` values and `1/√(variance + eps)` (biased variance, as PyTorch).
     @inline(__always) static func meanAndInverseDeviation(_ row: UnsafePointer<Float>, _ n: Int,
                                                           eps: Float) -> (mean: Float, inverse: Float) {
-        var mean: Float = 0
-        for j in 0..<n { mean += row[j] }
-        mean /= Float(n)
+        let mean = VectorMath.sum(row, n) / Float(n)
         var variance: Float = 0
         for j in 0..<n { let d = row[j] - mean; variance += d * d }
         return (mean, 1 / (variance / Float(n) + eps).squareRoot())

@@ -57,18 +57,26 @@ public enum BlockQuantization {
     }
 
     /// The dot product `Σ_i row[i]·x[i]` of a packed row with a float vector, without
-    /// materializing the row (packed types are decoded 256 values at a time on the stack).
+    /// materializing the row: q8_0, q4_0 and q4_1 blocks are decoded in registers and
+    /// multiplied at once (`d·Σ q·x (+ m·Σ x)` per block); other packed types are decoded 256
+    /// values at a time on the stack.
     ///
     /// - Parameters:
     ///   - dtype: the element type of `row`.
     ///   - row: `dtype.byteCount(elements: count)` readable bytes, any alignment.
     ///   - x: `count` floats.
     ///   - count: number of elements, a multiple of `dtype.blockSize`.
-    /// - Returns: the sum, accumulated in f32 (eight lanes, then summed).
+    /// - Returns: the sum, accumulated in f32 lanes, then summed.
     public static func dot(_ dtype: DType, _ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, count: Int) -> Float {
         precondition(count >= 0 && count % dtype.blockSize == 0,
                      "dot: \(count) elements is not a whole number of \(dtype.rawValue) blocks")
-        if dtype == .f32 { return dotF32(row, UnsafeRawPointer(x), count: count) }
+        switch dtype {
+        case .f32: return dotF32(row, UnsafeRawPointer(x), count: count)
+        case .q8_0: return dotQ8_0(row, x, blocks: count / 32)
+        case .q4_0: return dotQ4_0(row, x, blocks: count / 32)
+        case .q4_1: return dotQ4_1(row, x, blocks: count / 32)
+        default: break
+        }
         let chunk = 256  // a multiple of every block size
         return withUnsafeTemporaryAllocation(of: Float.self, capacity: chunk) { scratch in
             let values = scratch.baseAddress!
@@ -82,6 +90,61 @@ public enum BlockQuantization {
             }
             return sum
         }
+    }
+
+    // MARK: - Fused dot products of blocks of 32
+
+    /// The 32 floats of `x` that block `b` multiplies, as two halves of 16.
+    @inline(__always)
+    private static func xHalves(_ x: UnsafePointer<Float>, _ b: Int) -> (SIMD16<Float>, SIMD16<Float>) {
+        let p = UnsafeRawPointer(x + 32 * b)
+        return (p.loadUnaligned(as: SIMD16<Float>.self), p.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self))
+    }
+
+    /// The low and high nibbles of 16 bytes as floats: values 0–15 and 16–31 of a q4 block.
+    @inline(__always)
+    private static func nibbles(_ bytes: SIMD16<UInt8>) -> (SIMD16<Float>, SIMD16<Float>) {
+        (SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: bytes & 0x0F)),
+         SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: bytes &>> 4)))
+    }
+
+    /// `Σ_b d_b · Σ_i qs_i·x_i` over q8_0 blocks.
+    private static func dotQ8_0(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, blocks: Int) -> Float {
+        var acc = SIMD16<Float>()
+        for b in 0..<blocks {
+            let block = row + 34 * b
+            let q = block.loadUnaligned(fromByteOffset: 2, as: SIMD32<Int8>.self)
+            let q0 = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q.lowHalf))
+            let q1 = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q.highHalf))
+            let (x0, x1) = xHalves(x, b)
+            acc += (q0 * x0 + q1 * x1) * half(block, 0)
+        }
+        return acc.sum()
+    }
+
+    /// `Σ_b d_b · Σ_i (q_i − 8)·x_i` over q4_0 blocks.
+    private static func dotQ4_0(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, blocks: Int) -> Float {
+        var acc = SIMD16<Float>()
+        for b in 0..<blocks {
+            let block = row + 18 * b
+            let (lo, hi) = nibbles(block.loadUnaligned(fromByteOffset: 2, as: SIMD16<UInt8>.self))
+            let (x0, x1) = xHalves(x, b)
+            acc += ((lo - 8) * x0 + (hi - 8) * x1) * half(block, 0)
+        }
+        return acc.sum()
+    }
+
+    /// `Σ_b (d_b · Σ_i q_i·x_i + m_b · Σ_i x_i)` over q4_1 blocks.
+    private static func dotQ4_1(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, blocks: Int) -> Float {
+        var acc = SIMD16<Float>(), offsets = SIMD16<Float>()
+        for b in 0..<blocks {
+            let block = row + 20 * b
+            let (lo, hi) = nibbles(block.loadUnaligned(fromByteOffset: 4, as: SIMD16<UInt8>.self))
+            let (x0, x1) = xHalves(x, b)
+            acc += (lo * x0 + hi * x1) * half(block, 0)
+            offsets += (x0 + x1) * half(block, 2)
+        }
+        return acc.sum() + offsets.sum()
     }
 
     // MARK: - Float vectors
@@ -129,20 +192,18 @@ public enum BlockQuantization {
     @inline(__always)
     private static func decodeQ8_0(_ block: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
         let d = half(block, 0)
-        for i in 0..<32 {
-            y[i] = Float(block.loadUnaligned(fromByteOffset: 2 + i, as: Int8.self)) * d
-        }
+        let q = block.loadUnaligned(fromByteOffset: 2, as: SIMD32<Int8>.self)
+        store(SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q.lowHalf)) * d, y)
+        store(SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q.highHalf)) * d, y + 16)
     }
 
     /// `{ f16 d; u8 qs[16] }` → 32 values `(q − 8)·d`, low nibbles first.
     @inline(__always)
     private static func decodeQ4_0(_ block: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
         let d = half(block, 0)
-        for i in 0..<16 {
-            let q = Int32(block.loadUnaligned(fromByteOffset: 2 + i, as: UInt8.self))
-            y[i] = Float((q & 0x0F) &- 8) * d
-            y[i + 16] = Float((q >> 4) &- 8) * d
-        }
+        let (lo, hi) = nibbles(block.loadUnaligned(fromByteOffset: 2, as: SIMD16<UInt8>.self))
+        store((lo - 8) * d, y)
+        store((hi - 8) * d, y + 16)
     }
 
     /// `{ f16 d; f16 m; u8 qs[16] }` → 32 values `q·d + m`, low nibbles first.
@@ -150,11 +211,14 @@ public enum BlockQuantization {
     private static func decodeQ4_1(_ block: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
         let d = half(block, 0)
         let m = half(block, 2)
-        for i in 0..<16 {
-            let q = Int32(block.loadUnaligned(fromByteOffset: 4 + i, as: UInt8.self))
-            y[i] = Float(q & 0x0F) * d + m
-            y[i + 16] = Float(q >> 4) * d + m
-        }
+        let (lo, hi) = nibbles(block.loadUnaligned(fromByteOffset: 4, as: SIMD16<UInt8>.self))
+        store(lo * d + m, y)
+        store(hi * d + m, y + 16)
+    }
+
+    @inline(__always)
+    private static func store(_ v: SIMD16<Float>, _ y: UnsafeMutablePointer<Float>) {
+        UnsafeMutableRawPointer(y).storeBytes(of: v, as: SIMD16<Float>.self)
     }
 
     // MARK: - Super-blocks of 256
