@@ -296,8 +296,8 @@ extension SweepRunner {
     }
 }
 
-/// While a child runs, SIGINT and SIGTERM kill it and mark the sweep interrupted; otherwise the
-/// signals keep their usual effect.
+/// While a child runs, SIGINT and SIGTERM kill it and mark the sweep interrupted; before and after,
+/// the signals' previous handlers are in place.
 final class Interruption: @unchecked Sendable {
     private let lock = NSLock()
     private var set = false
@@ -309,8 +309,9 @@ final class Interruption: @unchecked Sendable {
 
     func during(_ process: Process, _ body: () throws -> Void) throws {
         var sources = [DispatchSourceSignal]()
+        var previous = [(Int32, (@convention(c) (Int32) -> Void)?)]()
         for number in [SIGINT, SIGTERM] {
-            signal(number, SIG_IGN)
+            previous.append((number, signal(number, SIG_IGN)))
             let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
             source.setEventHandler { [weak self, weak process] in
                 guard let self else { return }
@@ -322,8 +323,7 @@ final class Interruption: @unchecked Sendable {
         }
         defer {
             for source in sources { source.cancel() }
-            signal(SIGINT, SIG_DFL)
-            signal(SIGTERM, SIG_DFL)
+            for (number, handler) in previous { signal(number, handler) }
         }
         try body()
     }

@@ -14,19 +14,21 @@ extension Frugal {
         static let configuration = CommandConfiguration(
             abstract: "Evaluate a model and its adapters: perplexity, multiple-choice log-likelihood, sycophancy.",
             discussion: """
-            Runs the base model, then the base model with each --adapter, on the same items, and
-            prints one row per model.
-              perplexity       mean NLL and perplexity over the target tokens of a held-out
-                               split of a training data file (Alpaca, messages, ShareGPT, text).
-              multiple-choice  accuracy of the most likely answer string, with a 95% Wilson interval.
-              sycophancy       accuracy and sycophancy rate (how often the most likely answer is the
-                               one that only agrees with the user), on a split by question.
-            Splits are deterministic by --seed and --test-fraction: records for perplexity and
-            multiple-choice, questions for sycophancy. --limit samples N items of the split (by the
-            seed). --export-train writes the train split for `frugal train --data` and stops.
-              frugal eval --task sycophancy --data syco.jsonl --export-train syco-train.jsonl
-              frugal train --data syco-train.jsonl --output runs/syco
-              frugal eval --task sycophancy --data syco.jsonl --adapter runs/syco/adapter --limit 300 --output syco.json
+            Runs the base model, then the base model with each --adapter, on the same
+            items, and prints one row per model.
+              perplexity       mean NLL and perplexity over the target tokens of a
+                               held-out split of a training data file
+              multiple-choice  accuracy of the likeliest answer (95% Wilson interval)
+              sycophancy       accuracy and sycophancy rate: how often the likeliest
+                               answer is the one that only agrees with the user
+            Splits are deterministic by --seed and --test-fraction: by record for
+            perplexity and multiple-choice, by question for sycophancy. --limit
+            samples N items of the split. --export-train writes the train split as
+            chat messages for `frugal train --data`, and stops.
+              frugal eval --task sycophancy --data syco.jsonl --export-train train.jsonl
+              frugal train --data train.jsonl --output runs/syco
+              frugal eval --task sycophancy --data syco.jsonl --limit 300 \\
+                          --adapter runs/syco/adapter --output syco.json
             """)
 
         enum Task: String, ExpressibleByArgument, CaseIterable {
@@ -143,7 +145,8 @@ extension Frugal {
                 let sycophancy = SycophancyTask(items: all.items)
                 isTest = sycophancy.isTest(plan)
                 let held = Set(zip(sycophancy.questions, isTest).filter(\.1).map(\.0))
-                questions = EvalReport.Questions(train: sycophancy.questionCount - held.count, test: held.count)
+                questions = EvalReport.Questions(train: sycophancy.questionCount - held.count, test: held.count,
+                                                 testQuestions: held.map { String($0.prefix { $0 != "\n" }) }.sorted())
             } else {
                 isTest = plan.isTest(count: all.items.count)
             }
@@ -223,6 +226,8 @@ struct EvalReport: Encodable {
     struct Questions: Encodable {
         var train: Int
         var test: Int
+        /// The held-out questions (their first line).
+        var testQuestions: [String]
     }
 
     /// One model's result: the base model, or the base with an adapter.

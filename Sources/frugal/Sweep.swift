@@ -54,24 +54,27 @@ extension Frugal {
                 print("\(plan.configurations.count) configurations × \(plan.repeats) repeat(s) → \(directory.path)")
                 return
             }
-            print("sweep: \(plan.configurations.count) configurations × \(plan.repeats) repeat(s), baseline \(plan.baseline) → \(directory.path)")
+            Self.say("sweep: \(plan.configurations.count) configurations × \(plan.repeats) repeat(s), baseline \(plan.baseline) → \(directory.path)")
             let complete = try withCleanErrors {
                 try runner.run { event in
                     switch event {
                     case let .skipped(record):
-                        print("  done already: \(SweepRunner.runID(record.configuration, record.repetition)) (\(Self.summary(record.result)))")
+                        Self.say("  done already: \(SweepRunner.runID(record.configuration, record.repetition)) (\(Self.summary(record.result)))")
                     case let .started(configuration, repetition, index, count, _):
-                        print("[\(index)/\(count)] \(SweepRunner.runID(configuration, repetition))")
+                        Self.say("[\(index)/\(count)] \(SweepRunner.runID(configuration, repetition))")
                     case let .finished(record):
-                        print("  → \(Self.summary(record.result))")
+                        Self.say("  → \(Self.summary(record.result))")
                     case let .interrupted(configuration, repetition):
-                        print("  interrupted; \(SweepRunner.runID(configuration, repetition)) will run again when the sweep resumes")
+                        Self.say("  interrupted; \(SweepRunner.runID(configuration, repetition)) will run again when the sweep resumes")
                     }
                 }
             }
             guard complete else { throw ExitCode(130) }
             try Report.render(directory: directory, output: directory)
         }
+
+        /// Writes a progress line at once (print's standard output is buffered when it is not a terminal).
+        static func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
 
         /// One run's outcome in a few words.
         static func summary(_ r: RunResult) -> String {

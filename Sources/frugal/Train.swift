@@ -27,6 +27,7 @@ extension Frugal {
             """)
 
         @OptionGroup var model: ModelOptions
+        @OptionGroup var phases: PhaseOptions
         @Option(help: "Training data: Alpaca .json, .jsonl with messages / conversations / text, or .txt (default: the built-in initials task).")
         var data: String?
         @Option(help: "Data format when the file does not tell: alpaca, messages, sharegpt, text.") var format: String?
@@ -71,6 +72,7 @@ extension Frugal {
                 try Self.fromYAML(config).run()
                 return
             }
+            if phases.phase != "sft" { return try runPhase() }  // reward, dpo, ppo: TrainPhases.swift
             let files = try withCleanErrors { try ModelFiles(path: model.path) }
             let configuration = try withCleanErrors { try trainingConfiguration() }
             let task = data == nil ? InitialsTask() : nil
@@ -191,7 +193,7 @@ extension Frugal {
         }
 
         /// The settings that tell runs of a sweep apart.
-        private func settings(_ c: TrainingConfiguration) -> [String: String] {
+        func settings(_ c: TrainingConfiguration) -> [String: String] {
             var s = ["method": method, "precision": c.precision.rawValue, "grad_accum": "\(c.gradientAccumulation)",
                      "batch": "\(c.microBatch)", "checkpointing": "\(c.checkpointing)", "optimizer": c.optimizer.rawValue]
             if case let .lora(l) = c.method {
