@@ -59,16 +59,18 @@ def main() -> None:
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return float(loss)
+        return float(loss.detach())
 
     for _ in range(args.warmup):
         step()
-    times = []
+    times, cpu = [], []
     loss = 0.0
     for _ in range(args.steps):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         loss = step()
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+        print(f"step: {times[-1]:.2f} s (CPU {cpu[-1]:.2f} s)", file=sys.stderr)
     total = sum(times)
     # Tokens that carry a loss: HF shifts the labels, so seq - 1 per sequence.
     tokens = args.batch * args.seq * args.steps
@@ -81,6 +83,7 @@ def main() -> None:
         "tokens_per_s": tokens / total,
         "step_s": total / args.steps,
         "step_s_all": times,
+        "cpu_s_per_step": sum(cpu) / len(cpu),
         "peak_rss_gib": peak_kib / 2**20,
         "loss_last": loss,
         "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),

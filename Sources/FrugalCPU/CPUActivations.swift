@@ -8,55 +8,63 @@ extension CPUBackend {
     // MARK: - Add and scale (their backwards are the identity and the same scale)
 
     public func add(_ out: Tensor, _ a: Tensor, _ b: Tensor) {
-        precondition(a.count == b.count && out.count == a.count, "add: \(a.shape) + \(b.shape) -> \(out.shape)")
-        let y = out.floats.baseAddress!, xa = a.floats.baseAddress!, xb = b.floats.baseAddress!
-        parallelChunks(out.count, minimumChunk: 4096) { range in
-            for i in range { y[i] = xa[i] + xb[i] }
+        profile.measure("add") {
+            precondition(a.count == b.count && out.count == a.count, "add: \(a.shape) + \(b.shape) -> \(out.shape)")
+            let y = out.floats.baseAddress!, xa = a.floats.baseAddress!, xb = b.floats.baseAddress!
+            parallelChunks(out.count, minimumChunk: 4096) { range in
+                for i in range { y[i] = xa[i] + xb[i] }
+            }
         }
     }
 
     public func scale(_ x: Tensor, by s: Float) {
-        let xs = x.floats.baseAddress!
-        parallelChunks(x.count, minimumChunk: 4096) { range in
-            for i in range { xs[i] *= s }
+        profile.measure("scale") {
+            let xs = x.floats.baseAddress!
+            parallelChunks(x.count, minimumChunk: 4096) { range in
+                for i in range { xs[i] *= s }
+            }
         }
     }
 
     // MARK: - Activation
 
     public func activate(_ out: Tensor, _ x: Tensor, _ activation: Activation) {
-        let y = out.floats.baseAddress!, xs = x.floats.baseAddress!
-        parallelChunks(out.count, minimumChunk: 4096) { range in
-            var i = range.lowerBound
-            if activation == .silu {
-                while i + 8 <= range.upperBound {
-                    VectorMath.store(VectorMath.silu(VectorMath.load(xs, i)), y, i)
-                    i += 8
+        profile.measure("activate") {
+            let y = out.floats.baseAddress!, xs = x.floats.baseAddress!
+            parallelChunks(out.count, minimumChunk: 4096) { range in
+                var i = range.lowerBound
+                if activation == .silu {
+                    while i + 8 <= range.upperBound {
+                        VectorMath.store(VectorMath.silu(VectorMath.load(xs, i)), y, i)
+                        i += 8
+                    }
                 }
-            }
-            while i < range.upperBound {
-                y[i] = Self.apply(activation, xs[i])
-                i += 1
+                while i < range.upperBound {
+                    y[i] = Self.apply(activation, xs[i])
+                    i += 1
+                }
             }
         }
     }
 
     /// `dx = dy · act'(x)` (=; dx may alias dy).
     public func activateBackward(dx: Tensor, dy: Tensor, x: Tensor, _ activation: Activation) {
-        precondition(dx.count == x.count && dy.count == x.count, "activateBackward: dx \(dx.shape), dy \(dy.shape), x \(x.shape)")
-        let d = dx.floats.baseAddress!, g = dy.floats.baseAddress!, xs = x.floats.baseAddress!
-        parallelChunks(x.count, minimumChunk: 4096) { range in
-            var i = range.lowerBound
-            if activation == .silu {
-                while i + 8 <= range.upperBound {
-                    let v = VectorMath.load(xs, i), s = VectorMath.sigmoid(v)
-                    VectorMath.store(VectorMath.load(g, i) * (s * (1 + v * (1 - s))), d, i)
-                    i += 8
+        profile.measure("activateBackward") {
+            precondition(dx.count == x.count && dy.count == x.count, "activateBackward: dx \(dx.shape), dy \(dy.shape), x \(x.shape)")
+            let d = dx.floats.baseAddress!, g = dy.floats.baseAddress!, xs = x.floats.baseAddress!
+            parallelChunks(x.count, minimumChunk: 4096) { range in
+                var i = range.lowerBound
+                if activation == .silu {
+                    while i + 8 <= range.upperBound {
+                        let v = VectorMath.load(xs, i), s = VectorMath.sigmoid(v)
+                        VectorMath.store(VectorMath.load(g, i) * (s * (1 + v * (1 - s))), d, i)
+                        i += 8
+                    }
                 }
-            }
-            while i < range.upperBound {
-                d[i] = g[i] * Self.derivative(activation, xs[i])
-                i += 1
+                while i < range.upperBound {
+                    d[i] = g[i] * Self.derivative(activation, xs[i])
+                    i += 1
+                }
             }
         }
     }
@@ -64,18 +72,20 @@ extension CPUBackend {
     // MARK: - Gated activation
 
     public func gated(_ out: Tensor, gate: Tensor, up: Tensor, _ activation: Activation) {
-        let y = out.floats.baseAddress!, g = gate.floats.baseAddress!, u = up.floats.baseAddress!
-        parallelChunks(out.count, minimumChunk: 4096) { range in
-            var i = range.lowerBound
-            if activation == .silu {
-                while i + 8 <= range.upperBound {
-                    VectorMath.store(VectorMath.silu(VectorMath.load(g, i)) * VectorMath.load(u, i), y, i)
-                    i += 8
+        profile.measure("gated") {
+            let y = out.floats.baseAddress!, g = gate.floats.baseAddress!, u = up.floats.baseAddress!
+            parallelChunks(out.count, minimumChunk: 4096) { range in
+                var i = range.lowerBound
+                if activation == .silu {
+                    while i + 8 <= range.upperBound {
+                        VectorMath.store(VectorMath.silu(VectorMath.load(g, i)) * VectorMath.load(u, i), y, i)
+                        i += 8
+                    }
                 }
-            }
-            while i < range.upperBound {
-                y[i] = Self.apply(activation, g[i]) * u[i]
-                i += 1
+                while i < range.upperBound {
+                    y[i] = Self.apply(activation, g[i]) * u[i]
+                    i += 1
+                }
             }
         }
     }
@@ -83,27 +93,29 @@ extension CPUBackend {
     /// Gradients of `gated` (=): `dGate = dy·up·act'(gate)`, `dUp = dy·act(gate)`.
     /// Each element is read before it is written, so the outputs may alias the inputs.
     public func gatedBackward(dGate: Tensor, dUp: Tensor, dy: Tensor, gate: Tensor, up: Tensor, _ activation: Activation) {
-        precondition(dGate.count == gate.count && dUp.count == gate.count && dy.count == gate.count && up.count == gate.count,
-                     "gatedBackward: dGate \(dGate.shape), dUp \(dUp.shape), dy \(dy.shape), gate \(gate.shape), up \(up.shape)")
-        let dg = dGate.floats.baseAddress!, du = dUp.floats.baseAddress!, gy = dy.floats.baseAddress!
-        let g = gate.floats.baseAddress!, u = up.floats.baseAddress!
-        parallelChunks(gate.count, minimumChunk: 4096) { range in
-            var i = range.lowerBound
-            if activation == .silu {
-                // σ = sigmoid(gate): silu = gate·σ, silu' = σ·(1 + gate·(1 − σ)).
-                while i + 8 <= range.upperBound {
-                    let dyi = VectorMath.load(gy, i), gi = VectorMath.load(g, i), ui = VectorMath.load(u, i)
-                    let s = VectorMath.sigmoid(gi)
-                    VectorMath.store(dyi * ui * (s * (1 + gi * (1 - s))), dg, i)
-                    VectorMath.store(dyi * (gi * s), du, i)
-                    i += 8
+        profile.measure("gatedBackward") {
+            precondition(dGate.count == gate.count && dUp.count == gate.count && dy.count == gate.count && up.count == gate.count,
+                         "gatedBackward: dGate \(dGate.shape), dUp \(dUp.shape), dy \(dy.shape), gate \(gate.shape), up \(up.shape)")
+            let dg = dGate.floats.baseAddress!, du = dUp.floats.baseAddress!, gy = dy.floats.baseAddress!
+            let g = gate.floats.baseAddress!, u = up.floats.baseAddress!
+            parallelChunks(gate.count, minimumChunk: 4096) { range in
+                var i = range.lowerBound
+                if activation == .silu {
+                    // σ = sigmoid(gate): silu = gate·σ, silu' = σ·(1 + gate·(1 − σ)).
+                    while i + 8 <= range.upperBound {
+                        let dyi = VectorMath.load(gy, i), gi = VectorMath.load(g, i), ui = VectorMath.load(u, i)
+                        let s = VectorMath.sigmoid(gi)
+                        VectorMath.store(dyi * ui * (s * (1 + gi * (1 - s))), dg, i)
+                        VectorMath.store(dyi * (gi * s), du, i)
+                        i += 8
+                    }
                 }
-            }
-            while i < range.upperBound {
-                let dyi = gy[i], gi = g[i], ui = u[i]
-                dg[i] = dyi * ui * Self.derivative(activation, gi)
-                du[i] = dyi * Self.apply(activation, gi)
-                i += 1
+                while i < range.upperBound {
+                    let dyi = gy[i], gi = g[i], ui = u[i]
+                    dg[i] = dyi * ui * Self.derivative(activation, gi)
+                    du[i] = dyi * Self.apply(activation, gi)
+                    i += 1
+                }
             }
         }
     }

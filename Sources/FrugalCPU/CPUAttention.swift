@@ -13,39 +13,41 @@ extension CPUBackend {
     /// last query may see (one GEMM), `P = softmax(S)` row by row under the causal and segment
     /// masks, `out = P·V` (one GEMM).
     public func attention(_ out: Tensor, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout) {
-        let l = layout, d = l.headDim, group = l.heads / l.kvHeads
-        let qStride = l.heads * d, kStride = l.kvHeads * d
-        precondition(q.count == l.batch * l.queryLength * qStride && out.count == q.count
-                     && k.count >= l.batch * l.keyLength * kStride && v.count >= l.batch * l.keyLength * kStride,
-                     "attention: shapes do not match the layout")
-        let qs = q.floats.baseAddress!, ks = k.floats.baseAddress!, vs = v.floats.baseAddress!
-        let y = out.floats.baseAddress!
-        let block = max(1, min(l.queryLength, Self.attentionQueryBlock))
-        let blocksPerHead = (l.queryLength + block - 1) / block
-        let items = l.batch * l.heads * blocksPerHead
-        let workers = min(workerCount, items)
-        // (workers, block, keyLength) one block of probabilities per worker
-        let scratch = empty([workers, block * l.keyLength], .f32, .workspace)
-        let base = scratch.floats.baseAddress!
-        withExtendedLifetime(scratch) {
-            withSegments(l) { segments in
-                parallelItems(items, workers: workers) { item, worker in
-                    let bh = item / blocksPerHead, i0 = item % blocksPerHead * block
-                    let b = bh / l.heads, h = bh % l.heads, kh = h / group
-                    let rows = min(block, l.queryLength - i0)
-                    let keys = min(l.keyLength, l.queryOffset + i0 + rows)
-                    let p = base + worker * block * l.keyLength
-                    let qi = qs + (b * l.queryLength + i0) * qStride + h * d
-                    let keyBase = b * l.keyLength * kStride + kh * d
-                    // (rows, keys) scores, then probabilities
-                    blas.sgemmSerial(transposeA: false, transposeB: true, m: rows, n: keys, k: d, alpha: l.scale,
-                                     a: qi, lda: qStride, b: ks + keyBase, ldb: kStride, beta: 0, c: p, ldc: keys)
-                    for r in 0..<rows {
-                        Self.softmaxRow(p + r * keys, keys: keys, layout: l, segments: segments, batch: b, query: i0 + r)
+        profile.measure("attention") {
+            let l = layout, d = l.headDim, group = l.heads / l.kvHeads
+            let qStride = l.heads * d, kStride = l.kvHeads * d
+            precondition(q.count == l.batch * l.queryLength * qStride && out.count == q.count
+                         && k.count >= l.batch * l.keyLength * kStride && v.count >= l.batch * l.keyLength * kStride,
+                         "attention: shapes do not match the layout")
+            let qs = q.floats.baseAddress!, ks = k.floats.baseAddress!, vs = v.floats.baseAddress!
+            let y = out.floats.baseAddress!
+            let block = max(1, min(l.queryLength, Self.attentionQueryBlock))
+            let blocksPerHead = (l.queryLength + block - 1) / block
+            let items = l.batch * l.heads * blocksPerHead
+            let workers = min(workerCount, items)
+            // (workers, block, keyLength) one block of probabilities per worker
+            let scratch = empty([workers, block * l.keyLength], .f32, .workspace)
+            let base = scratch.floats.baseAddress!
+            withExtendedLifetime(scratch) {
+                withSegments(l) { segments in
+                    parallelItems(items, workers: workers) { item, worker in
+                        let bh = item / blocksPerHead, i0 = item % blocksPerHead * block
+                        let b = bh / l.heads, h = bh % l.heads, kh = h / group
+                        let rows = min(block, l.queryLength - i0)
+                        let keys = min(l.keyLength, l.queryOffset + i0 + rows)
+                        let p = base + worker * block * l.keyLength
+                        let qi = qs + (b * l.queryLength + i0) * qStride + h * d
+                        let keyBase = b * l.keyLength * kStride + kh * d
+                        // (rows, keys) scores, then probabilities
+                        blas.sgemmSerial(transposeA: false, transposeB: true, m: rows, n: keys, k: d, alpha: l.scale,
+                                         a: qi, lda: qStride, b: ks + keyBase, ldb: kStride, beta: 0, c: p, ldc: keys)
+                        for r in 0..<rows {
+                            Self.softmaxRow(p + r * keys, keys: keys, layout: l, segments: segments, batch: b, query: i0 + r)
+                        }
+                        blas.sgemmSerial(transposeA: false, transposeB: false, m: rows, n: d, k: keys, alpha: 1,
+                                         a: p, lda: keys, b: vs + keyBase, ldb: kStride, beta: 0,
+                                         c: y + (b * l.queryLength + i0) * qStride + h * d, ldc: qStride)
                     }
-                    blas.sgemmSerial(transposeA: false, transposeB: false, m: rows, n: d, k: keys, alpha: 1,
-                                     a: p, lda: keys, b: vs + keyBase, ldb: kStride, beta: 0,
-                                     c: y + (b * l.queryLength + i0) * qStride + h * d, ldc: qStride)
                 }
             }
         }
@@ -59,53 +61,55 @@ extension CPUBackend {
     /// `dS = P ∘ (dP − D)`, then `dQ = scale·dS·K` (=), `dK += scale·dSᵀ·Q`, `dV += Pᵀ·dOut`.
     public func attentionBackward(dq: Tensor, dk: Tensor, dv: Tensor, dOut: Tensor, q: Tensor, k: Tensor, v: Tensor,
                                   layout: AttentionLayout) {
-        let l = layout, d = l.headDim, group = l.heads / l.kvHeads
-        let qStride = l.heads * d, kStride = l.kvHeads * d
-        precondition(q.count == l.batch * l.queryLength * qStride && dq.count == q.count && dOut.count == q.count
-                     && k.count == l.batch * l.keyLength * kStride && dk.count == k.count && v.count == k.count
-                     && dv.count == k.count, "attentionBackward: shapes do not match the layout")
-        let qs = q.floats.baseAddress!, ks = k.floats.baseAddress!, vs = v.floats.baseAddress!
-        let gOut = dOut.floats.baseAddress!, gq = dq.floats.baseAddress!
-        let gk = dk.floats.baseAddress!, gv = dv.floats.baseAddress!
-        let block = max(1, min(l.queryLength, Self.attentionQueryBlock))
-        let items = l.batch * l.kvHeads
-        let workers = min(workerCount, items)
-        // (workers, 2, block, keyLength) probabilities and their gradient, per worker
-        let scratch = empty([workers, 2 * block * l.keyLength], .f32, .workspace)
-        let base = scratch.floats.baseAddress!
-        withExtendedLifetime(scratch) {
-            withSegments(l) { segments in
-                parallelItems(items, workers: workers) { item, worker in
-                    let b = item / l.kvHeads, kh = item % l.kvHeads
-                    let p = base + worker * 2 * block * l.keyLength, dp = p + block * l.keyLength
-                    let keyBase = b * l.keyLength * kStride + kh * d
-                    let kb = ks + keyBase, vb = vs + keyBase, gkb = gk + keyBase, gvb = gv + keyBase
-                    for j in 0..<l.keyLength {
-                        for c in 0..<d { gkb[j * kStride + c] = 0; gvb[j * kStride + c] = 0 }
-                    }
-                    for h in (kh * group)..<((kh + 1) * group) {
-                        for i0 in stride(from: 0, to: l.queryLength, by: block) {
-                            let rows = min(block, l.queryLength - i0)
-                            let keys = min(l.keyLength, l.queryOffset + i0 + rows)
-                            let at = (b * l.queryLength + i0) * qStride + h * d
-                            let qi = qs + at, gOuti = gOut + at
-                            blas.sgemmSerial(transposeA: false, transposeB: true, m: rows, n: keys, k: d, alpha: l.scale,
-                                             a: qi, lda: qStride, b: kb, ldb: kStride, beta: 0, c: p, ldc: keys)
-                            blas.sgemmSerial(transposeA: false, transposeB: true, m: rows, n: keys, k: d, alpha: 1,
-                                             a: gOuti, lda: qStride, b: vb, ldb: kStride, beta: 0, c: dp, ldc: keys)
-                            for r in 0..<rows {
-                                let pr = p + r * keys, dpr = dp + r * keys
-                                Self.softmaxRow(pr, keys: keys, layout: l, segments: segments, batch: b, query: i0 + r)
-                                let delta = VectorMath.dot(pr, dpr, keys)
-                                // dS = P·(dP − D), in place of dP
-                                for j in 0..<keys { dpr[j] = pr[j] * (dpr[j] - delta) }
+        profile.measure("attentionBackward") {
+            let l = layout, d = l.headDim, group = l.heads / l.kvHeads
+            let qStride = l.heads * d, kStride = l.kvHeads * d
+            precondition(q.count == l.batch * l.queryLength * qStride && dq.count == q.count && dOut.count == q.count
+                         && k.count == l.batch * l.keyLength * kStride && dk.count == k.count && v.count == k.count
+                         && dv.count == k.count, "attentionBackward: shapes do not match the layout")
+            let qs = q.floats.baseAddress!, ks = k.floats.baseAddress!, vs = v.floats.baseAddress!
+            let gOut = dOut.floats.baseAddress!, gq = dq.floats.baseAddress!
+            let gk = dk.floats.baseAddress!, gv = dv.floats.baseAddress!
+            let block = max(1, min(l.queryLength, Self.attentionQueryBlock))
+            let items = l.batch * l.kvHeads
+            let workers = min(workerCount, items)
+            // (workers, 2, block, keyLength) probabilities and their gradient, per worker
+            let scratch = empty([workers, 2 * block * l.keyLength], .f32, .workspace)
+            let base = scratch.floats.baseAddress!
+            withExtendedLifetime(scratch) {
+                withSegments(l) { segments in
+                    parallelItems(items, workers: workers) { item, worker in
+                        let b = item / l.kvHeads, kh = item % l.kvHeads
+                        let p = base + worker * 2 * block * l.keyLength, dp = p + block * l.keyLength
+                        let keyBase = b * l.keyLength * kStride + kh * d
+                        let kb = ks + keyBase, vb = vs + keyBase, gkb = gk + keyBase, gvb = gv + keyBase
+                        for j in 0..<l.keyLength {
+                            for c in 0..<d { gkb[j * kStride + c] = 0; gvb[j * kStride + c] = 0 }
+                        }
+                        for h in (kh * group)..<((kh + 1) * group) {
+                            for i0 in stride(from: 0, to: l.queryLength, by: block) {
+                                let rows = min(block, l.queryLength - i0)
+                                let keys = min(l.keyLength, l.queryOffset + i0 + rows)
+                                let at = (b * l.queryLength + i0) * qStride + h * d
+                                let qi = qs + at, gOuti = gOut + at
+                                blas.sgemmSerial(transposeA: false, transposeB: true, m: rows, n: keys, k: d, alpha: l.scale,
+                                                 a: qi, lda: qStride, b: kb, ldb: kStride, beta: 0, c: p, ldc: keys)
+                                blas.sgemmSerial(transposeA: false, transposeB: true, m: rows, n: keys, k: d, alpha: 1,
+                                                 a: gOuti, lda: qStride, b: vb, ldb: kStride, beta: 0, c: dp, ldc: keys)
+                                for r in 0..<rows {
+                                    let pr = p + r * keys, dpr = dp + r * keys
+                                    Self.softmaxRow(pr, keys: keys, layout: l, segments: segments, batch: b, query: i0 + r)
+                                    let delta = VectorMath.dot(pr, dpr, keys)
+                                    // dS = P·(dP − D), in place of dP
+                                    for j in 0..<keys { dpr[j] = pr[j] * (dpr[j] - delta) }
+                                }
+                                blas.sgemmSerial(transposeA: false, transposeB: false, m: rows, n: d, k: keys, alpha: l.scale,
+                                                 a: dp, lda: keys, b: kb, ldb: kStride, beta: 0, c: gq + at, ldc: qStride)
+                                blas.sgemmSerial(transposeA: true, transposeB: false, m: keys, n: d, k: rows, alpha: l.scale,
+                                                 a: dp, lda: keys, b: qi, ldb: qStride, beta: 1, c: gkb, ldc: kStride)
+                                blas.sgemmSerial(transposeA: true, transposeB: false, m: keys, n: d, k: rows, alpha: 1,
+                                                 a: p, lda: keys, b: gOuti, ldb: qStride, beta: 1, c: gvb, ldc: kStride)
                             }
-                            blas.sgemmSerial(transposeA: false, transposeB: false, m: rows, n: d, k: keys, alpha: l.scale,
-                                             a: dp, lda: keys, b: kb, ldb: kStride, beta: 0, c: gq + at, ldc: qStride)
-                            blas.sgemmSerial(transposeA: true, transposeB: false, m: keys, n: d, k: rows, alpha: l.scale,
-                                             a: dp, lda: keys, b: qi, ldb: qStride, beta: 1, c: gkb, ldc: kStride)
-                            blas.sgemmSerial(transposeA: true, transposeB: false, m: keys, n: d, k: rows, alpha: 1,
-                                             a: p, lda: keys, b: gOuti, ldb: qStride, beta: 1, c: gvb, ldc: kStride)
                         }
                     }
                 }

@@ -18,32 +18,34 @@ extension CPUBackend {
     /// - Returns: the sum of the per-token losses over targets ≥ 0 (unscaled).
     public func crossEntropy(hidden: Tensor, head: Tensor, targets: [Int32], dHidden: Tensor?, dHead: Tensor?,
                              gradientScale: Float) -> Double {
-        let rows = hidden.shape.rows, vocabulary = head.shape.rows, width = hidden.shape.last
-        precondition(head.shape.last == width && targets.count == rows,
-                     "crossEntropy: hidden \(hidden.shape), head \(head.shape), \(targets.count) targets")
-        if let dHidden { precondition(dHidden.count == hidden.count, "crossEntropy: dHidden \(dHidden.shape)") }
-        for target in targets {
-            precondition(target < vocabulary, "target \(target) outside the vocabulary of \(vocabulary)")
+        return profile.measure("crossEntropy") {
+            let rows = hidden.shape.rows, vocabulary = head.shape.rows, width = hidden.shape.last
+            precondition(head.shape.last == width && targets.count == rows,
+                         "crossEntropy: hidden \(hidden.shape), head \(head.shape), \(targets.count) targets")
+            if let dHidden { precondition(dHidden.count == hidden.count, "crossEntropy: dHidden \(dHidden.shape)") }
+            for target in targets {
+                precondition(target < vocabulary, "target \(target) outside the vocabulary of \(vocabulary)")
+            }
+            let kept = targets.indices.filter { targets[$0] >= 0 }
+            if kept.count == rows {
+                return crossEntropyRows(hidden: hidden, head: head, targets: targets, dHidden: dHidden, dHead: dHead,
+                                        gradientScale: gradientScale)
+            }
+            if let dHidden { zero(dHidden) }
+            if kept.isEmpty { return 0 }
+            // (kept, width) the rows that carry a loss, and their gradient
+            let gathered = empty([kept.count, width], .f32, .workspace)
+            let gatheredGradient = dHidden == nil ? nil : empty([kept.count, width], .f32, .workspace)
+            let source = hidden.floats.baseAddress!, packed = gathered.floats.baseAddress!
+            for (r, row) in kept.enumerated() { (packed + r * width).update(from: source + row * width, count: width) }
+            let loss = crossEntropyRows(hidden: gathered, head: head, targets: kept.map { targets[$0] },
+                                        dHidden: gatheredGradient, dHead: dHead, gradientScale: gradientScale)
+            if let dHidden, let gatheredGradient {
+                let d = dHidden.floats.baseAddress!, g = gatheredGradient.floats.baseAddress!
+                for (r, row) in kept.enumerated() { (d + row * width).update(from: g + r * width, count: width) }
+            }
+            return loss
         }
-        let kept = targets.indices.filter { targets[$0] >= 0 }
-        if kept.count == rows {
-            return crossEntropyRows(hidden: hidden, head: head, targets: targets, dHidden: dHidden, dHead: dHead,
-                                    gradientScale: gradientScale)
-        }
-        if let dHidden { zero(dHidden) }
-        if kept.isEmpty { return 0 }
-        // (kept, width) the rows that carry a loss, and their gradient
-        let gathered = empty([kept.count, width], .f32, .workspace)
-        let gatheredGradient = dHidden == nil ? nil : empty([kept.count, width], .f32, .workspace)
-        let source = hidden.floats.baseAddress!, packed = gathered.floats.baseAddress!
-        for (r, row) in kept.enumerated() { (packed + r * width).update(from: source + row * width, count: width) }
-        let loss = crossEntropyRows(hidden: gathered, head: head, targets: kept.map { targets[$0] },
-                                    dHidden: gatheredGradient, dHead: dHead, gradientScale: gradientScale)
-        if let dHidden, let gatheredGradient {
-            let d = dHidden.floats.baseAddress!, g = gatheredGradient.floats.baseAddress!
-            for (r, row) in kept.enumerated() { (d + row * width).update(from: g + r * width, count: width) }
-        }
-        return loss
     }
 
     /// `crossEntropy` over rows whose targets are all ≥ 0.

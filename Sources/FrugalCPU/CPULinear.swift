@@ -14,16 +14,19 @@ extension CPUBackend {
         let rows = x.shape.rows, inputs = x.shape.last, outputs = weight.shape.rows
         precondition(weight.shape.last == inputs && out.shape.rows == rows && out.shape.last == outputs,
                      "linear: x \(x.shape), weight \(weight.shape), out \(out.shape)")
-        let y = out.floats.baseAddress!, xs = UnsafePointer(x.floats.baseAddress!)
-        if weight.dtype == .f32 {
-            blas.sgemm(transposeA: false, transposeB: true, m: rows, n: outputs, k: inputs, alpha: 1,
-                       a: xs, lda: inputs, b: weight.floats.baseAddress!, ldb: inputs, beta: 0, c: y, ldc: outputs)
-        } else if rows <= Self.dotRows {
-            linearByDots(y, xs, weight, rows: rows, inputs: inputs, outputs: outputs)
-        } else {
-            linearByTiles(y, xs, weight, rows: rows, inputs: inputs, outputs: outputs)
+        let path = weight.dtype == .f32 ? "linear (f32)" : rows <= Self.dotRows ? "linear (packed, dots)" : "linear (packed, tiles)"
+        profile.measure(path) {
+            let y = out.floats.baseAddress!, xs = UnsafePointer(x.floats.baseAddress!)
+            if weight.dtype == .f32 {
+                blas.sgemm(transposeA: false, transposeB: true, m: rows, n: outputs, k: inputs, alpha: 1,
+                           a: xs, lda: inputs, b: weight.floats.baseAddress!, ldb: inputs, beta: 0, c: y, ldc: outputs)
+            } else if rows <= Self.dotRows {
+                linearByDots(y, xs, weight, rows: rows, inputs: inputs, outputs: outputs)
+            } else {
+                linearByTiles(y, xs, weight, rows: rows, inputs: inputs, outputs: outputs)
+            }
+            if let bias { addRowVector(out, bias) }
         }
-        if let bias { addRowVector(out, bias) }
     }
 
     /// Gradients of `linear`: `dx = dy·W` (=), `dWeight += dyᵀ·x` (+=), `dBias += Σ_rows dy` (+=).
@@ -31,33 +34,35 @@ extension CPUBackend {
     /// `dx` takes one GEMM per weight tile (packed and 16-bit weights are widened as the
     /// forward widens them); `dWeight` is one GEMM with beta 1.
     public func linearBackward(dx: Tensor?, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor) {
-        let rows = x.shape.rows, inputs = x.shape.last, outputs = weight.shape.rows
-        precondition(weight.shape.last == inputs && dy.shape.rows == rows && dy.shape.last == outputs,
-                     "linearBackward: x \(x.shape), weight \(weight.shape), dy \(dy.shape)")
-        let g = UnsafePointer(dy.floats.baseAddress!)
-        if let dx {
-            precondition(dx.count == rows * inputs, "linearBackward: dx \(dx.shape) for x \(x.shape)")
-            let d = dx.floats.baseAddress!
-            // dx (=, then += per further tile) dy[:, tile] · tile
-            forEachWeightTile(weight) { first, count, w in
-                blas.sgemm(transposeA: false, transposeB: false, m: rows, n: inputs, k: count, alpha: 1,
-                           a: g + first, lda: outputs, b: w, ldb: inputs, beta: first == 0 ? 0 : 1, c: d, ldc: inputs)
+        profile.measure("linearBackward") {
+            let rows = x.shape.rows, inputs = x.shape.last, outputs = weight.shape.rows
+            precondition(weight.shape.last == inputs && dy.shape.rows == rows && dy.shape.last == outputs,
+                         "linearBackward: x \(x.shape), weight \(weight.shape), dy \(dy.shape)")
+            let g = UnsafePointer(dy.floats.baseAddress!)
+            if let dx {
+                precondition(dx.count == rows * inputs, "linearBackward: dx \(dx.shape) for x \(x.shape)")
+                let d = dx.floats.baseAddress!
+                // dx (=, then += per further tile) dy[:, tile] · tile
+                forEachWeightTile(weight) { first, count, w in
+                    blas.sgemm(transposeA: false, transposeB: false, m: rows, n: inputs, k: count, alpha: 1,
+                               a: g + first, lda: outputs, b: w, ldb: inputs, beta: first == 0 ? 0 : 1, c: d, ldc: inputs)
+                }
             }
-        }
-        if let dWeight {
-            precondition(dWeight.dtype == .f32 && dWeight.count == outputs * inputs,
-                         "linearBackward: dWeight \(dWeight.shape) \(dWeight.dtype) for weight \(weight.shape)")
-            blas.sgemm(transposeA: true, transposeB: false, m: outputs, n: inputs, k: rows, alpha: 1,
-                       a: g, lda: outputs, b: x.floats.baseAddress!, ldb: inputs, beta: 1,
-                       c: dWeight.floats.baseAddress!, ldc: inputs)
-        }
-        if let dBias {
-            precondition(dBias.count == outputs, "linearBackward: dBias \(dBias.shape) for \(outputs) outputs")
-            let db = dBias.floats.baseAddress!
-            parallelChunks(outputs, minimumChunk: 64) { columns in
-                for r in 0..<rows {
-                    let row = g + r * outputs
-                    for o in columns { db[o] += row[o] }
+            if let dWeight {
+                precondition(dWeight.dtype == .f32 && dWeight.count == outputs * inputs,
+                             "linearBackward: dWeight \(dWeight.shape) \(dWeight.dtype) for weight \(weight.shape)")
+                blas.sgemm(transposeA: true, transposeB: false, m: outputs, n: inputs, k: rows, alpha: 1,
+                           a: g, lda: outputs, b: x.floats.baseAddress!, ldb: inputs, beta: 1,
+                           c: dWeight.floats.baseAddress!, ldc: inputs)
+            }
+            if let dBias {
+                precondition(dBias.count == outputs, "linearBackward: dBias \(dBias.shape) for \(outputs) outputs")
+                let db = dBias.floats.baseAddress!
+                parallelChunks(outputs, minimumChunk: 64) { columns in
+                    for r in 0..<rows {
+                        let row = g + r * outputs
+                        for o in columns { db[o] += row[o] }
+                    }
                 }
             }
         }

@@ -6,14 +6,16 @@ extension CPUBackend {
     // MARK: - RMSNorm
 
     public func rmsNorm(_ out: Tensor, _ x: Tensor, _ weight: Tensor, eps: Float, weightOffset: Float) {
-        let n = x.shape.last
-        let xs = x.floats.baseAddress!, y = out.floats.baseAddress!
-        withFloats(weight) { w in
-            parallelChunks(x.shape.rows, minimumChunk: Self.rowsPerChunk(n)) { range in
-                for r in range {
-                    let row = xs + r * n, dst = y + r * n
-                    let inv = Self.inverseRMS(row, n, eps: eps)
-                    for j in 0..<n { dst[j] = row[j] * inv * (w[j] + weightOffset) }
+        profile.measure("rmsNorm") {
+            let n = x.shape.last
+            let xs = x.floats.baseAddress!, y = out.floats.baseAddress!
+            withFloats(weight) { w in
+                parallelChunks(x.shape.rows, minimumChunk: Self.rowsPerChunk(n)) { range in
+                    for r in range {
+                        let row = xs + r * n, dst = y + r * n
+                        let inv = Self.inverseRMS(row, n, eps: eps)
+                        for j in 0..<n { dst[j] = row[j] * inv * (w[j] + weightOffset) }
+                    }
                 }
             }
         }
@@ -25,35 +27,37 @@ extension CPUBackend {
     /// `dx_j = s·dy_j·w'_j − s³/n · x_j · Σ_k dy_k·w'_k·x_k`, `dWeight_j += Σ_rows dy_j·x_j·s`.
     public func rmsNormBackward(dx: Tensor, dWeight: Tensor?, dy: Tensor, x: Tensor, weight: Tensor, eps: Float,
                                 weightOffset: Float) {
-        let n = x.shape.last, rows = x.shape.rows
-        precondition(dx.count == x.count && dy.count == x.count && weight.count == n,
-                     "rmsNormBackward: x \(x.shape), dx \(dx.shape), dy \(dy.shape), weight \(weight.shape)")
-        let xs = x.floats.baseAddress!, g = dy.floats.baseAddress!, d = dx.floats.baseAddress!
-        // (rows) the saved statistic: 1/rms per row
-        var inverses = [Float](repeating: 0, count: rows)
-        inverses.withUnsafeMutableBufferPointer { inverses in
-            parallelChunks(rows, minimumChunk: Self.rowsPerChunk(n)) { range in
-                for r in range { inverses[r] = Self.inverseRMS(xs + r * n, n, eps: eps) }
-            }
-            if let dWeight {
-                precondition(dWeight.dtype == .f32 && dWeight.count == n, "rmsNormBackward: dWeight \(dWeight.shape)")
-                let dw = dWeight.floats.baseAddress!
-                parallelChunks(n, minimumChunk: 64) { columns in
-                    for r in 0..<rows {
-                        let row = xs + r * n, gr = g + r * n, s = inverses[r]
-                        for j in columns { dw[j] += gr[j] * row[j] * s }
+        profile.measure("rmsNormBackward") {
+            let n = x.shape.last, rows = x.shape.rows
+            precondition(dx.count == x.count && dy.count == x.count && weight.count == n,
+                         "rmsNormBackward: x \(x.shape), dx \(dx.shape), dy \(dy.shape), weight \(weight.shape)")
+            let xs = x.floats.baseAddress!, g = dy.floats.baseAddress!, d = dx.floats.baseAddress!
+            // (rows) the saved statistic: 1/rms per row
+            var inverses = [Float](repeating: 0, count: rows)
+            inverses.withUnsafeMutableBufferPointer { inverses in
+                parallelChunks(rows, minimumChunk: Self.rowsPerChunk(n)) { range in
+                    for r in range { inverses[r] = Self.inverseRMS(xs + r * n, n, eps: eps) }
+                }
+                if let dWeight {
+                    precondition(dWeight.dtype == .f32 && dWeight.count == n, "rmsNormBackward: dWeight \(dWeight.shape)")
+                    let dw = dWeight.floats.baseAddress!
+                    parallelChunks(n, minimumChunk: 64) { columns in
+                        for r in 0..<rows {
+                            let row = xs + r * n, gr = g + r * n, s = inverses[r]
+                            for j in columns { dw[j] += gr[j] * row[j] * s }
+                        }
                     }
                 }
-            }
-            withFloats(weight) { w in
-                parallelChunks(rows, minimumChunk: Self.rowsPerChunk(n)) { range in
-                    withUnsafeTemporaryAllocation(of: Float.self, capacity: n) { scaled in
-                        let gw = scaled.baseAddress!
-                        for r in range {
-                            let row = xs + r * n, gr = g + r * n, dst = d + r * n, s = inverses[r]
-                            for j in 0..<n { gw[j] = gr[j] * (w[j] + weightOffset) }
-                            let c = s * s * s * VectorMath.dot(gw, row, n) / Float(n)
-                            for j in 0..<n { dst[j] = s * gw[j] - c * row[j] }
+                withFloats(weight) { w in
+                    parallelChunks(rows, minimumChunk: Self.rowsPerChunk(n)) { range in
+                        withUnsafeTemporaryAllocation(of: Float.self, capacity: n) { scaled in
+                            let gw = scaled.baseAddress!
+                            for r in range {
+                                let row = xs + r * n, gr = g + r * n, dst = d + r * n, s = inverses[r]
+                                for j in 0..<n { gw[j] = gr[j] * (w[j] + weightOffset) }
+                                let c = s * s * s * VectorMath.dot(gw, row, n) / Float(n)
+                                for j in 0..<n { dst[j] = s * gw[j] - c * row[j] }
+                            }
                         }
                     }
                 }
@@ -72,15 +76,17 @@ extension CPUBackend {
     // MARK: - LayerNorm
 
     public func layerNorm(_ out: Tensor, _ x: Tensor, _ weight: Tensor, _ bias: Tensor, eps: Float) {
-        let n = x.shape.last
-        let xs = x.floats.baseAddress!, y = out.floats.baseAddress!
-        withFloats(weight) { w in
-            withFloats(bias) { b in
-                parallelChunks(x.shape.rows, minimumChunk: Self.rowsPerChunk(n)) { range in
-                    for r in range {
-                        let row = xs + r * n, dst = y + r * n
-                        let (mean, inv) = Self.meanAndInverseDeviation(row, n, eps: eps)
-                        for j in 0..<n { dst[j] = (row[j] - mean) * inv * w[j] + b[j] }
+        profile.measure("layerNorm") {
+            let n = x.shape.last
+            let xs = x.floats.baseAddress!, y = out.floats.baseAddress!
+            withFloats(weight) { w in
+                withFloats(bias) { b in
+                    parallelChunks(x.shape.rows, minimumChunk: Self.rowsPerChunk(n)) { range in
+                        for r in range {
+                            let row = xs + r * n, dst = y + r * n
+                            let (mean, inv) = Self.meanAndInverseDeviation(row, n, eps: eps)
+                            for j in 0..<n { dst[j] = (row[j] - mean) * inv * w[j] + b[j] }
+                        }
                     }
                 }
             }
@@ -93,43 +99,45 @@ extension CPUBackend {
     /// `dWeight += Σ_rows dy·x̂`, `dBias += Σ_rows dy`.
     public func layerNormBackward(dx: Tensor, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor,
                                   eps: Float) {
-        let n = x.shape.last, rows = x.shape.rows
-        precondition(dx.count == x.count && dy.count == x.count && weight.count == n,
-                     "layerNormBackward: x \(x.shape), dx \(dx.shape), dy \(dy.shape), weight \(weight.shape)")
-        let xs = x.floats.baseAddress!, g = dy.floats.baseAddress!, d = dx.floats.baseAddress!
-        // (rows) the saved statistics: mean and 1/std per row
-        var means = [Float](repeating: 0, count: rows), inverses = [Float](repeating: 0, count: rows)
-        means.withUnsafeMutableBufferPointer { means in
-            inverses.withUnsafeMutableBufferPointer { inverses in
-                parallelChunks(rows, minimumChunk: Self.rowsPerChunk(n)) { range in
-                    for r in range { (means[r], inverses[r]) = Self.meanAndInverseDeviation(xs + r * n, n, eps: eps) }
-                }
-                if dWeight != nil || dBias != nil {
-                    if let dWeight { precondition(dWeight.dtype == .f32 && dWeight.count == n, "layerNormBackward: dWeight") }
-                    if let dBias { precondition(dBias.dtype == .f32 && dBias.count == n, "layerNormBackward: dBias") }
-                    let dw = dWeight?.floats.baseAddress, db = dBias?.floats.baseAddress
-                    parallelChunks(n, minimumChunk: 64) { columns in
-                        for r in 0..<rows {
-                            let row = xs + r * n, gr = g + r * n, mean = means[r], s = inverses[r]
-                            if let dw { for j in columns { dw[j] += gr[j] * (row[j] - mean) * s } }
-                            if let db { for j in columns { db[j] += gr[j] } }
+        profile.measure("layerNormBackward") {
+            let n = x.shape.last, rows = x.shape.rows
+            precondition(dx.count == x.count && dy.count == x.count && weight.count == n,
+                         "layerNormBackward: x \(x.shape), dx \(dx.shape), dy \(dy.shape), weight \(weight.shape)")
+            let xs = x.floats.baseAddress!, g = dy.floats.baseAddress!, d = dx.floats.baseAddress!
+            // (rows) the saved statistics: mean and 1/std per row
+            var means = [Float](repeating: 0, count: rows), inverses = [Float](repeating: 0, count: rows)
+            means.withUnsafeMutableBufferPointer { means in
+                inverses.withUnsafeMutableBufferPointer { inverses in
+                    parallelChunks(rows, minimumChunk: Self.rowsPerChunk(n)) { range in
+                        for r in range { (means[r], inverses[r]) = Self.meanAndInverseDeviation(xs + r * n, n, eps: eps) }
+                    }
+                    if dWeight != nil || dBias != nil {
+                        if let dWeight { precondition(dWeight.dtype == .f32 && dWeight.count == n, "layerNormBackward: dWeight") }
+                        if let dBias { precondition(dBias.dtype == .f32 && dBias.count == n, "layerNormBackward: dBias") }
+                        let dw = dWeight?.floats.baseAddress, db = dBias?.floats.baseAddress
+                        parallelChunks(n, minimumChunk: 64) { columns in
+                            for r in 0..<rows {
+                                let row = xs + r * n, gr = g + r * n, mean = means[r], s = inverses[r]
+                                if let dw { for j in columns { dw[j] += gr[j] * (row[j] - mean) * s } }
+                                if let db { for j in columns { db[j] += gr[j] } }
+                            }
                         }
                     }
-                }
-                withFloats(weight) { w in
-                    parallelChunks(rows, minimumChunk: Self.rowsPerChunk(n)) { range in
-                        for r in range {
-                            let row = xs + r * n, gr = g + r * n, dst = d + r * n, mean = means[r], s = inverses[r]
-                            var meanG: Float = 0, meanGX: Float = 0
-                            for j in 0..<n {
-                                let gj = gr[j] * w[j]
-                                meanG += gj
-                                meanGX += gj * (row[j] - mean) * s
-                            }
-                            meanG /= Float(n); meanGX /= Float(n)
-                            for j in 0..<n {
-                                let xhat = (row[j] - mean) * s
-                                dst[j] = s * (gr[j] * w[j] - meanG - xhat * meanGX)
+                    withFloats(weight) { w in
+                        parallelChunks(rows, minimumChunk: Self.rowsPerChunk(n)) { range in
+                            for r in range {
+                                let row = xs + r * n, gr = g + r * n, dst = d + r * n, mean = means[r], s = inverses[r]
+                                var meanG: Float = 0, meanGX: Float = 0
+                                for j in 0..<n {
+                                    let gj = gr[j] * w[j]
+                                    meanG += gj
+                                    meanGX += gj * (row[j] - mean) * s
+                                }
+                                meanG /= Float(n); meanGX /= Float(n)
+                                for j in 0..<n {
+                                    let xhat = (row[j] - mean) * s
+                                    dst[j] = s * (gr[j] * w[j] - meanG - xhat * meanGX)
+                                }
                             }
                         }
                     }

@@ -15,19 +15,21 @@ extension CPUBackend {
     /// p −= (lr/(1−β1^step)) · m / (√v/√(1−β2^step) + ε)`.
     public func adamW(_ parameter: Tensor, gradient: Tensor, m: Tensor, v: Tensor, step: Int, learningRate: Float,
                       beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float) {
-        precondition(step >= 1 && gradient.count == parameter.count && m.count == parameter.count
-                     && v.count == parameter.count, "adamW: step \(step), parameter \(parameter.shape)")
-        let p = parameter.floats.baseAddress!, g = gradient.floats.baseAddress!
-        let ms = m.floats.baseAddress!, vs = v.floats.baseAddress!
-        let decay = 1 - learningRate * weightDecay
-        let stepSize = Float(Double(learningRate) / (1 - pow(Double(beta1), Double(step))))
-        let correction2 = Float((1 - pow(Double(beta2), Double(step))).squareRoot())
-        parallelChunks(parameter.count, minimumChunk: 4096) { range in
-            for i in range {
-                let gi = g[i]
-                ms[i] += (1 - beta1) * (gi - ms[i])
-                vs[i] = vs[i] * beta2 + (1 - beta2) * gi * gi
-                p[i] = p[i] * decay - stepSize * (ms[i] / (vs[i].squareRoot() / correction2 + epsilon))
+        profile.measure("adamW") {
+            precondition(step >= 1 && gradient.count == parameter.count && m.count == parameter.count
+                         && v.count == parameter.count, "adamW: step \(step), parameter \(parameter.shape)")
+            let p = parameter.floats.baseAddress!, g = gradient.floats.baseAddress!
+            let ms = m.floats.baseAddress!, vs = v.floats.baseAddress!
+            let decay = 1 - learningRate * weightDecay
+            let stepSize = Float(Double(learningRate) / (1 - pow(Double(beta1), Double(step))))
+            let correction2 = Float((1 - pow(Double(beta2), Double(step))).squareRoot())
+            parallelChunks(parameter.count, minimumChunk: 4096) { range in
+                for i in range {
+                    let gi = g[i]
+                    ms[i] += (1 - beta1) * (gi - ms[i])
+                    vs[i] = vs[i] * beta2 + (1 - beta2) * gi * gi
+                    p[i] = p[i] * decay - stepSize * (ms[i] / (vs[i].squareRoot() / correction2 + epsilon))
+                }
             }
         }
     }
@@ -36,21 +38,25 @@ extension CPUBackend {
 
     /// `Σ x²` in double precision, per block then over blocks in order.
     public func sumOfSquares(_ x: Tensor) -> Double {
-        let xs = x.floats.baseAddress!
-        return blockReduction(x.count) { range in
-            var sum: Double = 0
-            for i in range { sum += Double(xs[i]) * Double(xs[i]) }
-            return sum
-        }.reduce(0, +)
+        return profile.measure("sumOfSquares") {
+            let xs = x.floats.baseAddress!
+            return blockReduction(x.count) { range in
+                var sum: Double = 0
+                for i in range { sum += Double(xs[i]) * Double(xs[i]) }
+                return sum
+            }.reduce(0, +)
+        }
     }
 
     /// Whether every value is finite (no NaN, no ±∞).
     public func allFinite(_ x: Tensor) -> Bool {
-        let xs = x.floats.baseAddress!
-        return blockReduction(x.count) { range in
-            for i in range where !xs[i].isFinite { return 0 }
-            return 1
-        }.allSatisfy { $0 == 1 }
+        return profile.measure("allFinite") {
+            let xs = x.floats.baseAddress!
+            return blockReduction(x.count) { range in
+                for i in range where !xs[i].isFinite { return 0 }
+                return 1
+            }.allSatisfy { $0 == 1 }
+        }
     }
 
     /// `body` over each block of `reductionBlock` elements of `0..<count`, in parallel.
@@ -72,17 +78,21 @@ extension CPUBackend {
 
     /// Rounds every f32 value in place to the nearest value of `dtype` (`HalfPrecision.round`).
     public func roundInPlace(_ x: Tensor, to dtype: DType) {
-        precondition(dtype == .f32 || dtype == .f16 || dtype == .bf16, "roundInPlace to \(dtype)")
-        if dtype == .f32 { return }
-        let xs = x.floats.baseAddress!
-        parallelChunks(x.count, minimumChunk: 4096) { range in
-            for i in range { xs[i] = HalfPrecision.round(xs[i], to: dtype) }
+        profile.measure("roundInPlace") {
+            precondition(dtype == .f32 || dtype == .f16 || dtype == .bf16, "roundInPlace to \(dtype)")
+            if dtype == .f32 { return }
+            let xs = x.floats.baseAddress!
+            parallelChunks(x.count, minimumChunk: 4096) { range in
+                for i in range { xs[i] = HalfPrecision.round(xs[i], to: dtype) }
+            }
         }
     }
 
     /// Fills an f32 tensor with zeros.
     public func zero(_ x: Tensor) {
-        precondition(x.dtype == .f32, "zero of a \(x.dtype) tensor")
-        memset(x.rawPointer, 0, x.byteCount)
+        profile.measure("zero") {
+            precondition(x.dtype == .f32, "zero of a \(x.dtype) tensor")
+            memset(x.rawPointer, 0, x.byteCount)
+        }
     }
 }

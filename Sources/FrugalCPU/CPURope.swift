@@ -6,15 +6,19 @@ extension CPUBackend {
     // MARK: - RoPE
 
     public func rope(_ x: Tensor, heads: Int, headDim: Int, positions: [Int32], inverseFrequencies: [Float]) {
-        rotate(x, heads: heads, headDim: headDim, positions: positions, inverseFrequencies: inverseFrequencies,
-               direction: 1)
+        profile.measure("rope") {
+            rotate(x, heads: heads, headDim: headDim, positions: positions, inverseFrequencies: inverseFrequencies,
+                   direction: 1)
+        }
     }
 
     /// Gradient of `rope` in place on `dx`: the rotation is orthogonal, so its transpose, the
     /// rotation by the opposite angle, carries the gradient back.
     public func ropeBackward(_ dx: Tensor, heads: Int, headDim: Int, positions: [Int32], inverseFrequencies: [Float]) {
-        rotate(dx, heads: heads, headDim: headDim, positions: positions, inverseFrequencies: inverseFrequencies,
-               direction: -1)
+        profile.measure("ropeBackward") {
+            rotate(dx, heads: heads, headDim: headDim, positions: positions, inverseFrequencies: inverseFrequencies,
+                   direction: -1)
+        }
     }
 
     /// Rotates each pair `(v[i], v[i + half])` of every head by `direction · position · frequency[i]`.

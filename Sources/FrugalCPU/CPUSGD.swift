@@ -4,12 +4,14 @@ import FrugalCore
 extension CPUBackend {
     public func sgd(_ parameter: Tensor, gradient: Tensor, momentumBuffer: Tensor, learningRate: Float, momentum: Float,
                     weightDecay: Float) {
-        let p = parameter.floats.baseAddress!, g = gradient.floats.baseAddress!, b = momentumBuffer.floats.baseAddress!
-        parallelChunks(parameter.count, minimumChunk: 4096) { range in
-            for i in range {
-                let step = g[i] + weightDecay * p[i]
-                b[i] = momentum * b[i] + step
-                p[i] -= learningRate * b[i]
+        profile.measure("sgd") {
+            let p = parameter.floats.baseAddress!, g = gradient.floats.baseAddress!, b = momentumBuffer.floats.baseAddress!
+            parallelChunks(parameter.count, minimumChunk: 4096) { range in
+                for i in range {
+                    let step = g[i] + weightDecay * p[i]
+                    b[i] = momentum * b[i] + step
+                    p[i] -= learningRate * b[i]
+                }
             }
         }
     }

@@ -66,17 +66,20 @@ enum VectorMath {
         var m0 = V(repeating: -.infinity), m1 = m0
         var i = 0
         while i + 16 <= n {
-            m0 = pointwiseMax(m0, load(a, i))
-            m1 = pointwiseMax(m1, load(a, i + 8))
+            m0 = larger(m0, load(a, i))
+            m1 = larger(m1, load(a, i + 8))
             i += 16
         }
-        var m = pointwiseMax(m0, m1).max()
+        var m = larger(m0, m1).max()
         while i < n {
             m = max(m, a[i])
             i += 1
         }
         return m
     }
+
+    /// The larger of each pair of lanes (`pointwiseMax` is a call per use, not inlined).
+    @inline(__always) static func larger(_ a: V, _ b: V) -> V { a.replacing(with: b, where: b .> a) }
 
     /// `y[i] = a·x[i] + y[i]` over `n` values.
     @inline(__always) static func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
@@ -98,7 +101,9 @@ enum VectorMath {
     /// +∞ above 88.7.
     @inline(__always) static func exp(_ x: V) -> V {
         let log2e: Float = 1.442_695_04, magic: Float = 12_582_912  // 1.5·2²³: adding it rounds to an integer
-        let clamped = pointwiseMin(pointwiseMax(x, V(repeating: -87.336_55)), V(repeating: 88.376_26))
+        var clamped = x
+        clamped.replace(with: -87.336_55, where: x .< -87.336_55)
+        clamped.replace(with: 88.376_26, where: x .> 88.376_26)
         let shifted = clamped * log2e + magic
         let n = shifted - magic
         // r = x − n·ln 2, with ln 2 split in two for precision.

@@ -57,9 +57,8 @@ public enum BlockQuantization {
     }
 
     /// The dot product `Σ_i row[i]·x[i]` of a packed row with a float vector, without
-    /// materializing the row: q8_0, q4_0 and q4_1 blocks are decoded in registers and
-    /// multiplied at once (`d·Σ q·x (+ m·Σ x)` per block); other packed types are decoded 256
-    /// values at a time on the stack.
+    /// materializing the row: q8_0, q4_0 and q4_1 blocks go through `prepareDot` and
+    /// `dotPrepared`; other packed types are decoded 256 values at a time on the stack.
     ///
     /// - Parameters:
     ///   - dtype: the element type of `row`.
@@ -70,12 +69,12 @@ public enum BlockQuantization {
     public static func dot(_ dtype: DType, _ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, count: Int) -> Float {
         precondition(count >= 0 && count % dtype.blockSize == 0,
                      "dot: \(count) elements is not a whole number of \(dtype.rawValue) blocks")
-        switch dtype {
-        case .f32: return dotF32(row, UnsafeRawPointer(x), count: count)
-        case .q8_0: return dotQ8_0(row, x, blocks: count / 32)
-        case .q4_0: return dotQ4_0(row, x, blocks: count / 32)
-        case .q4_1: return dotQ4_1(row, x, blocks: count / 32)
-        default: break
+        if dtype == .f32 { return dotF32(row, UnsafeRawPointer(x), count: count) }
+        if hasPreparedDot(dtype) {
+            return withUnsafeTemporaryAllocation(of: Float.self, capacity: preparedCount(dtype, count: count)) { prepared in
+                prepareDot(dtype, x, count: count, into: prepared.baseAddress!)
+                return dotPrepared(dtype, row, prepared.baseAddress!, count: count)
+            }
         }
         let chunk = 256  // a multiple of every block size
         return withUnsafeTemporaryAllocation(of: Float.self, capacity: chunk) { scratch in
@@ -94,57 +93,114 @@ public enum BlockQuantization {
 
     // MARK: - Fused dot products of blocks of 32
 
-    /// The 32 floats of `x` that block `b` multiplies, as two halves of 16.
-    @inline(__always)
-    private static func xHalves(_ x: UnsafePointer<Float>, _ b: Int) -> (SIMD16<Float>, SIMD16<Float>) {
-        let p = UnsafeRawPointer(x + 32 * b)
-        return (p.loadUnaligned(as: SIMD16<Float>.self), p.loadUnaligned(fromByteOffset: 64, as: SIMD16<Float>.self))
+    /// Whether `prepareDot` and `dotPrepared` handle `dtype` (q8_0, q4_0, q4_1).
+    public static func hasPreparedDot(_ dtype: DType) -> Bool {
+        dtype == .q8_0 || dtype == .q4_0 || dtype == .q4_1
     }
 
-    /// The low and high nibbles of 16 bytes as floats: values 0–15 and 16–31 of a q4 block.
-    @inline(__always)
-    private static func nibbles(_ bytes: SIMD16<UInt8>) -> (SIMD16<Float>, SIMD16<Float>) {
-        (SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: bytes & 0x0F)),
-         SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: bytes &>> 4)))
+    /// Floats `prepareDot` writes for a vector of `count` values.
+    public static func preparedCount(_ dtype: DType, count: Int) -> Int {
+        dtype == .q4_1 ? count + count / 32 : count
     }
 
-    /// `Σ_b d_b · Σ_i qs_i·x_i` over q8_0 blocks.
+    /// Lays out `x` for `dotPrepared` against rows of `dtype`: within each block of 32, the
+    /// values in the order the kernel unpacks the block's bytes (lane j of a group of
+    /// four or eight 32-bit words holds bytes 4j…4j+3, so group t yields values 4j + t); then,
+    /// for q4_1, each block's `Σ x` (what its offset `m` multiplies).
+    ///
+    /// A vector is prepared once and dotted with every row of a weight (decoding).
+    public static func prepareDot(_ dtype: DType, _ x: UnsafePointer<Float>, count: Int,
+                                  into prepared: UnsafeMutablePointer<Float>) {
+        precondition(hasPreparedDot(dtype) && count % 32 == 0, "prepareDot: \(dtype.rawValue) × \(count)")
+        for b in 0..<(count / 32) {
+            let source = x + 32 * b, destination = prepared + 32 * b
+            if dtype == .q8_0 {
+                // 8 words: group t, lane j → value 4j + t
+                for t in 0..<4 { for j in 0..<8 { destination[8 * t + j] = source[4 * j + t] } }
+            } else {
+                // 4 words: group (t, low nibbles), lane j → value 4j + t; (t, high) → 16 + 4j + t
+                for t in 0..<4 {
+                    for j in 0..<4 {
+                        destination[8 * t + j] = source[4 * j + t]
+                        destination[8 * t + 4 + j] = source[16 + 4 * j + t]
+                    }
+                }
+            }
+            if dtype == .q4_1 {
+                var sum: Float = 0
+                for i in 0..<32 { sum += source[i] }
+                prepared[count + b] = sum
+            }
+        }
+    }
+
+    /// `Σ_i row[i]·x[i]` with `x` laid out by `prepareDot`; each block's bytes are unpacked in
+    /// registers (shifts and masks of 32-bit words) and multiplied at once: `d·Σ q·x` per block,
+    /// plus `m·Σ x` for q4_1.
+    public static func dotPrepared(_ dtype: DType, _ row: UnsafeRawPointer, _ prepared: UnsafePointer<Float>,
+                                   count: Int) -> Float {
+        switch dtype {
+        case .q8_0: return dotQ8_0(row, prepared, blocks: count / 32)
+        case .q4_0: return dotQ4(row, prepared, blocks: count / 32, blockBytes: 18, offset: 8, sums: nil)
+        case .q4_1: return dotQ4(row, prepared, blocks: count / 32, blockBytes: 20, offset: 0, sums: prepared + count)
+        default: preconditionFailure("dotPrepared: \(dtype.rawValue) has no prepared dot")
+        }
+    }
+
+    @inline(__always)
+    private static func load4(_ p: UnsafePointer<Float>, _ i: Int) -> SIMD4<Float> {
+        UnsafeRawPointer(p + i).loadUnaligned(as: SIMD4<Float>.self)
+    }
+
+    /// q8_0: 8 words of 4 signed bytes; byte t of each word, sign-extended, is group t.
     private static func dotQ8_0(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, blocks: Int) -> Float {
-        var acc = SIMD16<Float>()
+        var acc0 = SIMD4<Float>(), acc1 = SIMD4<Float>()
         for b in 0..<blocks {
-            let block = row + 34 * b
-            let q = block.loadUnaligned(fromByteOffset: 2, as: SIMD32<Int8>.self)
-            let q0 = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q.lowHalf))
-            let q1 = SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q.highHalf))
-            let (x0, x1) = xHalves(x, b)
-            acc += (q0 * x0 + q1 * x1) * half(block, 0)
+            let block = row + 34 * b, xb = x + 32 * b
+            let w0 = block.loadUnaligned(fromByteOffset: 2, as: SIMD4<Int32>.self)
+            let w1 = block.loadUnaligned(fromByteOffset: 18, as: SIMD4<Int32>.self)
+            var s0 = SIMD4<Float>(), s1 = SIMD4<Float>()
+            s0 += SIMD4<Float>((w0 &<< 24) &>> 24) * load4(xb, 0)
+            s1 += SIMD4<Float>((w1 &<< 24) &>> 24) * load4(xb, 4)
+            s0 += SIMD4<Float>((w0 &<< 16) &>> 24) * load4(xb, 8)
+            s1 += SIMD4<Float>((w1 &<< 16) &>> 24) * load4(xb, 12)
+            s0 += SIMD4<Float>((w0 &<< 8) &>> 24) * load4(xb, 16)
+            s1 += SIMD4<Float>((w1 &<< 8) &>> 24) * load4(xb, 20)
+            s0 += SIMD4<Float>(w0 &>> 24) * load4(xb, 24)
+            s1 += SIMD4<Float>(w1 &>> 24) * load4(xb, 28)
+            let d = half(block, 0)
+            acc0 += s0 * d
+            acc1 += s1 * d
         }
-        return acc.sum()
+        return (acc0 + acc1).sum()
     }
 
-    /// `Σ_b d_b · Σ_i (q_i − 8)·x_i` over q4_0 blocks.
-    private static func dotQ4_0(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, blocks: Int) -> Float {
-        var acc = SIMD16<Float>()
+    /// q4_0 and q4_1: 4 words of 16 bytes; nibble pairs of byte t of each word are groups
+    /// (t, low) and (t, high). Values are `q − offset`; with `sums`, each block adds `m·Σx`.
+    @inline(__always)
+    private static func dotQ4(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, blocks: Int, blockBytes: Int,
+                              offset: Float, sums: UnsafePointer<Float>?) -> Float {
+        var acc0 = SIMD4<Float>(), acc1 = SIMD4<Float>(), offsets: Float = 0
+        let bytesAt = sums == nil ? 2 : 4
         for b in 0..<blocks {
-            let block = row + 18 * b
-            let (lo, hi) = nibbles(block.loadUnaligned(fromByteOffset: 2, as: SIMD16<UInt8>.self))
-            let (x0, x1) = xHalves(x, b)
-            acc += ((lo - 8) * x0 + (hi - 8) * x1) * half(block, 0)
+            let block = row + blockBytes * b, xb = x + 32 * b
+            let w = block.loadUnaligned(fromByteOffset: bytesAt, as: SIMD4<Int32>.self)
+            let mask = SIMD4<Int32>(repeating: 0x0F)
+            var s0 = SIMD4<Float>(), s1 = SIMD4<Float>()
+            s0 += (SIMD4<Float>(w & mask) - offset) * load4(xb, 0)
+            s1 += (SIMD4<Float>((w &>> 4) & mask) - offset) * load4(xb, 4)
+            s0 += (SIMD4<Float>((w &>> 8) & mask) - offset) * load4(xb, 8)
+            s1 += (SIMD4<Float>((w &>> 12) & mask) - offset) * load4(xb, 12)
+            s0 += (SIMD4<Float>((w &>> 16) & mask) - offset) * load4(xb, 16)
+            s1 += (SIMD4<Float>((w &>> 20) & mask) - offset) * load4(xb, 20)
+            s0 += (SIMD4<Float>((w &>> 24) & mask) - offset) * load4(xb, 24)
+            s1 += (SIMD4<Float>((w &>> 28) & mask) - offset) * load4(xb, 28)
+            let d = half(block, 0)
+            acc0 += s0 * d
+            acc1 += s1 * d
+            if let sums { offsets += half(block, 2) * sums[b] }
         }
-        return acc.sum()
-    }
-
-    /// `Σ_b (d_b · Σ_i q_i·x_i + m_b · Σ_i x_i)` over q4_1 blocks.
-    private static func dotQ4_1(_ row: UnsafeRawPointer, _ x: UnsafePointer<Float>, blocks: Int) -> Float {
-        var acc = SIMD16<Float>(), offsets = SIMD16<Float>()
-        for b in 0..<blocks {
-            let block = row + 20 * b
-            let (lo, hi) = nibbles(block.loadUnaligned(fromByteOffset: 4, as: SIMD16<UInt8>.self))
-            let (x0, x1) = xHalves(x, b)
-            acc += (lo * x0 + hi * x1) * half(block, 0)
-            offsets += (x0 + x1) * half(block, 2)
-        }
-        return acc.sum() + offsets.sum()
+        return (acc0 + acc1).sum() + offsets
     }
 
     // MARK: - Float vectors

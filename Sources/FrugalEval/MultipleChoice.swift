@@ -57,7 +57,9 @@ public struct ChoiceScore: Sendable, Equatable {
 /// end (causal attention keeps the padding from reaching the scored positions), and only the
 /// positions that predict choice tokens go through the output head.
 public struct MultipleChoiceScorer {
+    /// The model whose likelihoods are compared.
     public let decoder: Decoder
+    /// The model's tokenizer.
     public let tokenizer: Tokenizer
     /// The chat format the prompt is put in; nil scores raw text.
     public let template: ChatTemplate?

@@ -58,9 +58,24 @@ public struct ScatterChart: Sendable {
         return String(format: abs(value) >= 1 ? "%.1f" : "%.2g", value)
     }
 
+    /// `text` in lines of at most `characters` (words longer than that get lines of their own).
+    static func wrap(_ text: String, characters: Int) -> [String] {
+        var lines = [String]()
+        for word in text.split(separator: " ") {
+            if let last = lines.last, last.count + 1 + word.count <= characters {
+                lines[lines.count - 1] = last + " " + word
+            } else {
+                lines.append(String(word))
+            }
+        }
+        return lines
+    }
+
     /// The chart as an SVG document.
     public var svg: String {
-        let left = 78.0, right = 24.0, top = 48.0, bottom = footnote == nil ? 56.0 : 76.0
+        let left = 78.0, right = 24.0, top = 48.0
+        let footnoteLines = footnote.map { Self.wrap($0, characters: Int((width - left - right) / 6.2)) } ?? []
+        let bottom = 56.0 + 16 * Double(footnoteLines.count)
         let plotWidth = width - left - right, plotHeight = height - top - bottom
         let xTicks = Self.ticks(upTo: (points.map(\.x).max() ?? 1) * 1.05)
         let yTicks = Self.ticks(upTo: (points.map(\.y).max() ?? 1) * 1.05)
@@ -128,8 +143,9 @@ public struct ScatterChart: Sendable {
         <circle cx="\(f(lx + 172))" cy="\(f(ly - 4))" r="8" fill="none" stroke="#d62728" stroke-width="1.5"/><text x="\(f(lx + 184))" y="\(f(ly))" font-size="11">baseline</text>
 
         """
-        if let footnote {
-            s += "<text x=\"\(f(left))\" y=\"\(f(height - 12))\" font-size=\"11\" fill=\"#555555\">\(e(footnote))</text>\n"
+        for (i, line) in footnoteLines.enumerated() {
+            let y = height - 12 - 16 * Double(footnoteLines.count - 1 - i)
+            s += "<text x=\"\(f(left))\" y=\"\(f(y))\" font-size=\"11\" fill=\"#555555\">\(e(line))</text>\n"
         }
         return s + "</svg>\n"
     }

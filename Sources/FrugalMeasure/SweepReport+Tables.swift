@@ -126,7 +126,9 @@ extension SweepReport {
         let header = [["Configuration"] + categories + ["Peak total", "Peak RSS"]]
         let rows = configurations.map { c -> [String] in
             if c.isOutOfMemory { return [c.name] + Array(repeating: "X", count: categories.count + 2) }
-            return [c.name] + categories.map { c.peakByCategory[$0].map { Self.mebibytes($0.mean) } ?? "—" }
+            // A run that reported categories allocated nothing in the ones it left out.
+            let absent = c.peakByCategory.isEmpty ? "—" : "0.0"
+            return [c.name] + categories.map { c.peakByCategory[$0].map { Self.mebibytes($0.mean) } ?? absent }
                 + [c.peakBytes.map { Self.mebibytes($0.mean) } ?? "—", c.peakResidentBytes.map { Self.mebibytes($0.mean) } ?? "—"]
         }
         return ReportTable(title: "Peak memory by category (MiB)", header: header, rows: rows, notes: [

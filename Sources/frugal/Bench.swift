@@ -140,6 +140,7 @@ extension Frugal.Bench {
         @Flag(help: "Activation checkpointing.") var checkpointing = false
         @Option(help: "Workload name for the JSON row.") var workload = "W0"
         @Flag(help: "Print the result as one JSON row (BENCH.md's format) on the last line.") var json = false
+        @Flag(help: "Time every CPU op over the timed steps and print where the time went.") var profile = false
 
         func run() throws {
             guard let configuration = ModelConfiguration.named(shape) else {
@@ -171,16 +172,21 @@ extension Frugal.Bench {
                 try Trainer(decoder: decoder, parameters: parameters, configuration: training, loader: loader)
             }
             print("\(shape): \(configuration.layers) layers, LoRA r=\(rank) on \(targets) (\(formatCount(parameters.count)) trainable), batch \(batch) × \(seq), \(warmup) warm-up + \(steps) timed steps, \(ProcessInfo.processInfo.activeProcessorCount) cores")
-            var timed = [Double](), tokens = 0, lastLoss = 0.0, memory = MemorySnapshot()
+            var timed = [Double](), cpu = [Double](), tokens = 0, lastLoss = 0.0, memory = MemorySnapshot()
+            backend.profile.enabled = profile && warmup == 0
             while !trainer.isFinished {
+                let cpuBefore = processCPUSeconds()
                 guard case let .step(metrics) = try withCleanErrors({ try trainer.trainStep() }) else { continue }
+                let cpuSeconds = processCPUSeconds() - cpuBefore
                 let kind = metrics.step <= warmup ? "warm-up" : "timed"
-                print(String(format: "step %d (%@): %.2f s, %.1f tokens/s, loss %.4f", metrics.step, kind, metrics.seconds,
-                             metrics.tokensPerSecond, metrics.loss))
+                print(String(format: "step %d (%@): %.2f s (CPU %.2f s), %.1f tokens/s, loss %.4f", metrics.step, kind,
+                             metrics.seconds, cpuSeconds, metrics.tokensPerSecond, metrics.loss))
                 if metrics.step > warmup {
                     timed.append(metrics.seconds)
+                    cpu.append(cpuSeconds)
                     tokens += metrics.tokens
                 }
+                if metrics.step == warmup { backend.profile.enabled = profile }
                 lastLoss = metrics.loss
                 memory = metrics.memory
             }
@@ -193,16 +199,19 @@ extension Frugal.Bench {
             }
             print(String(format: "%.1f tokens/s (%.2f s/step), peak RSS %.2f GiB, ledger peak %.2f GiB", Double(tokens) / total,
                          total / Double(max(timed.count, 1)), peakRSS, Double(memory.peakTotal) * gib))
+            print(String(format: "CPU time %.2f s/step (user + system, all threads): %.1f tokens per CPU-second",
+                         cpu.reduce(0, +) / Double(max(cpu.count, 1)), Double(tokens) / max(cpu.reduce(0, +), 1e-9)))
             print("peak by category: " + MemoryCategory.allCases.map {
                 "\($0.rawValue) \(formatBytes(memory.peak[$0, default: 0]))"
             }.joined(separator: ", "))
+            if profile { printProfile(backend.profile, steps: timed.count) }
             if json {
                 let row: [String: Any] = [
                     "workload": workload, "system": "frugal", "model": "\(shape)-shape", "method": "lora", "lora_r": rank,
                     "targets": targets, "precision": "fp32", "batch": batch, "seq": seq, "grad_accum": 1,
                     "checkpointing": checkpointing, "steps_timed": timed.count,
                     "tokens_per_s": Double(tokens) / total, "step_s": total / Double(max(timed.count, 1)),
-                    "step_s_all": timed, "peak_gib": peakRSS, "ledger_peak_gib": Double(memory.peakTotal) * gib,
+                    "step_s_all": timed, "cpu_s_per_step": cpu.reduce(0, +) / Double(max(cpu.count, 1)), "peak_gib": peakRSS, "ledger_peak_gib": Double(memory.peakTotal) * gib,
                     "peak_by_category_gib": byCategory, "loss_last": lastLoss,
                     "threads": ProcessInfo.processInfo.activeProcessorCount,
                 ]
@@ -233,6 +242,26 @@ private func median(_ values: [Double]) -> Double {
     guard !sorted.isEmpty else { return 0 }
     let mid = sorted.count / 2
     return sorted.count % 2 == 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+}
+
+/// User plus system CPU seconds of the whole process (all threads) so far.
+private func processCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) * 1e-6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// Prints the op profile as a table: calls, seconds and share, per step.
+private func printProfile(_ profile: OpProfile, steps: Int) {
+    let entries = profile.snapshot
+    let total = entries.reduce(0) { $0 + $1.entry.seconds }
+    let perStep = 1 / Double(max(steps, 1))
+    print(Table(header: ["op", "calls/step", "s/step", "share"], rows: entries.map { name, entry in
+        [name, String(format: "%.0f", Double(entry.calls) * perStep), String(format: "%.3f", entry.seconds * perStep),
+         String(format: "%.1f%%", 100 * entry.seconds / max(total, 1e-12))]
+    }).render())
+    print(String(format: "inside the backend: %.2f s/step", total * perStep))
 }
 
 /// The process's peak resident set size in bytes (`getrusage`'s `ru_maxrss`, KiB on Linux).

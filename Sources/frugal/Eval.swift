@@ -59,6 +59,9 @@ extension Frugal {
             if let split, DataSplit(rawValue: split) == nil { throw ValidationError("--split must be train, test or all") }
             if let limit, limit < 1 { throw ValidationError("--limit must be positive") }
             guard maxLength > 1 else { throw ValidationError("--max-length must be at least 2") }
+            for path in adapter where !FileManager.default.fileExists(atPath: path + "/adapter_config.json") {
+                throw ValidationError("--adapter \(path): no adapter_config.json there (a PEFT adapter folder, as `frugal train` writes to <output>/adapter)")
+            }
             if let format, DataFormat(rawValue: format) == nil {
                 throw ValidationError("--format must be alpaca, messages, sharegpt or text")
             }

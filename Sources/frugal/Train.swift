@@ -128,6 +128,7 @@ extension Frugal {
             var losses = [(Int, Double)]()
             var trainedTokens = 0
             let loopStarted = ContinuousClock.now
+            let energy = RAPLMeter()?.start()
             while !trainer.isFinished {
                 let event = try withCleanErrors { try trainer.trainStep() }
                 switch event {
@@ -152,6 +153,7 @@ extension Frugal {
             }
             progress.finish()
             let loopTime = ContinuousClock.now - loopStarted
+            let joules = energy?.stop()
             let final = try withCleanErrors { try Checkpoint.save(trainer, in: directory) }
             print("checkpoint: \(final.path)")
             if case .lora = configuration.method {
@@ -174,6 +176,8 @@ extension Frugal {
                 run.record(memory: memory)
                 run.lossFirst = losses.first?.1
                 run.lossLast = losses.last?.1
+                run.energyJoules = joules?.joules
+                run.averageWatts = joules?.averageWatts
                 try run.write(to: URL(fileURLWithPath: result))
             }
             if let task { report("after", task, session) }

@@ -127,7 +127,7 @@ final class SweepReportTests: XCTestCase {
                                           "workspace", "Peak total", "Peak RSS"])
         let row = try XCTUnwrap(memory.rows.first { $0[0] == "bf16_lora_grad-accum8" })
         XCTAssertEqual(row[1], String(format: "%.1f", 41639.0 / 2))
-        XCTAssertEqual(row[2], "—")
+        XCTAssertEqual(row[2], "0.0", "a category the run never allocated")
         XCTAssertEqual(try XCTUnwrap(memory.rows.first { $0[0] == "fp32_full_grad-accum8" }).dropFirst().allSatisfy { $0 == "X" }, true)
         let lines = report.csv.components(separatedBy: "\r\n").filter { !$0.isEmpty }
         XCTAssertEqual(lines.count, 9)
@@ -157,6 +157,10 @@ final class SweepReportTests: XCTestCase {
         let chart = ScatterChart(title: "a < b & \"c\"", xLabel: "x", yLabel: "y",
                                  points: [.init(label: "<run>", x: 1, y: 2, onFront: true)])
         XCTAssertNoThrow(try Self.parse(chart.svg))
+    }
+
+    func testFootnotesWrap() {
+        XCTAssertEqual(ScatterChart.wrap("Out of memory: alpha, beta, gamma", characters: 16), ["Out of memory:", "alpha, beta,", "gamma"])
     }
 
     func testTicksAreRound() {

@@ -229,7 +229,7 @@ public final class PPOTrainer: @unchecked Sendable {
         while true {
             let token = Self.sample(logits, temperature: settings.temperature, random: &random)
             reply.append(token)
-            if settings.stopTokens.contains(token) || cache.length >= capacity { break }
+            if settings.stopTokens.contains(token) || reply.count >= settings.maxNewTokens || cache.length >= capacity { break }
             logits = decoder.backend.download(decoder.logits([token], cache: cache, lastOnly: true))
         }
         return Rollout(prompt: prompt, reply: reply)
