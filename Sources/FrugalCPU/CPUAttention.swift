@@ -6,6 +6,8 @@ import FrugalCore
 extension CPUBackend {
     /// Query rows whose scores exist at once, per worker.
     static let attentionQueryBlock = 64
+    /// Multiply-adds of `Q·Kᵀ` below which decoding attention runs on one thread.
+    static let attentionParallelWork = 1 << 20
 
     // MARK: - Attention
 
@@ -21,6 +23,10 @@ extension CPUBackend {
                          "attention: shapes do not match the layout")
             let qs = q.floats.baseAddress!, ks = k.floats.baseAddress!, vs = v.floats.baseAddress!
             let y = out.floats.baseAddress!
+            if l.queryLength == 1 {
+                decodingAttention(y, qs, ks, vs, layout: l)
+                return
+            }
             let block = max(1, min(l.queryLength, Self.attentionQueryBlock))
             let blocksPerHead = (l.queryLength + block - 1) / block
             let items = l.batch * l.heads * blocksPerHead
@@ -38,6 +44,7 @@ extension CPUBackend {
                         let p = base + worker * block * l.keyLength
                         let qi = qs + (b * l.queryLength + i0) * qStride + h * d
                         let keyBase = b * l.keyLength * kStride + kh * d
+                        let yi = y + (b * l.queryLength + i0) * qStride + h * d
                         // (rows, keys) scores, then probabilities
                         blas.sgemmSerial(transposeA: false, transposeB: true, m: rows, n: keys, k: d, alpha: l.scale,
                                          a: qi, lda: qStride, b: ks + keyBase, ldb: kStride, beta: 0, c: p, ldc: keys)
@@ -45,9 +52,38 @@ extension CPUBackend {
                             Self.softmaxRow(p + r * keys, keys: keys, layout: l, segments: segments, batch: b, query: i0 + r)
                         }
                         blas.sgemmSerial(transposeA: false, transposeB: false, m: rows, n: d, k: keys, alpha: 1,
-                                         a: p, lda: keys, b: vs + keyBase, ldb: kStride, beta: 0,
-                                         c: y + (b * l.queryLength + i0) * qStride + h * d, ldc: qStride)
+                                         a: p, lda: keys, b: vs + keyBase, ldb: kStride, beta: 0, c: yi, ldc: qStride)
                     }
+                }
+            }
+        }
+    }
+
+    /// One query per sequence (decoding): the query heads that share a kv head make one
+    /// (group, headDim) matrix, so each kv head takes two small GEMMs, `S = scale·Q_g·Kᵀ` and
+    /// `out_g = P·V`; on one thread unless there is real work.
+    private func decodingAttention(_ y: UnsafeMutablePointer<Float>, _ qs: UnsafePointer<Float>, _ ks: UnsafePointer<Float>,
+                                   _ vs: UnsafePointer<Float>, layout l: AttentionLayout) {
+        let d = l.headDim, group = l.heads / l.kvHeads, qStride = l.heads * d, kStride = l.kvHeads * d
+        let keys = min(l.keyLength, l.queryOffset + 1), items = l.batch * l.kvHeads
+        let work = l.batch * l.heads * keys * d
+        let workers = min(work < Self.attentionParallelWork ? 1 : workerCount, items)
+        // (workers, group, keys) the probabilities of one kv head's queries per worker
+        let scratch = empty([workers, group * max(keys, 1)], .f32, .workspace)
+        let base = scratch.floats.baseAddress!
+        withExtendedLifetime(scratch) {
+            withSegments(l) { segments in
+                parallelItems(items, workers: workers) { item, worker in
+                    let b = item / l.kvHeads, kh = item % l.kvHeads
+                    let p = base + worker * group * keys
+                    let at = b * qStride + kh * group * d, keyBase = b * l.keyLength * kStride + kh * d
+                    blas.sgemmSerial(transposeA: false, transposeB: true, m: group, n: keys, k: d, alpha: l.scale,
+                                     a: qs + at, lda: d, b: ks + keyBase, ldb: kStride, beta: 0, c: p, ldc: keys)
+                    for r in 0..<group {
+                        Self.softmaxRow(p + r * keys, keys: keys, layout: l, segments: segments, batch: b, query: 0)
+                    }
+                    blas.sgemmSerial(transposeA: false, transposeB: false, m: group, n: d, k: keys, alpha: 1,
+                                     a: p, lda: keys, b: vs + keyBase, ldb: kStride, beta: 0, c: y + at, ldc: d)
                 }
             }
         }

@@ -127,16 +127,34 @@ extension CPUBackend {
     }
 
     /// Few rows (decoding): dot products straight from the packed weight, parallel over outputs.
-    /// One row uses the fused packed dot; more rows widen each weight row once on the stack.
+    /// q8_0 and q4 weights use the fused kernels on each row of `x` laid out once
+    /// (`BlockQuantization.prepareDot`); other dtypes widen each weight row once on the stack.
     private func linearByDots(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ weight: Tensor,
                               rows: Int, inputs: Int, outputs: Int) {
         let w = UnsafeRawPointer(weight.rawPointer), rowBytes = weight.dtype.byteCount(elements: inputs)!
         let dtype = weight.dtype
-        parallelChunks(outputs, minimumChunk: 64) { range in
-            if rows == 1 {
-                for o in range { y[o] = BlockQuantization.dot(dtype, w + o * rowBytes, x, count: inputs) }
-                return
+        // Outputs per thread: about 128K weights (tens of microseconds), so that a small
+        // projection does not wait for a second thread to wake.
+        let minimumChunk = max(16, 131_072 / inputs)
+        if BlockQuantization.hasPreparedDot(dtype) {
+            let stride = BlockQuantization.preparedCount(dtype, count: inputs)
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: rows * stride) { buffer in
+                let prepared = buffer.baseAddress!
+                for r in 0..<rows {
+                    BlockQuantization.prepareDot(dtype, x + r * inputs, count: inputs, into: prepared + r * stride)
+                }
+                parallelChunks(outputs, minimumChunk: minimumChunk) { range in
+                    for o in range {
+                        for r in 0..<rows {
+                            y[r * outputs + o] = BlockQuantization.dotPrepared(dtype, w + o * rowBytes, prepared + r * stride,
+                                                                               count: inputs)
+                        }
+                    }
+                }
             }
+            return
+        }
+        parallelChunks(outputs, minimumChunk: minimumChunk) { range in
             withUnsafeTemporaryAllocation(of: Float.self, capacity: inputs) { buffer in
                 let widened = buffer.baseAddress!
                 for o in range {

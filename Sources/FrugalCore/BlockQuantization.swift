@@ -248,18 +248,22 @@ public enum BlockQuantization {
     @inline(__always)
     private static func decodeQ8_0(_ block: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
         let d = half(block, 0)
-        let q = block.loadUnaligned(fromByteOffset: 2, as: SIMD32<Int8>.self)
-        store(SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q.lowHalf)) * d, y)
-        store(SIMD16<Float>(SIMD16<Int32>(truncatingIfNeeded: q.highHalf)) * d, y + 16)
+        for half16 in 0..<2 {
+            // Byte t of the four words is group t (values 4j + t of this half).
+            let w = block.loadUnaligned(fromByteOffset: 2 + 16 * half16, as: SIMD4<Int32>.self)
+            storeTransposed(SIMD4<Float>((w &<< 24) &>> 24) * d, SIMD4<Float>((w &<< 16) &>> 24) * d,
+                            SIMD4<Float>((w &<< 8) &>> 24) * d, SIMD4<Float>(w &>> 24) * d, y + 16 * half16)
+        }
     }
 
     /// `{ f16 d; u8 qs[16] }` → 32 values `(q − 8)·d`, low nibbles first.
     @inline(__always)
     private static func decodeQ4_0(_ block: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
         let d = half(block, 0)
-        let (lo, hi) = nibbles(block.loadUnaligned(fromByteOffset: 2, as: SIMD16<UInt8>.self))
-        store((lo - 8) * d, y)
-        store((hi - 8) * d, y + 16)
+        let w = block.loadUnaligned(fromByteOffset: 2, as: SIMD4<Int32>.self)
+        func value(_ shift: Int32) -> SIMD4<Float> { (SIMD4<Float>((w &>> shift) & 0x0F) - 8) * d }
+        storeTransposed(value(0), value(8), value(16), value(24), y)
+        storeTransposed(value(4), value(12), value(20), value(28), y + 16)
     }
 
     /// `{ f16 d; f16 m; u8 qs[16] }` → 32 values `q·d + m`, low nibbles first.
@@ -267,14 +271,24 @@ public enum BlockQuantization {
     private static func decodeQ4_1(_ block: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
         let d = half(block, 0)
         let m = half(block, 2)
-        let (lo, hi) = nibbles(block.loadUnaligned(fromByteOffset: 4, as: SIMD16<UInt8>.self))
-        store(lo * d + m, y)
-        store(hi * d + m, y + 16)
+        let w = block.loadUnaligned(fromByteOffset: 4, as: SIMD4<Int32>.self)
+        func value(_ shift: Int32) -> SIMD4<Float> { SIMD4<Float>((w &>> shift) & 0x0F) * d + m }
+        storeTransposed(value(0), value(8), value(16), value(24), y)
+        storeTransposed(value(4), value(12), value(20), value(28), y + 16)
     }
 
+    /// Stores 16 values given as four groups where group t, lane j is value 4j + t: the
+    /// transpose of the 4×4 matrix (rows = groups), row by row.
     @inline(__always)
-    private static func store(_ v: SIMD16<Float>, _ y: UnsafeMutablePointer<Float>) {
-        UnsafeMutableRawPointer(y).storeBytes(of: v, as: SIMD16<Float>.self)
+    private static func storeTransposed(_ a: SIMD4<Float>, _ b: SIMD4<Float>, _ c: SIMD4<Float>, _ d: SIMD4<Float>,
+                                        _ y: UnsafeMutablePointer<Float>) {
+        let ab0 = SIMD4(a[0], b[0], a[1], b[1]), ab1 = SIMD4(a[2], b[2], a[3], b[3])
+        let cd0 = SIMD4(c[0], d[0], c[1], d[1]), cd1 = SIMD4(c[2], d[2], c[3], d[3])
+        let out = UnsafeMutableRawPointer(y)
+        out.storeBytes(of: SIMD4(ab0[0], ab0[1], cd0[0], cd0[1]), as: SIMD4<Float>.self)
+        out.storeBytes(of: SIMD4(ab0[2], ab0[3], cd0[2], cd0[3]), toByteOffset: 16, as: SIMD4<Float>.self)
+        out.storeBytes(of: SIMD4(ab1[0], ab1[1], cd1[0], cd1[1]), toByteOffset: 32, as: SIMD4<Float>.self)
+        out.storeBytes(of: SIMD4(ab1[2], ab1[3], cd1[2], cd1[3]), toByteOffset: 48, as: SIMD4<Float>.self)
     }
 
     // MARK: - Super-blocks of 256

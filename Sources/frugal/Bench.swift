@@ -36,6 +36,7 @@ extension Frugal.Bench {
         @Option(help: "Tokens to decode.") var decode = 64
         @Option(help: "Timed repetitions of each GEMM (the median is kept), and of prefill and decode.") var repeats = 5
         @Option(help: "Write the result JSON here (bench/results/DATE-cpu2-foundation.json).") var output: String?
+        @Flag(help: "Time every CPU op of the last generation and print where the time went.") var profile = false
 
         func run() throws {
             let files = try withCleanErrors { try ModelFiles(path: model.path) }
@@ -83,12 +84,16 @@ extension Frugal.Bench {
             let generator = Generator(decoder: decoder)
             _ = generator.generate(prompt: Array(prompt.prefix(8)), options: GenerationOptions(maxTokens: 2))
             var runs = [GenerationStatistics]()
-            for _ in 0..<max(1, min(repeats, 3)) {
+            let generations = max(1, min(repeats, 3))
+            for run in 0..<generations {
+                backend.profile.enabled = profile && run == generations - 1
                 runs.append(generator.generate(prompt: prompt, options: GenerationOptions(maxTokens: decode)).statistics)
             }
+            backend.profile.enabled = false
             let prefill = median(runs.map(\.prefillTokensPerSecond)), decoding = median(runs.map(\.decodeTokensPerSecond))
             print(String(format: "prefill %d tokens: %.1f tokens/s;  decode %d tokens: %.1f tokens/s (medians of %d)",
                          runs[0].promptTokens, prefill, runs[0].generatedTokens, decoding, runs.count))
+            if profile { printProfile(backend.profile, steps: 1) }
             if let output {
                 let result: [String: Any] = [
                     "date": benchDate(), "device": cpuDevice(backend), "git_rev": gitRevision(),
@@ -252,7 +257,7 @@ private func processCPUSeconds() -> Double {
     return seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
-/// Prints the op profile as a table: calls, seconds and share, per step.
+/// Prints the op profile as a table: calls, seconds and share, per step (or per run).
 private func printProfile(_ profile: OpProfile, steps: Int) {
     let entries = profile.snapshot
     let total = entries.reduce(0) { $0 + $1.entry.seconds }

@@ -36,19 +36,21 @@ final class PhaseTests: XCTestCase {
         return (decoder, parameters)
     }
 
-    /// Synthetic pairs: a prompt of ids 10..<100, then a reply of ids 100..<108 (chosen) or
-    /// 150..<158 (rejected), each reply ending with id 2 (an end-of-turn marker).
-    static func syntheticPairs(_ count: Int, seed: UInt64) -> [TokenizedPair] {
+    /// Synthetic pairs: a prompt of ids 10..<100, then a reply of 2–5 ids from `chosen`
+    /// (default 100..<108) or `rejected` (default 150..<158), each ending with id 2 (an
+    /// end-of-turn marker) when `endMarker`.
+    static func syntheticPairs(_ count: Int, seed: UInt64, chosen: Range<Int32> = 100..<108,
+                               rejected: Range<Int32> = 150..<158, endMarker: Bool = true) -> [TokenizedPair] {
         var random = SplitMix64(seed: seed)
         func draw(_ range: Range<Int32>) -> Int32 { range.lowerBound + Int32(random.next() % UInt64(range.count)) }
         return (0..<count).map { _ in
             let prompt = (0..<(3 + Int(random.next() % 4))).map { _ in draw(10..<100) }
             func sequence(_ range: Range<Int32>) -> TokenizedExample {
-                let reply = (0..<(2 + Int(random.next() % 4))).map { _ in draw(range) } + [2]
+                let reply = (0..<(2 + Int(random.next() % 4))).map { _ in draw(range) } + (endMarker ? [2] : [])
                 return TokenizedExample(tokens: prompt + reply, trained: Array(repeating: false, count: prompt.count)
                                             + Array(repeating: true, count: reply.count))
             }
-            return TokenizedPair(chosen: sequence(100..<108), rejected: sequence(150..<158), promptLength: prompt.count)
+            return TokenizedPair(chosen: sequence(chosen), rejected: sequence(rejected), promptLength: prompt.count)
         }
     }
 
@@ -346,11 +348,13 @@ final class PhaseTests: XCTestCase {
         XCTAssertEqual(held.dValue, 0)
     }
 
-    /// Trains a reward model on the synthetic pairs and saves it as the reward phase does.
+    /// Trains a reward model and saves it as the reward phase does: it learns to prefer replies
+    /// whose tokens are among 100..<108 to replies of any other tokens (no end marker, so that
+    /// it scores whatever reply a policy samples).
     func savedRewardModel(steps: Int = 30) throws -> (folder: URL, scores: [Float], sequences: [TokenizedExample]) {
         let (decoder, parameters) = try adaptedDecoder(perturbed: false)
         let head = ValueHead(backend: decoder.backend as! TrainingBackend, width: decoder.configuration.hiddenSize)
-        let pairs = Self.syntheticPairs(32, seed: 5)
+        let pairs = Self.syntheticPairs(64, seed: 5, rejected: 108..<256, endMarker: false)
         let trainer = try RewardModelTrainer(decoder: decoder, parameters: parameters, head: head,
                                              configuration: Self.configuration(steps: steps), pairs: pairs)
         while !trainer.isFinished { _ = try trainer.trainStep() }
@@ -449,7 +453,7 @@ final class PhaseTests: XCTestCase {
         settings.klCoefficient = 0.01
         let (training, heldOut) = PhaseData.split(Self.syntheticPairs(40, seed: 9).map(\.prompt), heldOut: 12, seed: 2)
         let trainer = try PPOTrainer(decoder: decoder, parameters: policy, critic: critic, rewardModel: reward,
-                                     configuration: Self.configuration(steps: 25, microBatch: 4), settings: settings,
+                                     configuration: Self.configuration(steps: 100, microBatch: 4), settings: settings,
                                      prompts: training)
         let before = trainer.evaluate(heldOut, seed: 3)
         XCTAssertEqual(before.kl, 0, accuracy: 1e-9)  // B = 0: the policy is the reference
@@ -459,7 +463,7 @@ final class PhaseTests: XCTestCase {
             kl.append(figures["kl"]!)
         }
         let after = trainer.evaluate(heldOut, seed: 3)
-        XCTAssertGreaterThan(after.reward, before.reward + 0.5, "held-out reward \(before.reward) → \(after.reward)")
+        XCTAssertGreaterThan(after.reward, before.reward + 2, "held-out reward \(before.reward) → \(after.reward)")
         XCTAssertGreaterThan(after.kl, 0)
         XCTAssertGreaterThan(kl.last!, 0)
     }

@@ -2,7 +2,6 @@
 // of their targets — summed per sequence (reward, DPO) or per token (PPO) — with gradients.
 import Foundation
 import FrugalCore
-import FrugalFormats
 import FrugalModels
 
 /// Sequences laid one per row and right-padded to the longest, so that a plain causal forward
@@ -113,66 +112,5 @@ public enum LogProbabilities {
                                    weight: head)
         }
         return logProbabilities
-    }
-}
-
-/// A scalar head on the decoder's final hidden states, `v = h·w` with `w` (1, embedding dim) in
-/// f32, trained: the reward model's score and PPO's critic.
-public final class ValueHead: @unchecked Sendable {
-    /// (1, embedding dim)
-    public let weight: Tensor
-    /// The head as a trainable set of its own (`v_head.weight`).
-    public let parameters: TrainableParameters
-    let backend: TrainingBackend
-
-    /// A head of zeros (every score starts at 0), or of `values`.
-    public init(backend: TrainingBackend, width: Int, values: [Float]? = nil) {
-        self.backend = backend
-        weight = backend.zeros([1, width], .f32, .trainable)
-        if let values {
-            precondition(values.count == width, "value head of \(width) values, given \(values.count)")
-            let uploaded = values.withUnsafeBytes { backend.upload($0, [1, width], .f32, .workspace) }
-            backend.copy(weight, at: 0, from: uploaded)
-        }
-        parameters = TrainableParameters(backend: backend, named: [("v_head.weight", weight)])
-    }
-
-    /// The value at every row of `hidden` (rows, embedding dim).
-    public func values(_ hidden: Tensor) -> [Float] {
-        let out = backend.zeros([hidden.shape.rows, 1], .f32, .workspace)
-        backend.linear(out, hidden, weight, bias: nil)
-        return backend.download(out)
-    }
-
-    /// Backward of `values`: writes `dHidden` (=, row r is `dValues[r]·w`, zero where
-    /// `dValues[r]` is) and accumulates `Σ_r dValues[r]·h_r` into the head's gradient (+=).
-    public func backward(dValues: [Float], hidden: Tensor, dHidden: Tensor) {
-        precondition(dValues.count == hidden.shape.rows, "one value gradient per row")
-        let dy = dValues.withUnsafeBytes { backend.upload($0, [dValues.count, 1], .f32, .workspace) }
-        backend.linearBackward(dx: dHidden, dWeight: parameters.gradient(of: weight), dBias: nil, dy: dy, x: hidden,
-                               weight: weight)
-    }
-
-    /// The file a head is saved in, inside a run's folder.
-    public static let fileName = "value_head.safetensors"
-
-    /// Writes the head as `v_head.weight` (1, embedding dim) f32 to `url`.
-    public func save(to url: URL) throws {
-        let values = backend.download(weight)
-        try SafeTensorsWriter.write([(name: "v_head.weight", dtype: .f32, shape: weight.shape,
-                                      bytes: try SafeTensorsWriter.bytes(of: values, as: .f32))], to: url)
-    }
-
-    /// A head read from a file `save` wrote.
-    /// - Throws: `FrugalError.missingFile`, `FrugalError.malformedFile` for a file without
-    ///   `v_head.weight`, `FrugalError.shapeMismatch` for a head of another width.
-    public static func load(from url: URL, backend: TrainingBackend, width: Int) throws -> ValueHead {
-        let file = try SafeTensorsFile(path: url.path)
-        guard file.contains("v_head.weight") else {
-            throw FrugalError.malformedFile(path: url.path, problem: "no tensor 'v_head.weight'")
-        }
-        let shape = try file.info("v_head.weight").shape
-        guard shape.count == width else { throw FrugalError.shapeMismatch(name: "v_head.weight", expected: [1, width], found: shape) }
-        return ValueHead(backend: backend, width: width, values: try file.floats("v_head.weight"))
     }
 }
