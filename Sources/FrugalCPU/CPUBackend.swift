@@ -20,7 +20,7 @@ public final class CPUBackend: TrainingBackend, @unchecked Sendable {
     /// Freed large buffers kept for reuse.
     let pages = PageCache(slackBytes: CPUBackend.pageCacheSlack)
     /// Bytes of freed buffers the backend may keep beyond its live memory.
-    public static let pageCacheSlack = 128 << 20
+    public static let pageCacheSlack = 32 << 20
     /// Most output rows of a packed weight widened per GEMM call.
     static let weightTileRows = 256
 

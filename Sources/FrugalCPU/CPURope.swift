@@ -22,24 +22,53 @@ extension CPUBackend {
     }
 
     /// Rotates each pair `(v[i], v[i + half])` of every head by `direction · position · frequency[i]`.
+    ///
+    /// cos and sin (in double precision, rounded to f32) are computed once per distinct position
+    /// when the positions span no more values than there are tokens (a batch repeats 0..<length).
     private func rotate(_ x: Tensor, heads: Int, headDim: Int, positions: [Int32], inverseFrequencies: [Float],
                         direction: Float) {
         let tokens = x.shape.rows * x.shape.last / (heads * headDim)
         precondition(tokens == positions.count, "rope: \(tokens) tokens, \(positions.count) positions")
         let half = inverseFrequencies.count, xs = x.floats.baseAddress!
-        positions.withUnsafeBufferPointer { positions in
+        guard tokens > 0, half > 0 else { return }
+        let lowest = Int(positions.min()!), span = Int(positions.max()!) - lowest + 1
+        let tabulated = span <= tokens
+        // (span, 2, half) cos and direction·sin per position, when tabulated
+        var table = [Float](repeating: 0, count: tabulated ? span * 2 * half : 0)
+        table.withUnsafeMutableBufferPointer { table in
             inverseFrequencies.withUnsafeBufferPointer { frequencies in
-                parallelChunks(tokens, minimumChunk: 4) { range in
-                    for t in range {
-                        let p = Float(positions[t])
-                        for i in 0..<half {
-                            let angle = p * frequencies[i]
-                            let c = Float(cos(Double(angle))), s = direction * Float(sin(Double(angle)))
-                            for h in 0..<heads {
-                                let v = xs + (t * heads + h) * headDim
-                                let a = v[i], b = v[i + half]
-                                v[i] = a * c - b * s
-                                v[i + half] = b * c + a * s
+                func angles(_ position: Int, _ out: UnsafeMutablePointer<Float>) {
+                    for i in 0..<half {
+                        let angle = Float(position) * frequencies[i]
+                        out[i] = Float(cos(Double(angle)))
+                        out[half + i] = direction * Float(sin(Double(angle)))
+                    }
+                }
+                if tabulated {
+                    parallelChunks(span, minimumChunk: 64) { range in
+                        for p in range { angles(lowest + p, table.baseAddress! + p * 2 * half) }
+                    }
+                }
+                positions.withUnsafeBufferPointer { positions in
+                    parallelChunks(tokens, minimumChunk: max(1, 16_384 / (heads * headDim))) { range in
+                        withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * half) { own in
+                            for t in range {
+                                let position = Int(positions[t])
+                                let cs: UnsafePointer<Float>
+                                if tabulated {
+                                    cs = UnsafePointer(table.baseAddress! + (position - lowest) * 2 * half)
+                                } else {
+                                    angles(position, own.baseAddress!)
+                                    cs = UnsafePointer(own.baseAddress!)
+                                }
+                                for h in 0..<heads {
+                                    let v = xs + (t * heads + h) * headDim
+                                    for i in 0..<half {
+                                        let a = v[i], b = v[i + half], c = cs[i], s = cs[half + i]
+                                        v[i] = a * c - b * s
+                                        v[i + half] = b * c + a * s
+                                    }
+                                }
                             }
                         }
                     }

@@ -72,6 +72,43 @@ public struct SycophancyTask: Sendable {
         byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") || byte == newline || byte == UInt8(ascii: "\r")
     }
 
+    /// The item with its lettered options in reverse order: the prompt's option lines
+    /// (" (A) text", " (B) text", … with consecutive letters from A) keep their letters but take
+    /// the texts in reverse, and each answer " (A)" names the letter its text now has. Training
+    /// on both orders keeps a model from learning which letter is usually right instead of
+    /// which answer is. Nil when the prompt or an answer is not of that form.
+    public static func reversingOptions(_ item: MultipleChoiceItem) -> MultipleChoiceItem? {
+        var lines = item.prompt.components(separatedBy: "\n")
+        let options = lines.indices.compactMap { i in optionLetter(lines[i]).map { (line: i, letter: $0) } }
+        let count = options.count
+        guard count >= 2, options.enumerated().allSatisfy({ $0.element.letter == letterA + UInt8($0.offset) }),
+              options.last!.line - options.first!.line == count - 1 else { return nil }
+        let texts = options.map { lines[$0.line].dropFirst(4) }  // after " (X)"
+        for (k, option) in options.enumerated() { lines[option.line] = String(lines[option.line].prefix(4)) + texts[count - 1 - k] }
+        var reversed = item
+        reversed.prompt = lines.joined(separator: "\n")
+        for (index, choice) in item.choices.enumerated() {
+            let bytes = Array(choice.utf8)
+            guard let open = bytes.firstIndex(of: UInt8(ascii: "(")), open + 2 < bytes.count, bytes[open + 2] == UInt8(ascii: ")"),
+                  bytes[open + 1] >= letterA, Int(bytes[open + 1] - letterA) < count,
+                  bytes.enumerated().allSatisfy({ $0.offset >= open && $0.offset <= open + 2 || isSpace($0.element) }) else { return nil }
+            var swapped = bytes
+            swapped[open + 1] = letterA + UInt8(count - 1 - Int(bytes[open + 1] - letterA))
+            reversed.choices[index] = String(decoding: swapped, as: UTF8.self)
+        }
+        return reversed
+    }
+
+    private static let letterA = UInt8(ascii: "A")
+
+    /// The letter of an option line " (X) …", or nil.
+    private static func optionLetter(_ line: String) -> UInt8? {
+        let bytes = Array(line.utf8.prefix(5))
+        guard bytes.count == 5, bytes[0] == UInt8(ascii: " "), bytes[1] == UInt8(ascii: "("), bytes[3] == UInt8(ascii: ")"),
+              bytes[4] == UInt8(ascii: " "), (letterA...UInt8(ascii: "Z")).contains(bytes[2]) else { return nil }
+        return bytes[2]
+    }
+
     /// Training conversations for `items`: the prompt as the user's turn, the first correct
     /// answer (without leading whitespace, as a reply starts) as the assistant's.
     public static func trainingConversations(_ items: [MultipleChoiceItem]) -> [[ChatMessage]] {

@@ -53,6 +53,9 @@ extension Frugal {
         @Option(help: "Write the results as JSON here.") var output: String?
         @Option(name: .customLong("export-train"), help: "Write the train split as JSON lines of chat messages to this file, then stop.")
         var exportTrain: String?
+        @Flag(name: .customLong("balance-letters"), help: "With --export-train: reverse the lettered options of every other item, so each question is trained in both orders and no letter is usually right.")
+        var balanceLetters = false
+        @Flag(name: .customLong("no-base"), help: "Evaluate only the adapters, not the base model.") var noBase = false
 
         func validate() throws {
             guard testFraction > 0 && testFraction < 1 else { throw ValidationError("--test-fraction must be in (0, 1)") }
@@ -61,6 +64,10 @@ extension Frugal {
             guard maxLength > 1 else { throw ValidationError("--max-length must be at least 2") }
             for path in adapter where !FileManager.default.fileExists(atPath: path + "/adapter_config.json") {
                 throw ValidationError("--adapter \(path): no adapter_config.json there (a PEFT adapter folder, as `frugal train` writes to <output>/adapter)")
+            }
+            if noBase && adapter.isEmpty { throw ValidationError("--no-base needs at least one --adapter") }
+            if balanceLetters && (exportTrain == nil || task == .perplexity) {
+                throw ValidationError("--balance-letters applies to --export-train of a multiple-choice or sycophancy task")
             }
             if let format, DataFormat(rawValue: format) == nil {
                 throw ValidationError("--format must be alpaca, messages, sharegpt or text")
@@ -108,7 +115,7 @@ extension Frugal {
             }
             print("\(task.rawValue) on \(data), \(split.rawValue) split (seed \(seed), test fraction \(testFraction)): \(rowCount)")
 
-            for path in [nil] + adapter.map(Optional.some) {
+            for path in (noBase ? [] : [nil]) + adapter.map(Optional.some) {
                 let decoder = try withCleanErrors { try files.decoder(on: CPUBackend()) }
                 if let path {
                     try withCleanErrors { _ = try PEFTAdapter.load(from: URL(fileURLWithPath: path), into: decoder) }
@@ -154,7 +161,15 @@ extension Frugal {
                 isTest = plan.isTest(count: all.items.count)
             }
             if let exportTrain {
-                let train = SplitPlan.indices(of: .train, isTest: isTest).map { all.items[$0] }
+                var train = SplitPlan.indices(of: .train, isTest: isTest).map { all.items[$0] }
+                if balanceLetters {
+                    for i in stride(from: 1, to: train.count, by: 2) {
+                        guard let reversed = SycophancyTask.reversingOptions(train[i]) else {
+                            throw withMessage("--balance-letters: \(data) line \(train[i].line) has no lettered options \" (A) …\" answered by \" (A)\"")
+                        }
+                        train[i] = reversed
+                    }
+                }
                 try writeTrain(try SycophancyTask.jsonLines(SycophancyTask.trainingConversations(train)), count: train.count,
                                questions: questions?.train, to: exportTrain)
                 return ([], questions)
