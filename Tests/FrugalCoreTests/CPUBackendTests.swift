@@ -14,17 +14,7 @@ final class CPUBackendTests: XCTestCase {
     }
 
     private func tensor(_ values: [Float], _ shape: Shape, _ dtype: DType = .f32) -> Tensor {
-        let t = backend.zeros(shape, dtype, .workspace)
-        switch dtype {
-        case .f32: _ = t.floats.update(from: values)
-        case .f16, .bf16:
-            let p = t.rawPointer.assumingMemoryBound(to: UInt16.self)
-            for (i, v) in values.enumerated() {
-                p[i] = dtype == .f16 ? HalfPrecision.floatToF16(v) : HalfPrecision.floatToBF16(v)
-            }
-        default: XCTFail("unsupported in test")
-        }
-        return t
+        backend.tensor(values, shape, dtype)
     }
 
     func testSgemmMatchesFallbackForEveryTranspose() throws {
