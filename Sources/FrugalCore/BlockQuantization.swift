@@ -103,32 +103,24 @@ public enum BlockQuantization {
         dtype == .q4_1 ? count + count / 32 : count
     }
 
-    /// Lays out `x` for `dotPrepared` against rows of `dtype`: within each block of 32, the
-    /// values in the order the kernel unpacks the block's bytes (lane j of a group of
-    /// four or eight 32-bit words holds bytes 4j…4j+3, so group t yields values 4j + t); then,
-    /// for q4_1, each block's `Σ x` (what its offset `m` multiplies).
+    /// Lays out `x` for `dotPrepared` against rows of `dtype`: within each block of 32, value
+    /// `4j + t` goes to position `8t + j`; then, for q4_1, each block's `Σ x` (what its offset
+    /// `m` multiplies).
     ///
-    /// A vector is prepared once and dotted with every row of a weight (decoding).
+    /// That is the order in which the kernels unpack a block without shuffles: its bytes read
+    /// as 32-bit words, byte t of word j holds value 4j + t (and, for q4, its high nibble value
+    /// 16 + 4j + t), so one shift and mask per t gives a group of lanes. A vector is prepared
+    /// once and dotted with every row of a weight (decoding).
     public static func prepareDot(_ dtype: DType, _ x: UnsafePointer<Float>, count: Int,
                                   into prepared: UnsafeMutablePointer<Float>) {
         precondition(hasPreparedDot(dtype) && count % 32 == 0, "prepareDot: \(dtype.rawValue) × \(count)")
-        for b in 0..<(count / 32) {
-            let source = x + 32 * b, destination = prepared + 32 * b
-            if dtype == .q8_0 {
-                // 8 words: group t, lane j → value 4j + t
-                for t in 0..<4 { for j in 0..<8 { destination[8 * t + j] = source[4 * j + t] } }
-            } else {
-                // 4 words: group (t, low nibbles), lane j → value 4j + t; (t, high) → 16 + 4j + t
-                for t in 0..<4 {
-                    for j in 0..<4 {
-                        destination[8 * t + j] = source[4 * j + t]
-                        destination[8 * t + 4 + j] = source[16 + 4 * j + t]
-                    }
-                }
-            }
-            if dtype == .q4_1 {
+        for b in stride(from: 0, to: count, by: 32) {
+            for t in 0..<4 { for j in 0..<8 { prepared[b + 8 * t + j] = x[b + 4 * j + t] } }
+        }
+        if dtype == .q4_1 {
+            for b in 0..<(count / 32) {
                 var sum: Float = 0
-                for i in 0..<32 { sum += source[i] }
+                for i in 0..<32 { sum += x[32 * b + i] }
                 prepared[count + b] = sum
             }
         }
@@ -248,11 +240,8 @@ public enum BlockQuantization {
     @inline(__always)
     private static func decodeQ8_0(_ block: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
         let d = half(block, 0)
-        for half16 in 0..<2 {
-            // Byte t of the four words is group t (values 4j + t of this half).
-            let w = block.loadUnaligned(fromByteOffset: 2 + 16 * half16, as: SIMD4<Int32>.self)
-            storeTransposed(SIMD4<Float>((w &<< 24) &>> 24) * d, SIMD4<Float>((w &<< 16) &>> 24) * d,
-                            SIMD4<Float>((w &<< 8) &>> 24) * d, SIMD4<Float>(w &>> 24) * d, y + 16 * half16)
+        for i in 0..<32 {
+            y[i] = Float(block.loadUnaligned(fromByteOffset: 2 + i, as: Int8.self)) * d
         }
     }
 
@@ -260,10 +249,11 @@ public enum BlockQuantization {
     @inline(__always)
     private static func decodeQ4_0(_ block: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
         let d = half(block, 0)
-        let w = block.loadUnaligned(fromByteOffset: 2, as: SIMD4<Int32>.self)
-        func value(_ shift: Int32) -> SIMD4<Float> { (SIMD4<Float>((w &>> shift) & 0x0F) - 8) * d }
-        storeTransposed(value(0), value(8), value(16), value(24), y)
-        storeTransposed(value(4), value(12), value(20), value(28), y + 16)
+        for i in 0..<16 {
+            let q = Int32(block.loadUnaligned(fromByteOffset: 2 + i, as: UInt8.self))
+            y[i] = Float((q & 0x0F) &- 8) * d
+            y[i + 16] = Float((q >> 4) &- 8) * d
+        }
     }
 
     /// `{ f16 d; f16 m; u8 qs[16] }` → 32 values `q·d + m`, low nibbles first.
@@ -271,24 +261,11 @@ public enum BlockQuantization {
     private static func decodeQ4_1(_ block: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
         let d = half(block, 0)
         let m = half(block, 2)
-        let w = block.loadUnaligned(fromByteOffset: 4, as: SIMD4<Int32>.self)
-        func value(_ shift: Int32) -> SIMD4<Float> { SIMD4<Float>((w &>> shift) & 0x0F) * d + m }
-        storeTransposed(value(0), value(8), value(16), value(24), y)
-        storeTransposed(value(4), value(12), value(20), value(28), y + 16)
-    }
-
-    /// Stores 16 values given as four groups where group t, lane j is value 4j + t: the
-    /// transpose of the 4×4 matrix (rows = groups), row by row.
-    @inline(__always)
-    private static func storeTransposed(_ a: SIMD4<Float>, _ b: SIMD4<Float>, _ c: SIMD4<Float>, _ d: SIMD4<Float>,
-                                        _ y: UnsafeMutablePointer<Float>) {
-        let ab0 = SIMD4(a[0], b[0], a[1], b[1]), ab1 = SIMD4(a[2], b[2], a[3], b[3])
-        let cd0 = SIMD4(c[0], d[0], c[1], d[1]), cd1 = SIMD4(c[2], d[2], c[3], d[3])
-        let out = UnsafeMutableRawPointer(y)
-        out.storeBytes(of: SIMD4(ab0[0], ab0[1], cd0[0], cd0[1]), as: SIMD4<Float>.self)
-        out.storeBytes(of: SIMD4(ab0[2], ab0[3], cd0[2], cd0[3]), toByteOffset: 16, as: SIMD4<Float>.self)
-        out.storeBytes(of: SIMD4(ab1[0], ab1[1], cd1[0], cd1[1]), toByteOffset: 32, as: SIMD4<Float>.self)
-        out.storeBytes(of: SIMD4(ab1[2], ab1[3], cd1[2], cd1[3]), toByteOffset: 48, as: SIMD4<Float>.self)
+        for i in 0..<16 {
+            let q = Int32(block.loadUnaligned(fromByteOffset: 4 + i, as: UInt8.self))
+            y[i] = Float(q & 0x0F) * d + m
+            y[i + 16] = Float(q >> 4) * d + m
+        }
     }
 
     // MARK: - Super-blocks of 256

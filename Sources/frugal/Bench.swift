@@ -43,12 +43,14 @@ extension Frugal.Bench {
             let backend = CPUBackend()
             let decoder = try withCleanErrors { try files.decoder(on: backend) }
             let c = files.configuration
-            print("BLAS: \(backend.blas.libraryPath ?? "none (Swift fallback GEMM)"), \(ProcessInfo.processInfo.activeProcessorCount) cores")
+            let threads = benchThreads()
+            print("BLAS: \(backend.blas.libraryPath ?? "none (Swift fallback GEMM)"), \(threads) threads")
             var rows: [[String: Any]] = []
             let shapes = [("q/o proj", c.hiddenSize, c.heads * c.headDim), ("k/v proj", c.hiddenSize, c.kvHeads * c.headDim),
                           ("gate/up", c.hiddenSize, c.intermediateSize), ("down", c.intermediateSize, c.hiddenSize),
                           ("lm head", c.hiddenSize, c.vocabSize)]
             var table = [[String]]()
+            var measured = [(String, Int, Int, Double, Double, Double, Tensor)]()
             let block = decoder.weights.blocks[0]
             let packed = ["q/o proj": block.query.weight, "k/v proj": block.key.weight, "gate/up": block.up.weight,
                           "down": block.down.weight, "lm head": decoder.weights.head]
@@ -58,16 +60,28 @@ extension Frugal.Bench {
                 let y = backend.zeros([tokens, outputs], .f32, .workspace)
                 fillRandom(x); fillRandom(w)
                 let flops = 2.0 * Double(tokens * inputs * outputs)
-                let raw = medianSeconds(repeats) {
-                    backend.blas.sgemm(transposeA: false, transposeB: true, m: tokens, n: outputs, k: inputs, alpha: 1,
-                                       a: x.floats.baseAddress!, lda: inputs, b: w.floats.baseAddress!, ldb: inputs,
-                                       beta: 0, c: y.floats.baseAddress!, ldc: outputs)
-                }
                 let ours = medianSeconds(repeats) { backend.linear(y, x, w, bias: nil) }
                 let weight = packed[name]!
                 let quantized = medianSeconds(repeats) { backend.linear(y, x, weight, bias: nil) }
                 // One row: the decode path (dot products straight from the packed weight).
                 let single = medianSeconds(repeats) { backend.linear(y.rows(0..<1), x.rows(0..<1), weight, bias: nil) }
+                measured.append((name, inputs, outputs, ours, quantized, single, weight))
+            }
+            // The reference, measured last: one cblas_sgemm call per product on OpenBLAS's own
+            // thread pool (Frugal runs OpenBLAS single-threaded and splits products itself), then
+            // back to one OpenBLAS thread, and a pause so its pool stops spinning before prefill.
+            let threaded = BLAS(threads: threads)
+            for (name, inputs, outputs, ours, quantized, single, weight) in measured {
+                let x = backend.zeros([tokens, inputs], .f32, .workspace)
+                let w = backend.zeros([outputs, inputs], .f32, .workspace)
+                let y = backend.zeros([tokens, outputs], .f32, .workspace)
+                fillRandom(x); fillRandom(w)
+                let flops = 2.0 * Double(tokens * inputs * outputs)
+                let raw = medianSeconds(repeats) {
+                    threaded.sgemm(transposeA: false, transposeB: true, m: tokens, n: outputs, k: inputs, alpha: 1,
+                                   a: x.floats.baseAddress!, lda: inputs, b: w.floats.baseAddress!, ldb: inputs,
+                                   beta: 0, c: y.floats.baseAddress!, ldc: outputs)
+                }
                 table.append([name, "\(tokens)×\(inputs)·\(inputs)×\(outputs)", gflops(flops, raw), gflops(flops, ours),
                               String(format: "%.1f%%", (ours / raw - 1) * 100), weight.dtype.rawValue, gflops(flops, quantized),
                               String(format: "%.1f", Double(weight.byteCount) / single / 1e9)])
@@ -77,6 +91,8 @@ extension Frugal.Bench {
                              "frugal_packed_gflops": flops / quantized / 1e9,
                              "frugal_packed_m1_gb_per_s": Double(weight.byteCount) / single / 1e9])
             }
+            _ = BLAS()
+            Thread.sleep(forTimeInterval: 0.5)
             print(Table(header: ["GEMM", "shape", "OpenBLAS GFLOP/s", "Frugal f32", "overhead", "packed", "Frugal packed",
                                  "M=1 GB/s"], rows: table).render())
 
@@ -176,7 +192,7 @@ extension Frugal.Bench {
             let trainer = try withCleanErrors {
                 try Trainer(decoder: decoder, parameters: parameters, configuration: training, loader: loader)
             }
-            print("\(shape): \(configuration.layers) layers, LoRA r=\(rank) on \(targets) (\(formatCount(parameters.count)) trainable), batch \(batch) × \(seq), \(warmup) warm-up + \(steps) timed steps, \(ProcessInfo.processInfo.activeProcessorCount) cores")
+            print("\(shape): \(configuration.layers) layers, LoRA r=\(rank) on \(targets) (\(formatCount(parameters.count)) trainable), batch \(batch) × \(seq), \(warmup) warm-up + \(steps) timed steps, \(benchThreads()) threads")
             var timed = [Double](), cpu = [Double](), tokens = 0, lastLoss = 0.0, memory = MemorySnapshot()
             backend.profile.enabled = profile && warmup == 0
             while !trainer.isFinished {
@@ -218,7 +234,7 @@ extension Frugal.Bench {
                     "tokens_per_s": Double(tokens) / total, "step_s": total / Double(max(timed.count, 1)),
                     "step_s_all": timed, "cpu_s_per_step": cpu.reduce(0, +) / Double(max(cpu.count, 1)), "peak_gib": peakRSS, "ledger_peak_gib": Double(memory.peakTotal) * gib,
                     "peak_by_category_gib": byCategory, "loss_last": lastLoss,
-                    "threads": ProcessInfo.processInfo.activeProcessorCount,
+                    "threads": benchThreads(),
                 ]
                 let data = try JSONSerialization.data(withJSONObject: row, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
@@ -276,10 +292,16 @@ private func peakResidentBytes() -> Int {
     return Int(usage.ru_maxrss) * 1024
 }
 
+/// The threads the CPU backend uses: FRUGAL_THREADS when set, else the active processor count.
+private func benchThreads() -> Int {
+    if let text = ProcessInfo.processInfo.environment["FRUGAL_THREADS"], let n = Int(text), n > 0 { return n }
+    return ProcessInfo.processInfo.activeProcessorCount
+}
+
 private func benchDate() -> String { String(ISO8601DateFormatter().string(from: Date()).prefix(10)) }
 
 private func cpuDevice(_ backend: CPUBackend) -> String {
-    "CPU, \(ProcessInfo.processInfo.activeProcessorCount) cores, \(backend.blas.libraryPath ?? "no BLAS")"
+    "CPU, \(ProcessInfo.processInfo.activeProcessorCount) cores (\(benchThreads()) threads), \(backend.blas.libraryPath ?? "no BLAS")"
 }
 
 private func writeJSON(_ object: [String: Any], to path: String) throws {

@@ -18,12 +18,6 @@ final class CPUKernelTests: XCTestCase {
         }
     }
 
-    private func tensor(_ values: [Float], _ shape: Shape) -> Tensor {
-        let t = backend.zeros(shape, .f32, .workspace)
-        _ = t.floats.update(from: values)
-        return t
-    }
-
     private func assertClose(_ actual: UnsafeMutableBufferPointer<Float>, _ expected: [Double], tolerance: Double,
                              _ name: String, file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertEqual(actual.count, expected.count, name, file: file, line: line)
@@ -82,8 +76,8 @@ final class CPUKernelTests: XCTestCase {
         let q = random(batch * queryLength * heads * d), k = random(batch * keyLength * kvHeads * d)
         let v = random(batch * keyLength * kvHeads * d)
         let out = backend.zeros([batch * queryLength, heads * d], .f32, .workspace)
-        backend.attention(out, q: tensor(q, [batch * queryLength, heads * d]), k: tensor(k, [batch * keyLength, kvHeads * d]),
-                          v: tensor(v, [batch * keyLength, kvHeads * d]), layout: l)
+        backend.attention(out, q: backend.tensor(q, [batch * queryLength, heads * d]), k: backend.tensor(k, [batch * keyLength, kvHeads * d]),
+                          v: backend.tensor(v, [batch * keyLength, kvHeads * d]), layout: l)
         assertClose(out.floats, naiveAttention(q, k, v, l), tolerance: 1e-5, "attention \(queryLength)@\(offset)",
                     file: file, line: line)
     }
@@ -134,8 +128,8 @@ final class CPUKernelTests: XCTestCase {
         }
         let gq = backend.zeros([length, qStride], .f32, .workspace)
         let gk = backend.zeros([length, kStride], .f32, .workspace), gv = backend.zeros([length, kStride], .f32, .workspace)
-        backend.attentionBackward(dq: gq, dk: gk, dv: gv, dOut: tensor(g, [length, qStride]), q: tensor(q, [length, qStride]),
-                                  k: tensor(k, [length, kStride]), v: tensor(v, [length, kStride]), layout: l)
+        backend.attentionBackward(dq: gq, dk: gk, dv: gv, dOut: backend.tensor(g, [length, qStride]), q: backend.tensor(q, [length, qStride]),
+                                  k: backend.tensor(k, [length, kStride]), v: backend.tensor(v, [length, kStride]), layout: l)
         assertClose(gq.floats, dq, tolerance: 1e-5, "dq")
         assertClose(gk.floats, dk, tolerance: 1e-5, "dk")
         assertClose(gv.floats, dv, tolerance: 1e-5, "dv")
@@ -187,7 +181,7 @@ final class CPUKernelTests: XCTestCase {
             for rows in [1, 3, 40] {
                 let x = random(rows * inputs)
                 let out = backend.zeros([rows, outputs], .f32, .workspace)
-                backend.linear(out, tensor(x, [rows, inputs]), weight, bias: nil)
+                backend.linear(out, backend.tensor(x, [rows, inputs]), weight, bias: nil)
                 var expected = [Double](repeating: 0, count: rows * outputs)
                 for r in 0..<rows {
                     for o in 0..<outputs {
@@ -223,9 +217,9 @@ final class CPUKernelTests: XCTestCase {
                 }
             }
         }
-        let gHidden = tensor([Float](repeating: 9, count: rows * width), [rows, width])
+        let gHidden = backend.tensor([Float](repeating: 9, count: rows * width), [rows, width])
         let gHead = backend.zeros([vocabulary, width], .f32, .gradients)
-        let result = backend.crossEntropy(hidden: tensor(hidden, [rows, width]), head: tensor(head, [vocabulary, width]),
+        let result = backend.crossEntropy(hidden: backend.tensor(hidden, [rows, width]), head: backend.tensor(head, [vocabulary, width]),
                                           targets: targets, dHidden: gHidden, dHead: gHead, gradientScale: scale)
         XCTAssertEqual(result, loss, accuracy: 1e-6 * loss)
         assertClose(gHidden.floats, dHidden, tolerance: 1e-6, "dHidden")
