@@ -10,7 +10,7 @@ extension Decoder {
     ///   - frozenLayers: block indices that get no adapters.
     /// - Throws: `FrugalError.invalidArgument` for an unknown target or a non-positive rank.
     public func attachLoRA(_ lora: LoRAConfiguration, seed: UInt64, frozenLayers: Set<Int> = []) throws -> TrainableParameters {
-        guard let backend = backend as? TrainingBackend else { throw FrugalError.invalidArgument("this backend cannot train") }
+        let backend = try trainingBackend()
         guard lora.rank > 0 else { throw FrugalError.invalidArgument("LoRA rank must be positive, found \(lora.rank)") }
         guard lora.dropout >= 0 && lora.dropout < 1 else { throw FrugalError.invalidArgument("LoRA dropout must be in [0, 1)") }
         let roles = try ProjectionRole.parse(lora.targets)
@@ -33,7 +33,7 @@ extension Decoder {
     /// Every weight of the model as the trainable set (a full fine-tune), except those of
     /// `frozenLayers`. The weights must be f32 (load with `trainable: true`).
     public func allWeights(frozenLayers: Set<Int> = []) throws -> TrainableParameters {
-        guard let backend = backend as? TrainingBackend else { throw FrugalError.invalidArgument("this backend cannot train") }
+        let backend = try trainingBackend()
         let named = weights.namedTensors.filter { name, _ in
             guard name.hasPrefix("blocks.") else { return true }
             let index = Int(name.split(separator: ".")[1]) ?? -1

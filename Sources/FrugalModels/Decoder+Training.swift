@@ -54,6 +54,15 @@ public struct PassOptions: Sendable {
 }
 
 extension Decoder {
+    /// The backend as one that trains.
+    /// - Throws: `FrugalError.invalidArgument` naming the device when its backend cannot train.
+    public func trainingBackend() throws -> TrainingBackend {
+        guard let backend = backend as? TrainingBackend else {
+            throw FrugalError.invalidArgument("the \(backend.device.rawValue) backend cannot train")
+        }
+        return backend
+    }
+
     /// The summed cross-entropy (nats) over the batch's target tokens, without gradients.
     public func loss(_ batch: TrainingBatch) -> Double {
         guard let backend = backend as? TrainingBackend else { preconditionFailure("backend cannot compute the loss") }

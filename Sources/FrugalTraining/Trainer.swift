@@ -28,9 +28,7 @@ public final class Trainer: @unchecked Sendable {
     /// - Throws: `FrugalError.invalidArgument` when the backend cannot train.
     public init(decoder: Decoder, parameters: TrainableParameters, configuration: TrainingConfiguration,
                 loader: DataLoader) throws {
-        guard let backend = decoder.backend as? TrainingBackend else {
-            throw FrugalError.invalidArgument("the \(decoder.backend.device.rawValue) backend cannot train")
-        }
+        let backend = try decoder.trainingBackend()
         guard configuration.steps > 0, configuration.gradientAccumulation > 0 else {
             throw FrugalError.invalidArgument("steps and gradient accumulation must be positive")
         }

@@ -66,9 +66,7 @@ public final class DPOTrainer: @unchecked Sendable {
     ///   or the method is not LoRA (the reference is the base without adapters).
     public init(decoder: Decoder, parameters: TrainableParameters, configuration: TrainingConfiguration,
                 pairs: [TokenizedPair], beta: Double = 0.1, padTokenID: Int32 = 0) throws {
-        guard let backend = decoder.backend as? TrainingBackend else {
-            throw FrugalError.invalidArgument("the \(decoder.backend.device.rawValue) backend cannot train")
-        }
+        let backend = try decoder.trainingBackend()
         guard case .lora = configuration.method else {
             throw FrugalError.invalidArgument("DPO here trains LoRA adapters: the reference is the base model with them switched off")
         }

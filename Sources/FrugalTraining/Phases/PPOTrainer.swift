@@ -104,9 +104,7 @@ public final class PPOTrainer: @unchecked Sendable {
     ///   prompts, or the method is not LoRA.
     public init(decoder: Decoder, parameters: TrainableParameters, critic: ValueHead, rewardModel: SharedBaseRewardModel,
                 configuration: TrainingConfiguration, settings: PPOSettings, prompts: [[Int32]], padTokenID: Int32 = 0) throws {
-        guard let backend = decoder.backend as? TrainingBackend else {
-            throw FrugalError.invalidArgument("the \(decoder.backend.device.rawValue) backend cannot train")
-        }
+        let backend = try decoder.trainingBackend()
         guard case .lora = configuration.method else {
             throw FrugalError.invalidArgument("PPO here trains LoRA adapters: the reference is the base model with them switched off")
         }

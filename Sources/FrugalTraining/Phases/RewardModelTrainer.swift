@@ -41,9 +41,7 @@ public final class RewardModelTrainer: @unchecked Sendable {
     /// - Throws: `FrugalError.invalidArgument` when the backend cannot train or there are no pairs.
     public init(decoder: Decoder, parameters: TrainableParameters, head: ValueHead, configuration: TrainingConfiguration,
                 pairs: [TokenizedPair], padTokenID: Int32 = 0) throws {
-        guard let backend = decoder.backend as? TrainingBackend else {
-            throw FrugalError.invalidArgument("the \(decoder.backend.device.rawValue) backend cannot train")
-        }
+        let backend = try decoder.trainingBackend()
         guard !pairs.isEmpty else { throw FrugalError.invalidArgument("no preference pairs to train on") }
         self.decoder = decoder
         self.parameters = parameters
