@@ -19,7 +19,7 @@ let package = Package(
     targets: [
         .target(name: "FrugalCore", swiftSettings: optimized, linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "FrugalCPU", dependencies: ["FrugalCore"], swiftSettings: optimized),
-        .target(name: "FrugalCUDA", dependencies: ["FrugalCore"], resources: [.copy("Kernels")],
+        .target(name: "FrugalCUDA", dependencies: ["FrugalCore", "FrugalMeasure"], resources: [.copy("Kernels")],
                 linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "FrugalFormats", dependencies: ["FrugalCore"], swiftSettings: optimized),
         .target(name: "FrugalModels", dependencies: ["FrugalCore", "FrugalFormats"]),

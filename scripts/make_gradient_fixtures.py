@@ -6,6 +6,10 @@ scripts/make_model_fixtures.py:
 
     /work/oracle/bin/python scripts/make_gradient_fixtures.py
 
+On the GPU machine, `--device cuda --models COPY` recomputes the references with transformers on
+the GPU into a copy of the fixture folders (logits in expected.safetensors too), for
+`frugal gpu-check --models COPY` (scripts/gpu-check does this).
+
 For each model under Tests/FrugalModelsTests/Fixtures/models/<name>/ it loads the model in
 float32 with eager attention and in eval mode (no dropout), takes the input_ids of its
 expected.safetensors (2 × 12) and makes labels = input_ids with the first PROMPT positions of
@@ -32,6 +36,7 @@ N(0, 0.1) so that A receives a gradient. Fused projections (Phi-3's qkv_proj and
 GPT-2's c_attn) get no adapter, since Frugal adapts q, k, v (gate, up) separately.
 """
 
+import argparse
 import os
 
 import torch
@@ -59,8 +64,12 @@ FIXTURES = [
 ]
 
 
+DEVICE = "cpu"
+
+
 def load(folder):
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="eager")
+    model.to(DEVICE)
     model.eval()
     return model
 
@@ -68,7 +77,7 @@ def load(folder):
 def inputs(folder):
     """input_ids (2, 12), HF labels (unshifted, prompt masked) and Frugal's shifted targets."""
     from safetensors.torch import load_file
-    input_ids = load_file(os.path.join(folder, "expected.safetensors"))["input_ids"].to(torch.long)
+    input_ids = load_file(os.path.join(folder, "expected.safetensors"))["input_ids"].to(torch.long).to(DEVICE)
     labels = input_ids.clone()
     labels[:, :PROMPT] = -100
     targets = torch.full_like(labels, -100)
@@ -89,13 +98,13 @@ def full_gradients(folder, input_ids, labels):
     model = load(folder)
     loss = model(input_ids=input_ids, labels=labels).loss
     loss.backward()
-    tensors = {"loss_full": loss.detach().reshape(1).clone()}
+    tensors = {"loss_full": loss.detach().reshape(1).cpu()}
     for name, parameter in model.named_parameters():  # tied parameters appear once
         assert parameter.grad is not None, name
         block = block_index(name)
         if block is not None and block not in FULL_BLOCKS:
             continue
-        tensors["full." + name] = parameter.grad.detach().clone().contiguous()
+        tensors["full." + name] = parameter.grad.detach().cpu().contiguous()
     return tensors
 
 
@@ -112,24 +121,34 @@ def lora_gradients(folder, input_ids, labels, targets, conv1d):
                 parameter.normal_(0.0, 0.1)
     loss = model(input_ids=input_ids, labels=labels).loss
     loss.backward()
-    tensors = {"loss_lora": loss.detach().reshape(1).clone()}
+    tensors = {"loss_lora": loss.detach().reshape(1).cpu()}
     count = 0
     for name, parameter in model.named_parameters():
         if "lora_" not in name:
             continue
         assert parameter.requires_grad and parameter.grad is not None, name
         short = name.removeprefix("base_model.model.").replace(".default.", ".")
-        tensors["lora." + short] = parameter.detach().clone().contiguous()
-        tensors["lora_grad." + short] = parameter.grad.detach().clone().contiguous()
+        tensors["lora." + short] = parameter.detach().cpu().contiguous()
+        tensors["lora_grad." + short] = parameter.grad.detach().cpu().contiguous()
         count += 1
     assert count > 0
     return tensors
 
 
-def make(name, lora_targets, conv1d):
-    folder = os.path.join(MODELS, name)
+def rewrite_logits(folder, input_ids):
+    """Replaces expected.safetensors' logits with this device's."""
+    with torch.no_grad():
+        logits = load(folder)(input_ids=input_ids).logits
+    save_file({"input_ids": input_ids.to(torch.float32).cpu().contiguous(), "logits": logits.cpu().contiguous()},
+              os.path.join(folder, "expected.safetensors"))
+
+
+def make(models, name, lora_targets, conv1d):
+    folder = os.path.join(models, name)
     input_ids, labels, targets = inputs(folder)
-    tensors = {"targets": targets.to(torch.float32).contiguous()}
+    if DEVICE != "cpu":
+        rewrite_logits(folder, input_ids)
+    tensors = {"targets": targets.to(torch.float32).cpu().contiguous()}
     tensors.update(full_gradients(folder, input_ids, labels))
     tensors.update(lora_gradients(folder, input_ids, labels, lora_targets, conv1d))
     path = os.path.join(folder, "gradients.safetensors")
@@ -140,9 +159,15 @@ def make(name, lora_targets, conv1d):
 
 
 def main():
+    global DEVICE
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default=MODELS, help="folder of fixture model folders (default: the repository's)")
+    parser.add_argument("--device", default="cpu", help="torch device for the references, e.g. cuda")
+    args = parser.parse_args()
+    DEVICE = args.device
     torch.manual_seed(SEED)
     for name, lora_targets, conv1d in FIXTURES:
-        make(name, lora_targets, conv1d)
+        make(args.models, name, lora_targets, conv1d)
 
 
 if __name__ == "__main__":

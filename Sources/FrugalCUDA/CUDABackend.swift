@@ -15,6 +15,8 @@ import FrugalCore
 public final class CUDABackend: TrainingBackend, @unchecked Sendable {
     public let device = DeviceKind.cuda
     public let ledger = MemoryLedger()
+    /// Wall time per op while enabled: each op then waits for the GPU to finish it.
+    public let profile = OpProfile()
     public let driver: CUDADriver
     public let kernels: KernelLibrary
     public let blas: CuBLASLt
@@ -29,7 +31,7 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
     let stream: CUDADriver.Handle
     let allocator: CUDAAllocator
     let staging: HostStaging
-    let multiprocessors: Int
+    public let multiprocessors: Int
     /// cuBLASLt's scratch memory.
     private(set) var blasWorkspace: Tensor!
     private let sharedMemoryLock = NSLock()
@@ -95,14 +97,28 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
     }
 
     /// Runs `body`, stopping the process with the error's message when it throws (ops cannot throw).
+    /// With the profile on, waits for the op's work and records its time.
     @discardableResult
     func must<T>(_ what: @autoclosure () -> String, _ body: () throws -> T) -> T {
         do {
             try driver.setCurrent(context)
-            return try body()
+            guard profile.enabled else { return try body() }
+            return try profile.measure(Self.profileName(what())) {
+                let result = try body()
+                try driver.synchronize(stream)
+                return result
+            }
         } catch {
             preconditionFailure("\(what()): \(error)")
         }
+    }
+
+    /// An op's profile entry: the first word of its description, and a linear's weight dtype.
+    static func profileName(_ what: String) -> String {
+        let op = String(what.prefix { $0 != " " && $0 != "(" })
+        guard op.hasPrefix("linear") else { return op }
+        let dtype = DType.allCases.first { what.contains(" \($0.rawValue) ") }
+        return dtype.map { "\(op) \($0.rawValue)" } ?? op
     }
 
     /// Waits for all queued work.

@@ -3,23 +3,6 @@
 import Foundation
 import FrugalCore
 
-/// The outcome of one check.
-public struct GPUCheckResult: Sendable, Codable, CustomStringConvertible {
-    /// What was checked, e.g. "attention backward (GQA, segments)".
-    public var name: String
-    public var passed: Bool
-    /// The largest difference, relative to the largest reference magnitude.
-    public var maxError: Double
-    public var tolerance: Double
-    /// Why it failed, or what was compared.
-    public var detail: String
-
-    public var description: String {
-        String(format: "%@  %@  (max relative error %.2e, tolerance %.0e)%@", passed ? "PASS" : "FAIL", name, maxError, tolerance,
-               detail.isEmpty ? "" : " — " + detail)
-    }
-}
-
 /// Runs every op of a new `CUDABackend` and of `reference` on the same random inputs and compares
 /// the results (outputs, gradients with their `=`/`+=` semantics, losses, reductions).
 ///
@@ -29,10 +12,10 @@ public struct GPUCheckResult: Sendable, Codable, CustomStringConvertible {
 ///   - report: called with each result as soon as it is known (a CUDA fault stops the process).
 /// - Returns: one result per check; a single failed result saying why when no GPU is usable.
 public func runGPUChecks(reference: any TrainingBackend, options: CUDABackend.Options = .init(),
-                         report: @escaping (GPUCheckResult) -> Void = { _ in }) -> [GPUCheckResult] {
+                         report: @escaping (CheckResult) -> Void = { _ in }) -> [CheckResult] {
     let gpu: CUDABackend
     do { gpu = try CUDABackend(options: options) } catch {
-        let result = GPUCheckResult(name: "CUDA backend", passed: false, maxError: .infinity, tolerance: 0, detail: "\(error)")
+        let result = CheckResult(name: "CUDA backend", passed: false, maxError: .infinity, tolerance: 0, detail: "\(error)")
         report(result)
         return [result]
     }
@@ -54,11 +37,11 @@ enum GPUCheckTolerance {
 struct GPUChecker {
     let gpu: any TrainingBackend
     let cpu: any TrainingBackend
-    let report: (GPUCheckResult) -> Void
-    var results = [GPUCheckResult]()
+    let report: (CheckResult) -> Void
+    var results = [CheckResult]()
     private var state: UInt64 = 0x9E37_79B9_7F4A_7C15
 
-    init(gpu: any TrainingBackend, cpu: any TrainingBackend, report: @escaping (GPUCheckResult) -> Void) {
+    init(gpu: any TrainingBackend, cpu: any TrainingBackend, report: @escaping (CheckResult) -> Void) {
         self.gpu = gpu; self.cpu = cpu; self.report = report
     }
 
@@ -112,20 +95,14 @@ struct GPUChecker {
         for (index, (e, a)) in zip(expected.tensors, actual.tensors).enumerated() {
             let ev = cpu.download(e), av = gpu.download(a)
             guard ev.count == av.count else { worst = .infinity; detail = "output \(index): \(ev.count) vs \(av.count) values"; break }
-            let magnitude = max(ev.reduce(0) { max($0, Double(abs($1))) }, 1e-6)
-            for i in ev.indices {
-                let error = Double(abs(ev[i] - av[i])) / magnitude
-                if !(error <= worst) {  // NaN counts as the worst
-                    worst = error.isNaN ? .infinity : error
-                    detail = "output \(index)[\(i)]: reference \(ev[i]), GPU \(av[i])"
-                }
-            }
+            let (error, i) = CheckResult.worstDifference(ev, av)
+            if !(error <= worst) { worst = error; detail = "output \(index)[\(i)]: reference \(ev[i]), GPU \(av[i])" }
         }
         for (index, (e, a)) in zip(expected.scalars, actual.scalars).enumerated() {
             let error = abs(e - a) / max(abs(e), 1e-6)
             if !(error <= worst) { worst = error.isNaN ? .infinity : error; detail = "scalar \(index): reference \(e), GPU \(a)" }
         }
-        let result = GPUCheckResult(name: name, passed: worst <= tolerance, maxError: worst, tolerance: tolerance,
+        let result = CheckResult(name: name, passed: worst <= tolerance, maxError: worst, tolerance: tolerance,
                                     detail: worst <= tolerance ? "" : detail)
         report(result)
         results.append(result)

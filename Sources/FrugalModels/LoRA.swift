@@ -29,12 +29,11 @@ public final class LoRAAdapter: @unchecked Sendable {
         alpha = configuration.alpha
         dropout = configuration.dropout
         scale = configuration.scale
-        a = backend.zeros([rank, inputs], .f32, .trainable)
-        b = backend.zeros([outputs, rank], .f32, .trainable)
         var random = SplitMix64(seed: seed)
         let bound = 1 / Float(inputs).squareRoot()
-        let values = a.floats
-        for i in 0..<values.count { values[i] = (random.nextUniform() * 2 - 1) * bound }
+        let values = (0..<configuration.rank * inputs).map { _ in (random.nextUniform() * 2 - 1) * bound }
+        a = values.withUnsafeBytes { backend.upload($0, [configuration.rank, inputs], .f32, .trainable) }
+        b = backend.zeros([outputs, rank], .f32, .trainable)
     }
 }
 

@@ -1,5 +1,6 @@
 // RandomWeights: decoders of a given shape with random weights, for benchmarks (BENCH.md's
 // workloads use random weights of the real shapes) and tests that need no model file.
+import Foundation
 import FrugalCore
 import FrugalFormats
 
@@ -12,10 +13,31 @@ extension ModelConfiguration {
                            normEps: 1e-5, ropeTheta: 100_000, tiedEmbeddings: true, bosTokenID: 1, eosTokenIDs: [2])
     }
 
-    /// Shapes by name, for `--shape` options: `smollm2` (SmolLM2-135M).
+    /// Llama-3.1-8B's shape (BENCH.md W1): 32 layers, hidden 4096, MLP 14336, 32/8 heads,
+    /// vocabulary 128256, rotary θ 500000 with Llama-3 scaling left out (it changes no cost).
+    public static var llama31_8B: ModelConfiguration {
+        ModelConfiguration(architecture: .llama, modelType: "llama", vocabSize: 128_256, hiddenSize: 4096,
+                           intermediateSize: 14336, layers: 32, heads: 32, kvHeads: 8, headDim: 128, maxPositions: 131_072,
+                           normEps: 1e-5, ropeTheta: 500_000, bosTokenID: 128_000, eosTokenIDs: [128_001])
+    }
+
+    /// Llama-2-7B's shape (BENCH.md W2, the seeds' model): 32 layers, hidden 4096, MLP 11008,
+    /// 32 heads without grouping, vocabulary 32000.
+    public static var llama2_7B: ModelConfiguration {
+        ModelConfiguration(architecture: .llama, modelType: "llama", vocabSize: 32000, hiddenSize: 4096,
+                           intermediateSize: 11008, layers: 32, heads: 32, kvHeads: 32, headDim: 128, maxPositions: 4096,
+                           normEps: 1e-5, bosTokenID: 1, eosTokenIDs: [2])
+    }
+
+    /// Shape names for `--shape` options.
+    public static let shapeNames = ["smollm2", "llama3.1-8b", "llama2-7b"]
+
+    /// Shapes by name, for `--shape` options: `smollm2` (SmolLM2-135M), `llama3.1-8b`, `llama2-7b`.
     public static func named(_ name: String) -> ModelConfiguration? {
         switch name.lowercased() {
         case "smollm2", "smollm2-135m", "smollm2-135m-shape": smolLM2_135M
+        case "llama3.1-8b", "llama-3.1-8b", "llama3.1-8b-shape": llama31_8B
+        case "llama2-7b", "llama-2-7b", "llama2-7b-shape": llama2_7B
         default: nil
         }
     }
@@ -28,22 +50,22 @@ extension DecoderWeights {
     ///
     /// - Parameters:
     ///   - category: `.weights` for a frozen base (LoRA), `.trainable` for a full fine-tune.
+    ///   - dtype: how a frozen base's matrices are stored (f32, f16 or bf16); trainable weights are f32.
     ///   - seed: each tensor draws from its own stream derived from it.
     /// - Note: OPT's embedding projections (`wordEmbedProjDim`) are not built.
     public static func random(_ configuration: ModelConfiguration, on backend: Backend, category: MemoryCategory = .weights,
-                              std: Float = 0.02, seed: UInt64 = 0) -> DecoderWeights {
+                              dtype: DType = .f32, std: Float = 0.02, seed: UInt64 = 0) -> DecoderWeights {
+        precondition([.f32, .f16, .bf16].contains(dtype) && (category == .weights || dtype == .f32),
+                     "random weights: \(dtype) \(category.rawValue) (trainable weights are f32)")
         let c = configuration
         var stream: UInt64 = 0
         func matrix(_ rows: Int, _ columns: Int) -> Tensor {
             stream += 1
-            let t = backend.zeros([rows, columns], .f32, category)
-            fillUniform(t.floats, std: std, seed: seed &+ stream &* 0x9E37_79B9)
-            return t
+            let bytes = uniformBytes(rows * columns, dtype, std: std, seed: seed &+ stream &* 0x9E37_79B9)
+            return bytes.withUnsafeBytes { backend.upload($0, [rows, columns], dtype, category) }
         }
         func vector(_ count: Int, _ value: Float) -> Tensor {
-            let t = backend.zeros([count], .f32, category)
-            if value != 0 { t.floats.update(repeating: value) }
-            return t
+            [Float](repeating: value, count: count).withUnsafeBytes { backend.upload($0, [count], .f32, category) }
         }
         func linear(_ outputs: Int, _ inputs: Int, bias: Bool) -> Linear {
             Linear(weight: matrix(outputs, inputs), bias: bias ? vector(outputs, 0) : nil)
@@ -70,19 +92,35 @@ extension DecoderWeights {
             head: c.tiedEmbeddings ? embedding : matrix(c.vocabSize, c.hiddenSize))
     }
 
-    /// Fills `values` uniformly in `±std·√3` (standard deviation `std`) from a SplitMix64 stream.
-    private static func fillUniform(_ values: UnsafeMutableBufferPointer<Float>, std: Float, seed: UInt64) {
-        var random = SplitMix64(seed: seed)
-        let bound = std * Float(3).squareRoot()
-        for i in values.indices { values[i] = (random.nextUniform() * 2 - 1) * bound }
+    /// `count` values uniform in `±std·√3` (standard deviation `std`) as `dtype` bytes, drawn in
+    /// chunks of 1M values on all cores, each chunk from its own SplitMix64 stream (an 8B model's
+    /// weights take seconds, not minutes).
+    private static func uniformBytes(_ count: Int, _ dtype: DType, std: Float, seed: UInt64) -> [UInt8] {
+        let bound = std * Float(3).squareRoot(), width = dtype == .f32 ? 4 : 2, chunk = 1 << 20
+        var bytes = [UInt8](repeating: 0, count: count * width)
+        bytes.withUnsafeMutableBytes { buffer in
+            nonisolated(unsafe) let base = buffer.baseAddress!
+            DispatchQueue.concurrentPerform(iterations: (count + chunk - 1) / chunk) { index in
+                var random = SplitMix64(seed: seed &+ UInt64(index) &* 0xD1B5_4A32_D192_ED03)
+                for i in index * chunk..<min(count, (index + 1) * chunk) {
+                    let value = (random.nextUniform() * 2 - 1) * bound
+                    switch dtype {
+                    case .f32: base.storeBytes(of: value, toByteOffset: 4 * i, as: Float.self)
+                    case .f16: base.storeBytes(of: HalfPrecision.floatToF16(value), toByteOffset: 2 * i, as: UInt16.self)
+                    default: base.storeBytes(of: HalfPrecision.floatToBF16(value), toByteOffset: 2 * i, as: UInt16.self)
+                    }
+                }
+            }
+        }
+        return bytes
     }
 }
 
 extension Decoder {
     /// A decoder of `configuration`'s shape with random weights (`DecoderWeights.random`).
     public static func random(_ configuration: ModelConfiguration, on backend: Backend, category: MemoryCategory = .weights,
-                              seed: UInt64 = 0) -> Decoder {
+                              dtype: DType = .f32, seed: UInt64 = 0) -> Decoder {
         Decoder(configuration: configuration,
-                weights: .random(configuration, on: backend, category: category, seed: seed), backend: backend)
+                weights: .random(configuration, on: backend, category: category, dtype: dtype, seed: seed), backend: backend)
     }
 }

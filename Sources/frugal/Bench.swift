@@ -5,7 +5,9 @@ import ArgumentParser
 import Foundation
 import FrugalCore
 import FrugalCPU
+import FrugalCUDA
 import FrugalEval
+import FrugalMeasure
 import FrugalFormats
 import FrugalModels
 import FrugalTraining
@@ -13,7 +15,7 @@ import FrugalTraining
 extension Frugal {
     struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Measure the CPU backend: GEMMs, prefill and decode, and training throughput.",
+            abstract: "Measure Frugal: GEMMs, prefill and decode on the CPU, and training throughput on the GPU or the CPU.",
             subcommands: [Inference.self, Training.self], defaultSubcommand: Inference.self)
     }
 }
@@ -142,47 +144,65 @@ extension Frugal.Bench {
     struct Training: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "train",
-            abstract: "LoRA training throughput of a random-weight model of a named shape (BENCH.md W0).",
+            abstract: "Training throughput of a random-weight model of a named shape (BENCH.md's W0, W1, W2).",
             discussion: """
-            Builds the shape with random f32 weights, attaches LoRA (alpha = 2 × rank, dropout 0), and
-            trains with AdamW (lr 1e-4, no clipping) on random tokens: --warmup untimed steps, then
-            --steps timed ones. Prints tokens/s, peak RSS and the peak by memory category; --json
-            prints the result as one BENCH.md row on the last line.
+            Builds the shape with random weights (a frozen LoRA base in bf16 with --precision bf16),
+            attaches LoRA (alpha = 2 × rank, dropout 0) or trains every weight, and runs AdamW (lr
+            1e-4, no clipping) on random tokens: --warmup untimed steps, then --steps timed ones.
+            Prints tokens/s, peak memory by category, energy from the device's counter (NVML on the
+            GPU, RAPL on the CPU) and model-FLOPs utilization; --json prints the result as one
+            BENCH.md row on the last line.
               frugal bench train --shape smollm2 --targets q,k,v --batch 8 --seq 256 --steps 5
+              frugal bench train --device cuda --shape llama3.1-8b --targets all-linear --precision bf16 --batch 4 --seq 1024 --checkpointing
             """)
 
-        @Option(help: "Model shape: smollm2 (SmolLM2-135M).") var shape = "smollm2"
+        @OptionGroup var device: DeviceOptions
+        @Option(help: "Model shape: \(ModelConfiguration.shapeNames.joined(separator: ", ")).") var shape = "smollm2"
+        @Option(help: "lora or full.") var method = "lora"
         @Option(help: "LoRA targets: q,k,v,o,gate,up,down or all-linear.") var targets = "q,k,v"
         @Option(help: "LoRA rank.") var rank = 16
-        @Option(help: "Sequences per step.") var batch = 8
+        @Option(help: "fp32, fp16, bf16 or pure-bf16 (bf16 and fp16 also store a frozen base in that dtype).")
+        var precision = "fp32"
+        @Option(help: "Sequences per micro-batch.") var batch = 8
         @Option(help: "Tokens per sequence.") var seq = 256
+        @Option(name: .customLong("grad-accum"), help: "Micro-batches per optimizer step.") var gradAccum = 1
         @Option(help: "Timed steps.") var steps = 5
         @Option(help: "Untimed steps first.") var warmup = 2
         @Flag(help: "Activation checkpointing.") var checkpointing = false
         @Option(help: "Workload name for the JSON row.") var workload = "W0"
         @Flag(help: "Print the result as one JSON row (BENCH.md's format) on the last line.") var json = false
-        @Flag(help: "Time every CPU op over the timed steps and print where the time went.") var profile = false
+        @Flag(help: "Time every op over the timed steps and print where the time went (on the GPU each op then waits for the device: slower steps).")
+        var profile = false
 
         func run() throws {
             guard let configuration = ModelConfiguration.named(shape) else {
-                throw ValidationError("unknown shape '\(shape)' (known: smollm2)")
+                throw ValidationError("unknown shape '\(shape)' (known: \(ModelConfiguration.shapeNames.joined(separator: ", ")))")
             }
-            let backend = CPUBackend()
-            let decoder = Decoder.random(configuration, on: backend, seed: 1)
+            guard let policy = PrecisionPolicy(rawValue: precision) else {
+                throw ValidationError("unknown precision '\(precision)' (fp32, fp16, bf16, pure-bf16)")
+            }
+            guard method == "lora" || method == "full" else { throw ValidationError("unknown method '\(method)' (lora or full)") }
+            let full = method == "full"
+            let compute = try device.compute(lowPrecisionMatmul: policy != .fp32)
+            let backend = compute.backend
+            let baseDType: DType = full ? .f32 : policy.computeDType
+            let decoder = Decoder.random(configuration, on: backend, category: full ? .trainable : .weights, dtype: baseDType, seed: 1)
             let targetList = targets.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
             let lora = LoRAConfiguration(rank: rank, alpha: Float(2 * rank), dropout: 0, targets: targetList)
-            let parameters = try withCleanErrors { try decoder.attachLoRA(lora, seed: 2) }
+            let parameters = try withCleanErrors { full ? try decoder.allWeights() : try decoder.attachLoRA(lora, seed: 2) }
             var training = TrainingConfiguration()
-            training.method = .lora(lora)
+            training.method = full ? .full : .lora(lora)
             training.steps = warmup + steps
             training.microBatch = batch
+            training.gradientAccumulation = gradAccum
+            training.precision = policy
             training.learningRate = 1e-4
             training.schedule = .constant
             training.maxGradientNorm = 0
             training.checkpointing = checkpointing
             // Random sequences of seq + 1 tokens: the first seq are the input, the last seq the targets.
             var random = SplitMix64(seed: 3)
-            let sequences = (0..<(2 * batch)).map { _ in
+            let sequences = (0..<(2 * batch * gradAccum)).map { _ in
                 let ids = (0...seq).map { _ in Int32(random.next() % UInt64(configuration.vocabSize)) }
                 return TokenizedExample(tokens: Array(ids.dropLast()), targets: Array(ids.dropFirst()))
             }
@@ -192,55 +212,101 @@ extension Frugal.Bench {
             let trainer = try withCleanErrors {
                 try Trainer(decoder: decoder, parameters: parameters, configuration: training, loader: loader)
             }
-            print("\(shape): \(configuration.layers) layers, LoRA r=\(rank) on \(targets) (\(formatCount(parameters.count)) trainable), batch \(batch) × \(seq), \(warmup) warm-up + \(steps) timed steps, \(benchThreads()) threads")
-            var timed = [Double](), cpu = [Double](), tokens = 0, lastLoss = 0.0, memory = MemorySnapshot()
-            backend.profile.enabled = profile && warmup == 0
+            let what = full ? "full fine-tune" : "LoRA r=\(rank) on \(targets)"
+            print("\(shape): \(configuration.layers) layers, \(what) (\(formatCount(parameters.count)) trainable), \(precision), batch \(batch) × \(seq) × \(gradAccum), \(warmup) warm-up + \(steps) timed steps on \(compute.description)")
+            let cpuBackend = backend as? CPUBackend
+            let opProfile = cpuBackend?.profile ?? (backend as? CUDABackend)?.profile
+            var timed = [Double](), cpu = [Double](), tokens = 0, losses = [Double](), memory = MemorySnapshot()
+            var energy: EnergyWindow?
+            opProfile?.enabled = profile && warmup == 0
+            if warmup == 0 { energy = compute.energyMeter?.start() }
             while !trainer.isFinished {
                 let cpuBefore = processCPUSeconds()
                 guard case let .step(metrics) = try withCleanErrors({ try trainer.trainStep() }) else { continue }
                 let cpuSeconds = processCPUSeconds() - cpuBefore
                 let kind = metrics.step <= warmup ? "warm-up" : "timed"
-                print(String(format: "step %d (%@): %.2f s (CPU %.2f s), %.1f tokens/s, loss %.4f", metrics.step, kind,
+                print(String(format: "step %d (%@): %.3f s (CPU %.2f s), %.1f tokens/s, loss %.4f", metrics.step, kind,
                              metrics.seconds, cpuSeconds, metrics.tokensPerSecond, metrics.loss))
                 if metrics.step > warmup {
                     timed.append(metrics.seconds)
                     cpu.append(cpuSeconds)
                     tokens += metrics.tokens
                 }
-                if metrics.step == warmup { backend.profile.enabled = profile }
-                lastLoss = metrics.loss
+                if metrics.step == warmup {
+                    opProfile?.enabled = profile
+                    energy = compute.energyMeter?.start()
+                }
+                losses.append(metrics.loss)
                 memory = metrics.memory
             }
-            let total = timed.reduce(0, +)
-            let peakRSS = Double(peakResidentBytes()) / Double(1 << 30)
+            let joules = energy?.stop()
+            let total = timed.reduce(0, +), tokensPerSecond = Double(tokens) / max(total, 1e-12)
             let gib = 1.0 / Double(1 << 30)
             var byCategory = [String: Double]()
             for category in MemoryCategory.allCases {
                 byCategory[category.rawValue] = Double(memory.peak[category, default: 0]) * gib
             }
-            print(String(format: "%.1f tokens/s (%.2f s/step), peak RSS %.2f GiB, ledger peak %.2f GiB", Double(tokens) / total,
-                         total / Double(max(timed.count, 1)), peakRSS, Double(memory.peakTotal) * gib))
-            print(String(format: "CPU time %.2f s/step (user + system, all threads): %.1f tokens per CPU-second",
-                         cpu.reduce(0, +) / Double(max(cpu.count, 1)), Double(tokens) / max(cpu.reduce(0, +), 1e-9)))
+            // The CPU's peak is the process's resident set; the GPU's what the ledger counted at once.
+            let gpu = backend as? CUDABackend
+            let peak = gpu == nil ? Double(peakResidentBytes()) * gib : Double(memory.peakTotal) * gib
+            let flops = modelFLOPsPerToken(configuration, seq: seq, weightsTrain: full) * tokensPerSecond
+            print(String(format: "%.1f tokens/s (%.3f s/step), peak %@ %.2f GiB, ledger peak %.2f GiB, MFU %.1f%%", tokensPerSecond,
+                         total / Double(max(timed.count, 1)), gpu == nil ? "RSS" : "on the GPU", peak,
+                         Double(memory.peakTotal) * gib, 100 * flops / denseBF16Peak))
+            if let gpu {
+                let reserved = gpu.reservedMemory
+                print(String(format: "GPU allocator: %.2f GiB reserved at peak; driver: %.2f GiB in use now", Double(reserved.peak) * gib,
+                             Double(gpu.deviceMemory().total - gpu.deviceMemory().free) * gib))
+            } else {
+                print(String(format: "CPU time %.2f s/step (user + system, all threads): %.1f tokens per CPU-second",
+                             cpu.reduce(0, +) / Double(max(cpu.count, 1)), Double(tokens) / max(cpu.reduce(0, +), 1e-9)))
+            }
             print("peak by category: " + MemoryCategory.allCases.map {
                 "\($0.rawValue) \(formatBytes(memory.peak[$0, default: 0]))"
             }.joined(separator: ", "))
-            if profile { printProfile(backend.profile, steps: timed.count) }
+            if let joules {
+                print(String(format: "energy %.1f J over the timed steps (%@): %.2f J per 1000 tokens, %.0f W average", joules.joules,
+                             joules.meter, joules.joules / Double(max(tokens, 1)) * 1000, joules.averageWatts ?? 0))
+            }
+            if profile, let opProfile { printProfile(opProfile, steps: timed.count) }
             if json {
-                let row: [String: Any] = [
-                    "workload": workload, "system": "frugal", "model": "\(shape)-shape", "method": "lora", "lora_r": rank,
-                    "targets": targets, "precision": "fp32", "batch": batch, "seq": seq, "grad_accum": 1,
+                var row: [String: Any] = [
+                    "workload": workload, "system": "frugal", "model": "\(shape)-shape", "method": method, "lora_r": rank,
+                    "targets": targets, "precision": precision, "batch": batch, "seq": seq, "grad_accum": gradAccum,
                     "checkpointing": checkpointing, "steps_timed": timed.count,
-                    "tokens_per_s": Double(tokens) / total, "step_s": total / Double(max(timed.count, 1)),
-                    "step_s_all": timed, "cpu_s_per_step": cpu.reduce(0, +) / Double(max(cpu.count, 1)), "peak_gib": peakRSS, "ledger_peak_gib": Double(memory.peakTotal) * gib,
-                    "peak_by_category_gib": byCategory, "loss_last": lastLoss,
-                    "threads": benchThreads(),
+                    "tokens_per_s": tokensPerSecond, "step_s": total / Double(max(timed.count, 1)),
+                    "step_s_all": timed, "peak_gib": peak, "ledger_peak_gib": Double(memory.peakTotal) * gib,
+                    "peak_by_category_gib": byCategory, "loss_first": losses.first ?? 0, "loss_last": losses.last ?? 0,
+                    "losses": losses, "mfu": flops / denseBF16Peak, "device": compute.description,
                 ]
+                if let joules {
+                    row["joules_per_ktok"] = joules.joules / Double(max(tokens, 1)) * 1000
+                    row["avg_watts"] = joules.averageWatts
+                }
+                if let gpu { row["reserved_peak_gib"] = Double(gpu.reservedMemory.peak) * gib }
+                if cpuBackend != nil {
+                    row["threads"] = benchThreads()
+                    row["cpu_s_per_step"] = cpu.reduce(0, +) / Double(max(cpu.count, 1))
+                }
                 let data = try JSONSerialization.data(withJSONObject: row, options: [.sortedKeys])
                 print(String(decoding: data, as: UTF8.self))
             }
         }
     }
+}
+
+/// BENCH.md's dense bf16 peak of an H100 SXM or H200, FLOP/s.
+private let denseBF16Peak = 989e12
+
+/// BENCH.md's model FLOPs per trained token: 2N forward and 2N backward through the activations,
+/// 2N more when the weights train, N the weights that multiply (every projection and the head);
+/// plus attention's 4·L·T·d forward, ×3 with backward.
+private func modelFLOPsPerToken(_ c: ModelConfiguration, seq: Int, weightsTrain: Bool) -> Double {
+    let q = c.heads * c.headDim, kv = c.kvHeads * c.headDim
+    let block = c.hiddenSize * (2 * q + 2 * kv) + (c.gatedMLP ? 3 : 2) * c.hiddenSize * c.intermediateSize
+    let n = Double(c.layers * block + c.vocabSize * c.hiddenSize)
+    let attention = 4 * Double(c.layers * seq * q) * 3
+    return (weightsTrain ? 6 : 4) * n + attention
 }
 
 // MARK: - Helpers

@@ -100,7 +100,7 @@ extension Frugal {
             case .multipleChoice, .sycophancy:
                 let (items, questions) = try multipleChoiceItems(plan: plan, split: split)
                 guard exportTrain == nil else { return }
-                if chatTemplate && template == nil { throw withMessage("--chat-template: the model has no chat template") }
+                if chatTemplate && template == nil { throw failure("--chat-template: the model has no chat template") }
                 report.scoring = chatTemplate ? "chat-template" : "raw"
                 report.questions = questions
                 rowCount = "\(items.count) items" + (questions.map { ", \($0.test) test / \($0.train) train questions" } ?? "")
@@ -150,7 +150,7 @@ extension Frugal {
             var isTest: [Bool], questions: EvalReport.Questions?
             if task == .sycophancy {
                 guard all.items.allSatisfy({ !$0.sycophantic.isEmpty }) else {
-                    throw withMessage("\(data): sycophancy needs records with corrects/incorrects or answer_matching_behavior (use --task multiple-choice)")
+                    throw failure("\(data): sycophancy needs records with corrects/incorrects or answer_matching_behavior (use --task multiple-choice)")
                 }
                 let sycophancy = SycophancyTask(items: all.items)
                 isTest = sycophancy.isTest(plan)
@@ -165,7 +165,7 @@ extension Frugal {
                 if balanceLetters {
                     for i in stride(from: 1, to: train.count, by: 2) {
                         guard let reversed = SycophancyTask.reversingOptions(train[i]) else {
-                            throw withMessage("--balance-letters: \(data) line \(train[i].line) has no lettered options \" (A) …\" answered by \" (A)\"")
+                            throw failure("--balance-letters: \(data) line \(train[i].line) has no lettered options \" (A) …\" answered by \" (A)\"")
                         }
                         train[i] = reversed
                     }
@@ -185,7 +185,7 @@ extension Frugal {
             let dataset = try withCleanErrors { try TrainingDataset(contentsOf: data, format: format.flatMap(DataFormat.init(rawValue:))) }
             let examples = ExampleTokenizer(tokenizer: tokenizer, template: template, defaultSystemPrompt: system, maxLength: maxLength)
             if dataset.examples.count == 1 {
-                if exportTrain != nil { throw withMessage("--export-train: \(data) is a single text; split it into records first") }
+                if exportTrain != nil { throw failure("--export-train: \(data) is a single text; split it into records first") }
                 let pieces = try withCleanErrors { try examples.tokenize(dataset.examples) }
                 let chosen = plan.sample(SplitPlan.indices(of: split, isTest: plan.isTest(count: pieces.count)), limit: limit)
                 return chosen.map { (pieces[$0].tokens, pieces[$0].targets) }
@@ -216,11 +216,6 @@ extension Frugal {
                 data.append(try JSONSerialization.data(withJSONObject: record, options: [.sortedKeys, .withoutEscapingSlashes]))
                 data.append(UInt8(ascii: "\n"))
             }
-        }
-
-        private func withMessage(_ message: String) -> Error {
-            FileHandle.standardError.write(Data("error: \(message)\n".utf8))
-            return ExitCode.failure
         }
     }
 }

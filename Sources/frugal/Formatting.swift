@@ -48,3 +48,9 @@ func withCleanErrors<T>(_ body: () throws -> T) throws -> T {
         throw ExitCode.failure
     }
 }
+
+/// Writes `message` to standard error as one line and returns the error that exits with code 1.
+func failure(_ message: String) -> Error {
+    FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+    return ExitCode.failure
+}

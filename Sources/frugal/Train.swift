@@ -13,7 +13,7 @@ import Yams
 extension Frugal {
     struct Train: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Fine-tune a model with LoRA or fully, on the CPU.",
+            abstract: "Fine-tune a model with LoRA or fully, on the GPU or the CPU.",
             discussion: """
             With no arguments, fine-tunes SmolLM2-135M-Instruct with LoRA to write people's initials
             ("Write the initials of: Ada King Lovelace" → "A.K.L."), a task Frugal generates, and
@@ -21,12 +21,14 @@ extension Frugal {
               frugal train
               frugal train --data alpaca.json --lora-rank 16 --lora-targets q,k,v --batch 8 --steps 25
               frugal train --method full --precision bf16 --checkpointing --grad-accum 4
+              frugal train --device cpu             # the GPU is used when present (--device auto)
               frugal train --output runs/train --resume   # continue from the latest checkpoint
               frugal train --config run.yaml        # options from YAML (keys are the long names)
             Ctrl-C writes a checkpoint and stops; --resume continues exactly.
             """)
 
         @OptionGroup var model: ModelOptions
+        @OptionGroup var device: DeviceOptions
         @OptionGroup var phases: PhaseOptions
         @Option(help: "Training data: Alpaca .json, .jsonl with messages / conversations / text, or .txt (default: the built-in initials task).")
         var data: String?
@@ -89,7 +91,9 @@ extension Frugal {
             } else {
                 examples = task!.trainingExamples
             }
-            let backend = CPUBackend()
+            let compute = try device.compute(lowPrecisionMatmul: configuration.precision != .fp32)
+            let backend = compute.backend
+            print("device: \(compute.description)")
             let decoder = try withCleanErrors { try files.decoder(on: backend, trainable: configuration.method == .full) }
             let session = try model.chatSession(files: files, decoder: decoder)
             let sequences = try withCleanErrors {
@@ -116,7 +120,7 @@ extension Frugal {
             let directory = URL(fileURLWithPath: output)
             if resume {
                 guard let latest = Checkpoint.latest(in: directory) else {
-                    throw withMessage("no checkpoint to resume in \(output)")
+                    throw failure("no checkpoint to resume in \(output)")
                 }
                 try withCleanErrors { try Checkpoint.restore(trainer, from: latest) }
                 print("resumed from \(latest.path) at step \(trainer.step)")
@@ -128,7 +132,7 @@ extension Frugal {
             var losses = [(Int, Double)]()
             var trainedTokens = 0
             let loopStarted = ContinuousClock.now
-            let energy = RAPLMeter()?.start()
+            let energy = compute.energyMeter?.start()
             while !trainer.isFinished {
                 let event = try withCleanErrors { try trainer.trainStep() }
                 switch event {
@@ -167,7 +171,7 @@ extension Frugal {
                 print(String(format: "loss %.4f (step %d) → %.4f (step %d)", first.1, first.0, last.1, last.0))
             }
             if let result {
-                var run = RunResult(name: "train", device: "CPU, \(ProcessInfo.processInfo.activeProcessorCount) cores, \(backend.blas.libraryPath ?? "no BLAS")",
+                var run = RunResult(name: "train", device: compute.description,
                                     command: CommandLine.arguments.joined(separator: " "), settings: settings(configuration))
                 run.steps = losses.count
                 run.tokens = trainedTokens
@@ -214,12 +218,7 @@ extension Frugal {
             }
         }
 
-        private func withMessage(_ message: String) -> Error { Self.failure(message) }
 
-        private static func failure(_ message: String) -> Error {
-            FileHandle.standardError.write(Data("error: \(message)\n".utf8))
-            return ExitCode.failure
-        }
 
         /// The command as a YAML file and then the command line describe it (later values win).
         static func fromYAML(_ path: String) throws -> Train {

@@ -45,17 +45,19 @@ extension Frugal.Train {
     /// saves the adapter (and head), and reports time, peak memory by category and energy.
     func runPhase() throws {
         let phase = phases.phase
-        guard let data else { throw phaseFailure("--phase \(phase) needs --data: preference pairs (ShareGPT conversations + chosen + rejected, or prompt/chosen/rejected JSON lines)") }
+        guard let data else { throw failure("--phase \(phase) needs --data: preference pairs (ShareGPT conversations + chosen + rejected, or prompt/chosen/rejected JSON lines)") }
         let files = try withCleanErrors { try ModelFiles(path: model.path) }
         var configuration = try withCleanErrors { try trainingConfiguration() }
         configuration.steps = steps ?? 50
         if phase != "reward", case .full = configuration.method {
-            throw phaseFailure("--phase \(phase) trains LoRA adapters (its reference is the base with them switched off): use --method lora")
+            throw failure("--phase \(phase) trains LoRA adapters (its reference is the base with them switched off): use --method lora")
         }
-        let backend = CPUBackend()
+        let compute = try device.compute(lowPrecisionMatmul: configuration.precision != .fp32)
+        let backend = compute.backend
+        print("device: \(compute.description)")
         let decoder = try withCleanErrors { try files.decoder(on: backend, trainable: configuration.method == .full) }
         let session = try model.chatSession(files: files, decoder: decoder)
-        guard let template = session.template else { throw phaseFailure("the model has no chat template to render preference pairs with") }
+        guard let template = session.template else { throw failure("the model has no chat template to render preference pairs with") }
         var pairs = try withCleanErrors { try PreferenceDataset(contentsOf: data).pairs }
         if let limit { pairs = Array(pairs.prefix(limit)) }
         let (trainingPairs, heldOutPairs) = PhaseData.split(pairs, heldOut: phases.heldOut, seed: seed)
@@ -111,7 +113,7 @@ extension Frugal.Train {
             save = { try PEFTAdapter.export(decoder: decoder, parameters: parameters, baseModel: files.path, to: adapterFolder) }
             description = "DPO (β \(phases.beta)) on \(training.count) pairs, \(parameters.count) parameters"
         default:  // ppo
-            guard case let .lora(lora) = configuration.method else { throw phaseFailure("--phase ppo trains LoRA adapters") }
+            guard case let .lora(lora) = configuration.method else { throw failure("--phase ppo trains LoRA adapters") }
             let (reward, policy) = try withCleanErrors {
                 try SharedBaseRewardModel.load(from: URL(fileURLWithPath: phases.rewardModel!), decoder: decoder, policy: lora,
                                                seed: seed, frozenLayers: configuration.frozenLayers)
@@ -151,7 +153,7 @@ extension Frugal.Train {
         print("before: " + describe(before) + String(format: "  (held-out, %.1f s)", seconds(ContinuousClock.now - evaluationStarted)))
         let metricsLog = try PhaseMetricsLog(directory.appendingPathComponent("metrics.jsonl"))
         let interrupt = InterruptFlag()
-        let meter = RAPLMeter()?.start()
+        let meter = compute.energyMeter?.start()
         var progress = ProgressLine(total: configuration.steps, startStep: 0)
         var losses = [Double](), tokens = 0
         var firstFigures: [String: Double]?, lastFigures: [String: Double]?
@@ -196,7 +198,7 @@ extension Frugal.Train {
             var settings = settings(configuration)
             settings["phase"] = phase
             if phase == "dpo" { settings["beta"] = "\(phases.beta)" }
-            var run = RunResult(name: "train", device: "CPU, \(ProcessInfo.processInfo.activeProcessorCount) cores, \(backend.blas.libraryPath ?? "no BLAS")",
+            var run = RunResult(name: "train", device: compute.description,
                                 command: CommandLine.arguments.joined(separator: " "), settings: settings)
             run.steps = losses.count
             run.tokens = tokens
@@ -227,11 +229,6 @@ extension Frugal.Train {
 
     private func seconds(_ d: Duration) -> Double {
         Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
-    }
-
-    private func phaseFailure(_ message: String) -> Error {
-        FileHandle.standardError.write(Data("error: \(message)\n".utf8))
-        return ExitCode.failure
     }
 }
 

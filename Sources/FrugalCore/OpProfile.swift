@@ -1,7 +1,8 @@
-// OpProfile: wall time per CPU op, when enabled — where a training step or a token goes.
+// OpProfile: wall time per backend op, when enabled — where a training step or a token goes.
 import Foundation
 
-/// Calls and wall seconds per op of a `CPUBackend`, recorded while `enabled`.
+/// Calls and wall seconds per op of a backend, recorded while `enabled` (a GPU backend waits for
+/// each op to finish, so its figures are device time plus launch overhead).
 ///
 /// Only outermost ops count (the GEMMs inside `crossEntropy` are part of `crossEntropy`), so
 /// the entries add up to the time spent inside the backend.
@@ -38,21 +39,22 @@ public final class OpProfile: @unchecked Sendable {
 
     /// Runs `body`, adding its wall time to `name` when enabled and not nested in another op.
     @inline(__always)
-    func measure<R>(_ name: @autoclosure () -> String, _ body: () -> R) -> R {
+    public func measure<R>(_ name: @autoclosure () -> String, _ body: () throws -> R) rethrows -> R {
         lock.lock()
         let outermost = on && depth == 0
         depth += 1
         lock.unlock()
         let start = outermost ? ContinuousClock.now : nil
-        let result = body()
-        lock.lock()
-        depth -= 1
-        if let start {
-            let d = ContinuousClock.now - start
-            entries[name(), default: Entry()].calls += 1
-            entries[name(), default: Entry()].seconds += Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+        defer {
+            lock.lock()
+            depth -= 1
+            if let start {
+                let d = ContinuousClock.now - start
+                entries[name(), default: Entry()].calls += 1
+                entries[name(), default: Entry()].seconds += Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+            }
+            lock.unlock()
         }
-        lock.unlock()
-        return result
+        return try body()
     }
 }
