@@ -1,6 +1,8 @@
-// CUDAAttention: causal grouped-query attention and its backward on the GPU, FlashAttention-2
-// style (Kernels/attention.cu): the score matrix never exists; the backward recomputes the
-// forward's output and log-sum-exp, since the Backend contract does not pass them.
+// CUDAAttention: causal grouped-query attention and its backward on the GPU. Training-sized f32
+// inputs go through batched tensor-core GEMMs a chunk of heads at a time (CUDAAttentionGEMM.swift);
+// the rest through FlashAttention-2-style kernels (Kernels/attention.cu) in which the score matrix
+// never exists. The backward recomputes the forward's output and log-sum-exp, since the Backend
+// contract does not pass them.
 import Foundation
 import FrugalCore
 
@@ -16,7 +18,12 @@ extension CUDABackend {
         must("attention \(layout.batch)×\(layout.heads)×\(layout.queryLength)") {
             let lse = try empty([layout.batch * layout.heads * layout.queryLength], .f32, .workspace)
             let segments = try layout.segments.map { try stage($0) }
-            try attentionForward(out: out.address, lse: lse.address, q: q, k: k, v: v, segments: segments.address, layout: layout)
+            if attentionUsesGEMMs(layout, q) {
+                try attentionGEMMForward(out: out.address, lse: lse.address, heads: packHeads(q: q, k: k, v: v, layout: layout),
+                                         segments: segments.address, layout: layout)
+            } else {
+                try attentionForward(out: out.address, lse: lse.address, q: q, k: k, v: v, segments: segments.address, layout: layout)
+            }
         }
     }
 
@@ -35,11 +42,20 @@ extension CUDABackend {
             let statistics = try empty([2, rows], .f32, .workspace)
             let lse = statistics.address, delta = statistics.address + UInt64(rows * 4)
             let segments = try l.segments.map { try stage($0) }
-            try attentionForward(out: out.address, lse: lse, q: q, k: k, v: v, segments: segments.address, layout: l)
+            let packed = attentionUsesGEMMs(l, q) ? try packHeads(q: q, k: k, v: v, layout: l) : nil
+            if let packed {
+                try attentionGEMMForward(out: out.address, lse: lse, heads: packed, segments: segments.address, layout: l)
+            } else {
+                try attentionForward(out: out.address, lse: lse, q: q, k: k, v: v, segments: segments.address, layout: l)
+            }
             let pairs = l.batch * l.queryLength * l.heads, warps = Self.attentionThreads / 32
             try launch(CUDAKernels.attentionDelta(q.dtype), grid: ((pairs + warps - 1) / warps, 1, 1),
                        block: (Self.attentionThreads, 1, 1),
                        [delta, dOut.address, out.address, i32(l.batch), i32(l.queryLength), i32(l.heads), i32(d)])
+            if let packed {
+                return try attentionGEMMBackward(dq: dq, dk: dk, dv: dv, dOut: dOut, heads: packed, lse: lse, delta: delta,
+                                                 segments: segments.address, layout: l)
+            }
             let common: [any KernelArgument] = [segments.address, i32(l.batch), i32(l.queryLength), i32(l.keyLength),
                                                 i32(l.queryOffset), i32(l.heads), i32(l.kvHeads), i32(d), l.scale]
             let queryShared = (2 * Self.attentionRows * d + 2 * Self.attentionTile * (d + 1)) * 4

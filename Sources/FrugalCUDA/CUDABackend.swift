@@ -48,13 +48,16 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
         public var blasWorkspaceBytes: Int
         /// Bytes of a widened weight tile or a logits chunk.
         public var tileBytes: Int
+        /// Bytes of attention scores (and their gradients) held at once: a chunk of heads at a time.
+        public var attentionWorkspaceBytes: Int
 
         public init(allowTF32: Bool = false, lowPrecisionMatmul: Bool = false, blasWorkspaceBytes: Int = 32 << 20,
-                    tileBytes: Int = 64 << 20) {
+                    tileBytes: Int = 64 << 20, attentionWorkspaceBytes: Int = 256 << 20) {
             self.allowTF32 = allowTF32
             self.lowPrecisionMatmul = lowPrecisionMatmul
             self.blasWorkspaceBytes = blasWorkspaceBytes
             self.tileBytes = tileBytes
+            self.attentionWorkspaceBytes = attentionWorkspaceBytes
         }
     }
 

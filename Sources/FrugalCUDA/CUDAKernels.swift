@@ -51,6 +51,15 @@ public enum CUDAKernels {
         .init(file: "attention.cu", name: "attention_backward_key_" + suffix(dtype))
     }
 
+    static func attentionPack(_ dtype: DType) -> KernelName { .init(file: "attention_gemm.cu", name: "attention_pack_" + suffix(dtype)) }
+    static let attentionUnpack = KernelName(file: "attention_gemm.cu", name: "attention_unpack_f32")
+    static func attentionSoftmax(_ dtype: DType) -> KernelName {
+        .init(file: "attention_gemm.cu", name: "attention_softmax_" + suffix(dtype))
+    }
+    static func attentionSoftmaxBackward(_ dtype: DType) -> KernelName {
+        .init(file: "attention_gemm.cu", name: "attention_softmax_backward_" + suffix(dtype))
+    }
+
     static func activationForward(_ dtype: DType) -> KernelName { .init(file: "activations.cu", name: "activation_forward_" + suffix(dtype)) }
     static func activationBackward(_ dtype: DType) -> KernelName { .init(file: "activations.cu", name: "activation_backward_" + suffix(dtype)) }
     static func gatedForward(_ dtype: DType) -> KernelName { .init(file: "activations.cu", name: "gated_forward_" + suffix(dtype)) }
@@ -85,7 +94,8 @@ public enum CUDAKernels {
     public static var allEntryPoints: [(file: String, name: String)] {
         var names: [KernelName] = [embeddingBackward, rmsNormRstd, rmsNormBackwardWeight, layerNormStatistics,
                                    layerNormBackwardParameters, sumSquaresPartial, sumPartials, allFinite, columnSum,
-                                   crossEntropyRows, crossEntropyTotal, sgd]
+                                   crossEntropyRows, crossEntropyTotal, sgd, attentionUnpack]
+        for t in [DType.f32, .bf16] { names += [attentionPack(t), attentionSoftmax(t), attentionSoftmaxBackward(t)] }
         for t in floatTypes {
             names += [embeddingForward(t), rmsNormForward(t), rmsNormBackwardInput(t), layerNormForward(t),
                       layerNormBackwardInput(t), rope(t), attentionForward(t), attentionDelta(t),

@@ -105,10 +105,10 @@ extension CUDABackend {
     }
 
     /// `D = α·op(A)·op(B) + β·D` through cuBLASLt on the backend's stream.
-    func gemm(_ shape: CuBLASLt.Shape, a: DevicePointer, b: DevicePointer, d: DevicePointer, beta: Float,
+    func gemm(_ shape: CuBLASLt.Shape, a: DevicePointer, b: DevicePointer, d: DevicePointer, alpha: Float = 1, beta: Float,
               bias: DevicePointer? = nil) throws {
         guard shape.m > 0, shape.n > 0 else { return }
-        try blas.matmul(shape, a: a, b: b, d: d, alpha: 1, beta: beta, bias: bias, workspace: blasWorkspace.address,
+        try blas.matmul(shape, a: a, b: b, d: d, alpha: alpha, beta: beta, bias: bias, workspace: blasWorkspace.address,
                         workspaceBytes: blasWorkspace.byteCount, stream: stream)
     }
 

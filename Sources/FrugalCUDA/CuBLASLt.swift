@@ -22,6 +22,7 @@ public final class CuBLASLt: @unchecked Sendable {
     private let cublasLtMatmulDescSetAttribute: @convention(c) (Handle?, Int32, UnsafeRawPointer, Int) -> Int32
     private let cublasLtMatrixLayoutCreate: @convention(c) (UnsafeMutablePointer<Handle?>, Int32, UInt64, UInt64, Int64) -> Int32
     private let cublasLtMatrixLayoutDestroy: @convention(c) (Handle?) -> Int32
+    private let cublasLtMatrixLayoutSetAttribute: @convention(c) (Handle?, Int32, UnsafeRawPointer, Int) -> Int32
     private let cublasLtMatmulPreferenceCreate: @convention(c) (UnsafeMutablePointer<Handle?>) -> Int32
     private let cublasLtMatmulPreferenceDestroy: @convention(c) (Handle?) -> Int32
     private let cublasLtMatmulPreferenceSetAttribute: @convention(c) (Handle?, Int32, UnsafeRawPointer, Int) -> Int32
@@ -42,6 +43,8 @@ public final class CuBLASLt: @unchecked Sendable {
     static let descComputeType: Int32 = 0, descScaleType: Int32 = 1, descTransA: Int32 = 3, descTransB: Int32 = 4
     static let descEpilogue: Int32 = 7, descBiasPointer: Int32 = 8
     static let preferenceMaxWorkspace: Int32 = 1
+    /// `CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT` (int32) and `_STRIDED_BATCH_OFFSET` (int64, elements).
+    static let layoutBatchCount: Int32 = 5, layoutBatchStride: Int32 = 6
     /// `CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_{A,B,C,D}_BYTES` (default 256: offset views need less).
     static let preferenceAlignmentA: Int32 = 5, preferenceAlignmentB: Int32 = 6, preferenceAlignmentC: Int32 = 7,
                preferenceAlignmentD: Int32 = 8
@@ -62,6 +65,7 @@ public final class CuBLASLt: @unchecked Sendable {
         cublasLtMatmulDescSetAttribute = try s("cublasLtMatmulDescSetAttribute")
         cublasLtMatrixLayoutCreate = try s("cublasLtMatrixLayoutCreate")
         cublasLtMatrixLayoutDestroy = try s("cublasLtMatrixLayoutDestroy")
+        cublasLtMatrixLayoutSetAttribute = try s("cublasLtMatrixLayoutSetAttribute")
         cublasLtMatmulPreferenceCreate = try s("cublasLtMatmulPreferenceCreate")
         cublasLtMatmulPreferenceDestroy = try s("cublasLtMatmulPreferenceDestroy")
         cublasLtMatmulPreferenceSetAttribute = try s("cublasLtMatmulPreferenceSetAttribute")
@@ -86,7 +90,8 @@ public final class CuBLASLt: @unchecked Sendable {
 
     // MARK: - GEMM
 
-    /// One column-major GEMM's shape: `D (m×n) = α·op(A)·op(B) + β·C`, C = D.
+    /// One column-major GEMM's shape: `D (m×n) = α·op(A)·op(B) + β·C`, C = D; or `batch` of
+    /// them, the i-th operands `i·stride` elements after the first.
     public struct Shape: Hashable, Sendable {
         public var m, n, k: Int
         public var transposeA, transposeB: Bool
@@ -94,6 +99,8 @@ public final class CuBLASLt: @unchecked Sendable {
         public var typeA, typeB, typeD: DataType
         public var compute: ComputeType
         public var epilogue: Epilogue
+        public var batch = 1
+        public var strideA = 0, strideB = 0, strideD = 0
 
         public init(m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool, lda: Int, ldb: Int, ldd: Int,
                     typeA: DataType = .f32, typeB: DataType = .f32, typeD: DataType = .f32,
@@ -101,6 +108,13 @@ public final class CuBLASLt: @unchecked Sendable {
             self.m = m; self.n = n; self.k = k; self.transposeA = transposeA; self.transposeB = transposeB
             self.lda = lda; self.ldb = ldb; self.ldd = ldd; self.typeA = typeA; self.typeB = typeB; self.typeD = typeD
             self.compute = compute; self.epilogue = epilogue
+        }
+
+        /// The same GEMM over `count` operand sets spaced by the strides (elements).
+        public func batched(_ count: Int, strideA: Int, strideB: Int, strideD: Int) -> Shape {
+            var shape = self
+            shape.batch = count; shape.strideA = strideA; shape.strideB = strideB; shape.strideD = strideD
+            return shape
         }
     }
 
@@ -147,6 +161,13 @@ public final class CuBLASLt: @unchecked Sendable {
                   "cublasLtMatrixLayoutCreate(B)")
         try check(cublasLtMatrixLayoutCreate(&plan.d, shape.typeD.rawValue, UInt64(shape.m), UInt64(shape.n), Int64(shape.ldd)),
                   "cublasLtMatrixLayoutCreate(D)")
+        if shape.batch > 1 {
+            for (layout, stride) in [(plan.a, shape.strideA), (plan.b, shape.strideB), (plan.d, shape.strideD)] {
+                var count = Int32(shape.batch), offset = Int64(stride)
+                try check(cublasLtMatrixLayoutSetAttribute(layout, Self.layoutBatchCount, &count, 4), "set batch count")
+                try check(cublasLtMatrixLayoutSetAttribute(layout, Self.layoutBatchStride, &offset, 8), "set batch stride")
+            }
+        }
         var preference: Handle?
         try check(cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate")
         defer { _ = cublasLtMatmulPreferenceDestroy(preference) }

@@ -21,7 +21,15 @@ public func runGPUChecks(reference: any TrainingBackend, options: CUDABackend.Op
     }
     var checker = GPUChecker(gpu: gpu, cpu: reference, report: report)
     checker.run()
-    return checker.results
+    // Again with 16-bit tensor-core operands (as bf16 and fp16 training run): GEMMs and attention.
+    var lowPrecision = options
+    lowPrecision.lowPrecisionMatmul = true
+    guard let fast = try? CUDABackend(options: lowPrecision) else { return checker.results }
+    var roundingChecker = GPUChecker(gpu: fast, cpu: reference, report: report)
+    roundingChecker.roundsOperands = true
+    roundingChecker.checkLinear()
+    roundingChecker.checkAttention()
+    return checker.results + roundingChecker.results
 }
 
 /// Tolerances by the precision of the inputs (the arithmetic is f32 on both sides; the GPU sums
@@ -30,6 +38,8 @@ enum GPUCheckTolerance {
     static let f32 = 1e-4
     static let attention = 2e-4
     static let sixteenBit = 1e-3
+    /// Activations rounded to bf16 before a tensor-core GEMM (8 significant bits).
+    static let roundedOperands = 2e-2
 }
 
 /// The checks, run on a candidate backend (`gpu`) against a reference (`cpu`). Any two backends
@@ -39,6 +49,9 @@ struct GPUChecker {
     let cpu: any TrainingBackend
     let report: (CheckResult) -> Void
     var results = [CheckResult]()
+    /// Whether the candidate rounds activations to 16 bits for its GEMMs (`lowPrecisionMatmul`):
+    /// looser tolerances, and the check names say so.
+    var roundsOperands = false
     private var state: UInt64 = 0x9E37_79B9_7F4A_7C15
 
     init(gpu: any TrainingBackend, cpu: any TrainingBackend, report: @escaping (CheckResult) -> Void) {
@@ -90,6 +103,8 @@ struct GPUChecker {
     /// scalars by value, each relative to the reference's largest magnitude.
     mutating func check(_ name: String, tolerance: Double = GPUCheckTolerance.f32,
                         _ body: (any TrainingBackend) -> (tensors: [Tensor], scalars: [Double])) {
+        let name = roundsOperands ? name + ", 16-bit tensor-core operands" : name
+        let tolerance = roundsOperands ? max(tolerance, GPUCheckTolerance.roundedOperands) : tolerance
         let expected = body(cpu), actual = body(gpu)
         var worst = 0.0, detail = ""
         for (index, (e, a)) in zip(expected.tensors, actual.tensors).enumerated() {
