@@ -16,7 +16,7 @@ extension CUDABackend {
     public func attention(_ out: Tensor, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout) {
         check(layout, q: q, k: k, v: v, out: out)
         must("attention \(layout.batch)×\(layout.heads)×\(layout.queryLength)") {
-            let lse = try empty([layout.batch * layout.heads * layout.queryLength], .f32, .workspace)
+            let lse = try allocate([layout.batch * layout.heads * layout.queryLength], .f32, .workspace)
             let segments = try layout.segments.map { try stage($0) }
             if attentionUsesGEMMs(layout, q) {
                 try attentionGEMMForward(out: out.address, lse: lse.address, heads: packHeads(q: q, k: k, v: v, layout: layout),
@@ -38,8 +38,8 @@ extension CUDABackend {
         must("attentionBackward \(l.batch)×\(l.heads)×\(l.queryLength)") {
             let rows = l.batch * l.heads * l.queryLength, d = l.headDim
             // (batch·lq, heads·d) the recomputed output; (2, batch·heads·lq) log-sum-exp and D
-            let out = try empty([q.count], .f32, .workspace)
-            let statistics = try empty([2, rows], .f32, .workspace)
+            let out = try allocate([q.count], .f32, .workspace)
+            let statistics = try allocate([2, rows], .f32, .workspace)
             let lse = statistics.address, delta = statistics.address + UInt64(rows * 4)
             let segments = try l.segments.map { try stage($0) }
             let packed = attentionUsesGEMMs(l, q) ? try packHeads(q: q, k: k, v: v, layout: l) : nil

@@ -24,7 +24,7 @@ extension CUDABackend {
         let type: DType = options.lowPrecisionMatmul ? .bf16 : .f32
         let pairs = l.batch * l.heads, group = l.heads / l.kvHeads
         func pack(_ source: Tensor, length: Int, group: Int) throws -> Tensor {
-            let packed = try empty([pairs * length * l.headDim], type, .workspace)
+            let packed = try allocate([pairs * length * l.headDim], type, .workspace)
             try launch(CUDAKernels.attentionPack(type), elements: packed.count,
                        [packed.address, source.address, i32(l.batch), i32(length), i32(l.heads), i32(group), i32(l.headDim)])
             return packed
@@ -78,8 +78,8 @@ extension CUDABackend {
                               layout l: AttentionLayout) throws {
         let lq = l.queryLength, lk = l.keyLength, d = l.headDim, size = p.type.blockBytes
         let chunk = attentionChunk(l, bytesPerPair: lq * lk * (4 + size))
-        let scores = try empty([chunk * lq * lk], .f32, .workspace), probabilities = try empty([chunk * lq * lk], p.type, .workspace)
-        let output = try empty([p.pairs * lq * d], .f32, .workspace)
+        let scores = try allocate([chunk * lq * lk], .f32, .workspace), probabilities = try allocate([chunk * lq * lk], p.type, .workspace)
+        let output = try allocate([p.pairs * lq * d], .f32, .workspace)
         for first in stride(from: 0, to: p.pairs, by: chunk) {
             let n = min(chunk, p.pairs - first), g = attentionGEMMs(l, p.type, pairs: n)
             try gemm(g.scores, a: p.k.address + UInt64(first * lk * d * size), b: p.q.address + UInt64(first * lq * d * size),
@@ -98,14 +98,14 @@ extension CUDABackend {
     func attentionGEMMBackward(dq: Tensor, dk: Tensor, dv: Tensor, dOut: Tensor, heads p: PackedHeads, lse: DevicePointer,
                                delta: DevicePointer, segments: DevicePointer, layout l: AttentionLayout) throws {
         let lq = l.queryLength, lk = l.keyLength, d = l.headDim, size = p.type.blockBytes, group = l.heads / l.kvHeads
-        let packedOut = try empty([p.pairs * lq * d], p.type, .workspace)
+        let packedOut = try allocate([p.pairs * lq * d], p.type, .workspace)
         try launch(CUDAKernels.attentionPack(p.type), elements: packedOut.count,
                    [packedOut.address, dOut.address, i32(l.batch), i32(lq), i32(l.heads), i32(1), i32(d)])
         let chunk = attentionChunk(l, bytesPerPair: lq * lk * (8 + 2 * size))
-        let scores = try empty([chunk * lq * lk], .f32, .workspace), dProbabilities = try empty([chunk * lq * lk], .f32, .workspace)
-        let probabilities = try empty([chunk * lq * lk], p.type, .workspace), dScores = try empty([chunk * lq * lk], p.type, .workspace)
-        let dQueries = try empty([p.pairs * lq * d], .f32, .workspace)
-        let dKeys = try empty([p.pairs * lk * d], .f32, .workspace), dValues = try empty([p.pairs * lk * d], .f32, .workspace)
+        let scores = try allocate([chunk * lq * lk], .f32, .workspace), dProbabilities = try allocate([chunk * lq * lk], .f32, .workspace)
+        let probabilities = try allocate([chunk * lq * lk], p.type, .workspace), dScores = try allocate([chunk * lq * lk], p.type, .workspace)
+        let dQueries = try allocate([p.pairs * lq * d], .f32, .workspace)
+        let dKeys = try allocate([p.pairs * lk * d], .f32, .workspace), dValues = try allocate([p.pairs * lk * d], .f32, .workspace)
         for first in stride(from: 0, to: p.pairs, by: chunk) {
             let n = min(chunk, p.pairs - first), g = attentionGEMMs(l, p.type, pairs: n)
             let q = p.q.address + UInt64(first * lq * d * size), k = p.k.address + UInt64(first * lk * d * size)

@@ -137,9 +137,14 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
 
     // MARK: - Memory
 
+    /// A new tensor whose contents are unspecified, for outputs an op overwrites entirely.
+    public func empty(_ shape: Shape, _ dtype: DType, _ category: MemoryCategory) -> Tensor {
+        must("empty(\(shape), \(dtype), \(category.rawValue))") { try allocate(shape, dtype, category) }
+    }
+
     /// A new tensor, not zero-filled (for workspace the op overwrites).
     /// - Throws: `CUDAError.outOfMemory`.
-    public func empty(_ shape: Shape, _ dtype: DType, _ category: MemoryCategory) throws -> Tensor {
+    public func allocate(_ shape: Shape, _ dtype: DType, _ category: MemoryCategory) throws -> Tensor {
         guard let bytes = dtype.byteCount(elements: shape.count) else {
             throw FrugalError.invalidArgument("shape \(shape) is not a whole number of \(dtype) blocks")
         }
@@ -154,7 +159,7 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
 
     public func zeros(_ shape: Shape, _ dtype: DType, _ category: MemoryCategory) -> Tensor {
         must("zeros(\(shape), \(dtype), \(category.rawValue))") {
-            let tensor = try empty(shape, dtype, category)
+            let tensor = try allocate(shape, dtype, category)
             try driver.memsetAsync(tensor.address, 0, bytes: tensor.storage.byteCount, stream: stream)
             return tensor
         }
@@ -162,7 +167,7 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
 
     public func upload(_ bytes: UnsafeRawBufferPointer, _ shape: Shape, _ dtype: DType, _ category: MemoryCategory) -> Tensor {
         must("upload(\(shape), \(dtype))") {
-            let tensor = try empty(shape, dtype, category)
+            let tensor = try allocate(shape, dtype, category)
             precondition(bytes.count == tensor.byteCount, "upload of \(bytes.count) bytes into \(shape) \(dtype)")
             // A synchronous copy from pageable memory: it runs after the stream's queued work
             // (the stream is a blocking one) and the caller may free `bytes` on return.
@@ -194,7 +199,7 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
     /// A device copy of a small host array (through the pinned staging slots), as workspace.
     func stage<T>(_ values: [T]) throws -> Tensor {
         let bytes = max(1, values.count * MemoryLayout<T>.stride)
-        let tensor = try empty([bytes / 4 + 1], .f32, .workspace)
+        let tensor = try allocate([bytes / 4 + 1], .f32, .workspace)
         try values.withUnsafeBytes { try staging.copy($0, to: tensor.address, stream: stream) }
         return tensor
     }

@@ -22,9 +22,9 @@ extension CUDABackend {
         let chunkRows = max(1, min(rows, options.tileBytes / 4 / max(vocabulary, 1)))
         let totalBits: UInt64 = must("crossEntropy of \(rows) rows over \(vocabulary)") {
             // (chunkRows, vocabulary) one chunk's logits, then their gradient; (chunkRows) losses; the total (double)
-            let logits = try empty([chunkRows, vocabulary], .f32, .workspace)
-            let losses = try empty([chunkRows], .f32, .workspace)
-            let total = try empty([2], .f32, .workspace)
+            let logits = try allocate([chunkRows, vocabulary], .f32, .workspace)
+            let losses = try allocate([chunkRows], .f32, .workspace)
+            let total = try allocate([2], .f32, .workspace)
             try driver.memsetAsync(total.address, 0, bytes: 8, stream: stream)
             let ids = try stage(targets)
             for first in stride(from: 0, to: rows, by: chunkRows) {

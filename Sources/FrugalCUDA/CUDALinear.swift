@@ -98,7 +98,7 @@ extension CUDABackend {
     /// (workspace); else nil.
     func lowPrecisionOperand(_ activations: Tensor, _ weight: Tensor) throws -> Tensor? {
         guard options.lowPrecisionMatmul, weight.dtype == .f16 || weight.dtype == .bf16 else { return nil }
-        let rounded = try empty(activations.shape, weight.dtype, .workspace)
+        let rounded = try allocate(activations.shape, weight.dtype, .workspace)
         try launch(CUDAKernels.cast(.f32, weight.dtype), elements: activations.count,
                    [rounded.address, activations.address, Int64(activations.count)])
         return rounded
@@ -119,7 +119,7 @@ extension CUDABackend {
         let outputs = weight.shape.rows, inputs = weight.shape.last
         if weight.dtype == .f32 { return try body(0, outputs, weight.address) }
         let tileRows = max(1, min(outputs, options.tileBytes / 4 / max(inputs, 1)))
-        let tile = try empty([tileRows, inputs], .f32, .workspace)
+        let tile = try allocate([tileRows, inputs], .f32, .workspace)
         let rowBytes = weight.dtype.byteCount(elements: inputs)!
         try withExtendedLifetime(tile) {
             for first in stride(from: 0, to: outputs, by: tileRows) {

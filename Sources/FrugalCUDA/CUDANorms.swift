@@ -32,7 +32,7 @@ extension CUDABackend {
                      "rmsNormBackward: x \(x.shape), dx \(dx.shape), dy \(dy.shape), weight \(weight.shape)")
         must("rmsNormBackward of \(x.shape)") {
             // (rows) the saved statistic: 1/rms per row
-            let rstd = try empty([rows], .f32, .workspace)
+            let rstd = try allocate([rows], .f32, .workspace)
             try launch(CUDAKernels.rmsNormRstd, rows: rows, [rstd.address, x.address, i32(rows), i32(n), eps])
             if let dWeight {
                 precondition(dWeight.dtype == .f32 && dWeight.count == n, "rmsNormBackward: dWeight \(dWeight.shape)")
@@ -72,7 +72,7 @@ extension CUDABackend {
                      "layerNormBackward: x \(x.shape), dx \(dx.shape), dy \(dy.shape), weight \(weight.shape)")
         must("layerNormBackward of \(x.shape)") {
             // (2, rows) the saved statistics: mean and 1/std per row
-            let statistics = try empty([2, rows], .f32, .workspace)
+            let statistics = try allocate([2, rows], .f32, .workspace)
             let mean = statistics.address, rstd = statistics.address + UInt64(rows * 4)
             try launch(CUDAKernels.layerNormStatistics, rows: rows, [mean, rstd, x.address, i32(rows), i32(n), eps])
             if dWeight != nil || dBias != nil {

@@ -44,28 +44,38 @@ extension CUDABackend {
     // MARK: - Reductions
 
     /// `Σ x²` in double precision: per chunk, then the chunks in order (deterministic).
-    public func sumOfSquares(_ x: Tensor) -> Double {
-        precondition(x.dtype == .f32, "sumOfSquares of a \(x.dtype) tensor")
-        guard x.count > 0 else { return 0 }
-        let chunks = (x.count + Self.reductionChunk - 1) / Self.reductionChunk
-        let bits: UInt64 = must("sumOfSquares of \(x.shape)") {
-            // (chunks) partial sums and (1) the total, as doubles
-            let partials = try empty([2 * chunks + 2], .f32, .workspace)
-            let total = partials.address + UInt64(chunks * 8)
-            try launch(CUDAKernels.sumSquaresPartial, grid: (chunks, 1, 1), block: (256, 1, 1),
-                       [partials.address, x.address, Int64(x.count), Int64(Self.reductionChunk)])
-            try launch(CUDAKernels.sumPartials, grid: (1, 1, 1), block: (256, 1, 1), [total, partials.address, i32(chunks)])
-            let view = Tensor(storage: partials.storage, byteOffset: chunks * 8, shape: [2], dtype: .f32)
-            return downloadBytes(view).withUnsafeBytes { $0.load(as: UInt64.self) }
+    public func sumOfSquares(_ x: Tensor) -> Double { sumsOfSquares([x])[0] }
+
+    /// Every tensor's partial sums into one buffer, then each tensor's total, then one download.
+    public func sumsOfSquares(_ tensors: [Tensor]) -> [Double] {
+        precondition(tensors.allSatisfy { $0.dtype == .f32 }, "sumsOfSquares of non-f32 tensors")
+        guard !tensors.isEmpty else { return [] }
+        let chunks = tensors.map { ($0.count + Self.reductionChunk - 1) / Self.reductionChunk }
+        let partialCount = chunks.reduce(0, +)
+        let bytes: [UInt8] = must("sumOfSquares of \(tensors.count) tensors") {
+            // (partialCount) partial sums, then one total per tensor, as doubles
+            let buffer = try allocate([2 * (partialCount + tensors.count)], .f32, .workspace)
+            var offset = 0
+            for (index, (x, count)) in zip(tensors, chunks).enumerated() {
+                let partials = buffer.address + UInt64(offset * 8), total = buffer.address + UInt64((partialCount + index) * 8)
+                if count > 0 {
+                    try launch(CUDAKernels.sumSquaresPartial, grid: (count, 1, 1), block: (256, 1, 1),
+                               [partials, x.address, Int64(x.count), Int64(Self.reductionChunk)])
+                }
+                try launch(CUDAKernels.sumPartials, grid: (1, 1, 1), block: (256, 1, 1), [total, partials, i32(count)])
+                offset += count
+            }
+            let totals = Tensor(storage: buffer.storage, byteOffset: partialCount * 8, shape: [2 * tensors.count], dtype: .f32)
+            return downloadBytes(totals)
         }
-        return Double(bitPattern: bits)
+        return bytes.withUnsafeBytes { raw in (0..<tensors.count).map { Double(bitPattern: raw.load(fromByteOffset: 8 * $0, as: UInt64.self)) } }
     }
 
     /// Whether every value is finite.
     public func allFinite(_ x: Tensor) -> Bool {
         precondition(x.dtype == .f32, "allFinite of a \(x.dtype) tensor")
         return must("allFinite of \(x.shape)") {
-            let flag = try empty([1], .f32, .workspace)
+            let flag = try allocate([1], .f32, .workspace)
             try driver.memsetAsync(flag.address, words: 1, count: 1, stream: stream)
             try launch(CUDAKernels.allFinite, elements: x.count, [flag.address, x.address, Int64(x.count)])
             return downloadBytes(flag).withUnsafeBytes { $0.load(as: Int32.self) } == 1

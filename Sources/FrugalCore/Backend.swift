@@ -50,6 +50,8 @@ public protocol Backend: AnyObject, Sendable {
 
     /// A new zero-filled tensor.
     func zeros(_ shape: Shape, _ dtype: DType, _ category: MemoryCategory) -> Tensor
+    /// A new tensor whose contents are unspecified, for an output an op overwrites entirely (=).
+    func empty(_ shape: Shape, _ dtype: DType, _ category: MemoryCategory) -> Tensor
     /// A new tensor holding `bytes` (raw, already in `dtype`'s layout).
     func upload(_ bytes: UnsafeRawBufferPointer, _ shape: Shape, _ dtype: DType, _ category: MemoryCategory) -> Tensor
     /// The tensor's values as floats (dequantized when packed).

@@ -46,10 +46,17 @@ public protocol TrainingBackend: Backend {
              weightDecay: Float)
     /// `Σ x²` of an f32 tensor, in double precision.
     func sumOfSquares(_ x: Tensor) -> Double
+    /// `Σ x²` of each tensor, with one wait for the device (a NaN or ∞ anywhere makes its sum non-finite).
+    func sumsOfSquares(_ tensors: [Tensor]) -> [Double]
     /// Whether every value of an f32 tensor is finite.
     func allFinite(_ x: Tensor) -> Bool
     /// Rounds every f32 value in place to the nearest value of `dtype` (emulated f16/bf16 storage).
     func roundInPlace(_ x: Tensor, to dtype: DType)
     /// Fills an f32 tensor with zeros.
     func zero(_ x: Tensor)
+}
+
+extension TrainingBackend {
+    /// One `sumOfSquares` after another (a backend that computes in place waits for nothing).
+    public func sumsOfSquares(_ tensors: [Tensor]) -> [Double] { tensors.map(sumOfSquares) }
 }

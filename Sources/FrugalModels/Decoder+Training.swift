@@ -81,7 +81,7 @@ extension Decoder {
                                     random: inout SplitMix64) -> Double {
         guard let backend = backend as? TrainingBackend else { preconditionFailure("backend cannot train") }
         let pass = forwardForTraining(batch, options: options, random: &random)
-        let dHidden = backend.zeros(pass.hidden.shape, .f32, .activations)
+        let dHidden = backend.empty(pass.hidden.shape, .f32, .activations)
         let loss = backend.crossEntropy(hidden: pass.hidden, head: weights.head, targets: batch.targets, dHidden: dHidden,
                                         dHead: parameters.gradient(of: weights.head), gradientScale: options.gradientScale)
         backward(dHidden, pass, into: parameters)
@@ -138,7 +138,7 @@ extension Decoder {
         if let norm = weights.finalNorm { normed = normalize(x, norm) }
         var hidden = normed
         if let projectOut = weights.projectOut {
-            hidden = backend.zeros([x.shape.rows, projectOut.outputs], .f32, .activations)
+            hidden = backend.empty([x.shape.rows, projectOut.outputs], .f32, .activations)
             backend.linear(hidden, normed, projectOut.weight, bias: projectOut.bias)
         }
         return (hidden, FinishTape(beforeNorm: x, normed: normed))
@@ -162,12 +162,12 @@ extension Decoder {
         guard let dTable = parameters.gradient(of: weights.tokenEmbedding) else { return }
         var dEmbedded = dx
         if let projectIn = weights.projectIn {
-            let embedded = backend.zeros([input.tokens.count, weights.tokenEmbedding.shape.last], .f32, .activations)
+            let embedded = backend.empty([input.tokens.count, weights.tokenEmbedding.shape.last], .f32, .activations)
             backend.embedding(embedded, weights.tokenEmbedding, tokens: input.tokens)
             if c.embeddingScale != 1 { backend.scale(embedded, by: c.embeddingScale) }
             dEmbedded = linearBackward(dx, embedded, projectIn, nil, parameters, backend)
         } else if c.embeddingScale != 1 {
-            dEmbedded = backend.zeros(dx.shape, .f32, .activations)
+            dEmbedded = backend.empty(dx.shape, .f32, .activations)
             backend.copy(dEmbedded, at: 0, from: dx)
         }
         if c.embeddingScale != 1 { backend.scale(dEmbedded, by: c.embeddingScale) }
@@ -187,18 +187,18 @@ extension Decoder {
         let dProduct = linearBackward(dS2, tape.product, block.down, tape.lora[.down], parameters, backend)
         var dH2: Tensor
         if let gate = block.gate, let g = tape.gate {
-            let dGate = backend.zeros(g.shape, .f32, .activations), dUp = backend.zeros(g.shape, .f32, .activations)
+            let dGate = backend.empty(g.shape, .f32, .activations), dUp = backend.empty(g.shape, .f32, .activations)
             backend.gatedBackward(dGate: dGate, dUp: dUp, dy: dProduct, gate: g, up: tape.up, c.activation)
             dH2 = linearBackward(dGate, tape.h2, gate, tape.lora[.gate], parameters, backend)
             let dFromUp = linearBackward(dUp, tape.h2, block.up, tape.lora[.up], parameters, backend)
             backend.add(dH2, dH2, dFromUp)
         } else {
-            let dUp = backend.zeros(tape.up.shape, .f32, .activations)
+            let dUp = backend.empty(tape.up.shape, .f32, .activations)
             backend.activateBackward(dx: dUp, dy: dProduct, x: tape.up, c.activation)
             dH2 = linearBackward(dUp, tape.h2, block.up, tape.lora[.up], parameters, backend)
         }
         // s2 = mid + M(h2)
-        let dMid = backend.zeros(dS2.shape, .f32, .activations)
+        let dMid = backend.empty(dS2.shape, .f32, .activations)
         if preNorm {
             let dFromNorm = normBackward(dH2, tape.mid, block.mlpNorm, parameters, backend)
             backend.add(dMid, dS2, dFromNorm)
@@ -209,8 +209,8 @@ extension Decoder {
         let dS1 = preNorm ? dMid : normBackward(dMid, tape.s1, block.attentionNorm, parameters, backend)
         // Attention
         let dAttended = linearBackward(dS1, tape.attended, block.output, tape.lora[.o], parameters, backend)
-        let dq = backend.zeros(tape.q.shape, .f32, .activations)
-        let dk = backend.zeros(tape.k.shape, .f32, .activations), dv = backend.zeros(tape.v.shape, .f32, .activations)
+        let dq = backend.empty(tape.q.shape, .f32, .activations)
+        let dk = backend.empty(tape.k.shape, .f32, .activations), dv = backend.empty(tape.v.shape, .f32, .activations)
         backend.attentionBackward(dq: dq, dk: dk, dv: dv, dOut: dAttended, q: tape.q, k: tape.k, v: tape.v,
                                   layout: attentionLayout(input, keyLength: input.length, queryOffset: 0))
         if c.usesRotaryPositions {
@@ -221,7 +221,7 @@ extension Decoder {
         backend.add(dH1, dH1, linearBackward(dk, tape.h1, block.key, tape.lora[.k], parameters, backend))
         backend.add(dH1, dH1, linearBackward(dv, tape.h1, block.value, tape.lora[.v], parameters, backend))
         // s1 = x + A(h1)
-        let dx = backend.zeros(dS1.shape, .f32, .activations)
+        let dx = backend.empty(dS1.shape, .f32, .activations)
         if preNorm {
             backend.add(dx, dS1, normBackward(dH1, tape.input, block.attentionNorm, parameters, backend))
         } else {
@@ -233,17 +233,16 @@ extension Decoder {
     /// Backward of `project`: the input gradient (=), with weight, bias and LoRA gradients (+=).
     private func linearBackward(_ dy: Tensor, _ x: Tensor, _ linear: Linear, _ lora: LoRATape?,
                                 _ parameters: TrainableParameters, _ backend: TrainingBackend) -> Tensor {
-        let dx = backend.zeros(x.shape, .f32, .activations)
+        let dx = backend.empty(x.shape, .f32, .activations)
         backend.linearBackward(dx: dx, dWeight: parameters.gradient(of: linear.weight),
                                dBias: parameters.gradient(of: linear.bias), dy: dy, x: x, weight: linear.weight)
         guard let adapter = linear.lora, adapter.enabled, let lora else { return dx }
-        let scaled = backend.zeros(dy.shape, .f32, .workspace)
-        backend.copy(scaled, at: 0, from: dy)
-        backend.scale(scaled, by: adapter.scale)
-        let dHidden = backend.zeros(lora.hidden.shape, .f32, .activations)
-        backend.linearBackward(dx: dHidden, dWeight: parameters.gradient(of: adapter.b), dBias: nil, dy: scaled,
+        // The tape's hidden is already scaled: dB += dyᵀ·(s·h); d(s·h) = dy·B, so dh = s·dy·B.
+        let dHidden = backend.empty(lora.hidden.shape, .f32, .activations)
+        backend.linearBackward(dx: dHidden, dWeight: parameters.gradient(of: adapter.b), dBias: nil, dy: dy,
                                x: lora.hidden, weight: adapter.b)
-        let dInput = backend.zeros(x.shape, .f32, .activations)
+        backend.scale(dHidden, by: adapter.scale)
+        let dInput = backend.empty(x.shape, .f32, .activations)
         backend.linearBackward(dx: dInput, dWeight: parameters.gradient(of: adapter.a), dBias: nil, dy: dHidden,
                                x: lora.input, weight: adapter.a)
         if let mask = lora.mask { backend.multiply(dInput, dInput, mask) }
@@ -254,7 +253,7 @@ extension Decoder {
     /// Backward of `normalize`: the input gradient (=), with weight and bias gradients (+=).
     private func normBackward(_ dy: Tensor, _ x: Tensor, _ norm: Norm, _ parameters: TrainableParameters,
                               _ backend: TrainingBackend) -> Tensor {
-        let dx = backend.zeros(x.shape, .f32, .activations)
+        let dx = backend.empty(x.shape, .f32, .activations)
         if let bias = norm.bias {
             backend.layerNormBackward(dx: dx, dWeight: parameters.gradient(of: norm.weight), dBias: parameters.gradient(of: bias),
                                       dy: dy, x: x, weight: norm.weight, eps: configuration.normEps)

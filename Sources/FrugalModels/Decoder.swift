@@ -40,7 +40,7 @@ public final class Decoder: @unchecked Sendable {
             }
             hidden = last
         }
-        let out = backend.zeros([hidden.shape.rows, configuration.vocabSize], .f32, .activations)
+        let out = backend.empty([hidden.shape.rows, configuration.vocabSize], .f32, .activations)
         backend.linear(out, hidden, weights.head, bias: nil)
         return out
     }
@@ -65,16 +65,16 @@ public final class Decoder: @unchecked Sendable {
     /// Token (and learned position) embeddings, scaled and projected to the hidden width.
     func embed(_ input: ForwardInput) -> Tensor {
         let c = configuration, rows = input.tokens.count
-        let embedded = backend.zeros([rows, weights.tokenEmbedding.shape.last], .f32, .activations)
+        let embedded = backend.empty([rows, weights.tokenEmbedding.shape.last], .f32, .activations)
         backend.embedding(embedded, weights.tokenEmbedding, tokens: input.tokens)
         if c.embeddingScale != 1 { backend.scale(embedded, by: c.embeddingScale) }
         var x = embedded
         if let projectIn = weights.projectIn {
-            x = backend.zeros([rows, c.hiddenSize], .f32, .activations)
+            x = backend.empty([rows, c.hiddenSize], .f32, .activations)
             backend.linear(x, embedded, projectIn.weight, bias: projectIn.bias)
         }
         if let table = weights.positionEmbedding {
-            let learned = backend.zeros([rows, c.hiddenSize], .f32, .activations)
+            let learned = backend.empty([rows, c.hiddenSize], .f32, .activations)
             backend.embedding(learned, table, tokens: input.positions.map { $0 + Int32(c.positionOffset) })
             backend.add(x, x, learned)
         }
@@ -86,7 +86,7 @@ public final class Decoder: @unchecked Sendable {
         var x = x
         if let norm = weights.finalNorm { x = normalize(x, norm) }
         if let projectOut = weights.projectOut {
-            let projected = backend.zeros([x.shape.rows, projectOut.outputs], .f32, .activations)
+            let projected = backend.empty([x.shape.rows, projectOut.outputs], .f32, .activations)
             backend.linear(projected, x, projectOut.weight, bias: projectOut.bias)
             x = projected
         }
@@ -99,12 +99,12 @@ public final class Decoder: @unchecked Sendable {
         let block = weights.blocks[index], preNorm = configuration.normBeforeBlock
         let h1 = preNorm ? normalize(x, block.attentionNorm) : x
         let attended = attention(block, index: index, h1, input, cache: cache, tape: tape)
-        let s1 = backend.zeros(x.shape, .f32, .activations)
+        let s1 = backend.empty(x.shape, .f32, .activations)
         backend.add(s1, x, attended)
         let mid = preNorm ? s1 : normalize(s1, block.attentionNorm)
         let h2 = preNorm ? normalize(mid, block.mlpNorm) : mid
         let mlpOut = mlp(block, h2, tape: tape)
-        let s2 = backend.zeros(x.shape, .f32, .activations)
+        let s2 = backend.empty(x.shape, .f32, .activations)
         backend.add(s2, mid, mlpOut)
         if let tape {
             tape.input = x; tape.h1 = h1; tape.s1 = s1; tape.mid = mid; tape.h2 = h2; tape.s2 = s2
@@ -131,7 +131,7 @@ public final class Decoder: @unchecked Sendable {
             values = cache.values[index].rows(0..<keyLength)
         }
         let layout = attentionLayout(input, keyLength: keyLength, queryOffset: offset)
-        let attended = backend.zeros(q.shape, .f32, .activations)
+        let attended = backend.empty(q.shape, .f32, .activations)
         backend.attention(attended, q: q, k: keys, v: values, layout: layout)
         if let tape { tape.q = q; tape.k = k; tape.v = v; tape.attended = attended }
         return project(attended, block.output, .o, tape)
@@ -146,7 +146,7 @@ public final class Decoder: @unchecked Sendable {
 
     private func mlp(_ block: BlockWeights, _ h: Tensor, tape: BlockTape?) -> Tensor {
         let up = project(h, block.up, .up, tape)
-        let product = backend.zeros(up.shape, .f32, .activations)
+        let product = backend.empty(up.shape, .f32, .activations)
         if let gate = block.gate {
             let g = project(h, gate, .gate, tape)
             backend.gated(product, gate: g, up: up, configuration.activation)
@@ -158,30 +158,32 @@ public final class Decoder: @unchecked Sendable {
         return project(product, block.down, .down, tape)
     }
 
-    /// `x·Wᵀ + b`, plus the LoRA branch `s · dropout(x)·Aᵀ·Bᵀ` when an enabled adapter is attached.
+    /// `x·Wᵀ + b`, plus the LoRA branch `s · dropout(x)·Aᵀ·Bᵀ` when an enabled adapter is attached
+    /// (the tape keeps the scaled hidden `s·dropout(x)·Aᵀ`).
     func project(_ x: Tensor, _ linear: Linear, _ role: ProjectionRole, _ tape: BlockTape?) -> Tensor {
-        let out = backend.zeros([x.shape.rows, linear.outputs], .f32, .activations)
+        let out = backend.empty([x.shape.rows, linear.outputs], .f32, .activations)
         backend.linear(out, x, linear.weight, bias: linear.bias)
         guard let lora = linear.lora, lora.enabled else { return out }
         var input = x, mask: Tensor?
         if let tape, tape.training, lora.dropout > 0 {
             let m = tape.dropoutMask(x.shape, keep: 1 - lora.dropout, on: backend)
-            input = backend.zeros(x.shape, .f32, .activations)
+            input = backend.empty(x.shape, .f32, .activations)
             backend.multiply(input, x, m)
             mask = m
         }
-        let hidden = backend.zeros([x.shape.rows, lora.rank], .f32, .activations)
+        // The scale goes on the narrow hidden (rows × rank), not on the wide output.
+        let hidden = backend.empty([x.shape.rows, lora.rank], .f32, .activations)
         backend.linear(hidden, input, lora.a, bias: nil)
-        let delta = backend.zeros(out.shape, .f32, .workspace)
+        backend.scale(hidden, by: lora.scale)
+        let delta = backend.empty(out.shape, .f32, .workspace)
         backend.linear(delta, hidden, lora.b, bias: nil)
-        backend.scale(delta, by: lora.scale)
         backend.add(out, out, delta)
         tape?.lora[role] = LoRATape(input: input, hidden: hidden, mask: mask)
         return out
     }
 
     func normalize(_ x: Tensor, _ norm: Norm) -> Tensor {
-        let out = backend.zeros(x.shape, .f32, .activations)
+        let out = backend.empty(x.shape, .f32, .activations)
         if let bias = norm.bias {
             backend.layerNorm(out, x, norm.weight, bias, eps: configuration.normEps)
         } else {

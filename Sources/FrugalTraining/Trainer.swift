@@ -73,7 +73,9 @@ public final class Trainer: @unchecked Sendable {
             // Gradients stored in f16 overflow to infinity, as on the GPU.
             for p in parameters.parameters { backend.roundInPlace(p.gradient, to: .f16) }
         }
-        let firstBad = parameters.parameters.first { !backend.allFinite($0.gradient) }
+        // One pass for the norm and the finiteness check: a NaN or ∞ makes its tensor's sum non-finite.
+        let squares = backend.sumsOfSquares(parameters.parameters.map(\.gradient))
+        let firstBad = squares.firstIndex { !$0.isFinite }.map { parameters.parameters[$0] }
         if fp16 {
             if !scaler.update(gradientsFinite: firstBad == nil) {
                 guard scaler.consecutiveSkips < configuration.lossScale.maxConsecutiveSkips else {
@@ -86,7 +88,7 @@ public final class Trainer: @unchecked Sendable {
             throw FrugalError.numericalFault(step: step, detail: loss.isFinite
                 ? "non-finite gradient in '\(firstBad!.name)'" : "the loss is \(loss)")
         }
-        let norm = parameters.parameters.reduce(0.0) { $0 + backend.sumOfSquares($1.gradient) }.squareRoot()
+        let norm = squares.reduce(0, +).squareRoot() / Double(lossScale)
         if configuration.maxGradientNorm > 0, norm > Double(configuration.maxGradientNorm) {
             let factor = Float(Double(configuration.maxGradientNorm) / (norm + 1e-6))
             for p in parameters.parameters { backend.scale(p.gradient, by: factor) }

@@ -48,7 +48,8 @@ struct Compute {
     }
 
     static func cuda(lowPrecisionMatmul: Bool) throws -> Compute {
-        let backend = try CUDABackend(options: CUDABackend.Options(lowPrecisionMatmul: lowPrecisionMatmul))
+        // 16-bit operands round more than TF32 does: the f32 GEMMs (LoRA) may use TF32 too.
+        let backend = try CUDABackend(options: CUDABackend.Options(allowTF32: lowPrecisionMatmul, lowPrecisionMatmul: lowPrecisionMatmul))
         return Compute(backend: backend, description: "\(backend.name) (\(backend.architecture), \(backend.multiprocessors) SMs)",
                        energyMeter: NVMLEnergyMeter(index: backend.ordinal))
     }
