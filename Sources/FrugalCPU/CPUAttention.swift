@@ -13,8 +13,8 @@ extension CPUBackend {
 
     /// For each (sequence, head, block of queries): `S = scale·Q·Kᵀ` over the keys the block's
     /// last query may see (one GEMM), `P = softmax(S)` row by row under the causal and segment
-    /// masks, `out = P·V` (one GEMM).
-    public func attention(_ out: Tensor, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout) {
+    /// masks, `out = P·V` (one GEMM). `logSumExp` is left alone: the backward recomputes `P`.
+    public func attention(_ out: Tensor, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout, logSumExp: Tensor?) {
         profile.measure("attention") {
             let l = layout, d = l.headDim, group = l.heads / l.kvHeads
             let qStride = l.heads * d, kStride = l.kvHeads * d
@@ -95,8 +95,9 @@ extension CPUBackend {
     ///
     /// `S = scale·Q·Kᵀ`, `P = softmax(S)`, `dP = dOut·Vᵀ`, `D_i = Σ_j P_ij·dP_ij`,
     /// `dS = P ∘ (dP − D)`, then `dQ = scale·dS·K` (=), `dK += scale·dSᵀ·Q`, `dV += Pᵀ·dOut`.
+    /// The forward's `out` and `logSumExp` are not needed: `P` is recomputed a block at a time.
     public func attentionBackward(dq: Tensor, dk: Tensor, dv: Tensor, dOut: Tensor, q: Tensor, k: Tensor, v: Tensor,
-                                  layout: AttentionLayout) {
+                                  layout: AttentionLayout, out: Tensor?, logSumExp: Tensor?) {
         profile.measure("attentionBackward") {
             let l = layout, d = l.headDim, group = l.heads / l.kvHeads
             let qStride = l.heads * d, kStride = l.kvHeads * d

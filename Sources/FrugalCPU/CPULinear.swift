@@ -10,16 +10,22 @@ extension CPUBackend {
 
     // MARK: - Linear
 
-    public func linear(_ out: Tensor, _ x: Tensor, _ weight: Tensor, bias: Tensor?) {
+    public func linear(_ out: Tensor, _ x: Tensor, _ weight: Tensor, bias: Tensor?, accumulate: Bool) {
         let rows = x.shape.rows, inputs = x.shape.last, outputs = weight.shape.rows
         precondition(weight.shape.last == inputs && out.shape.rows == rows && out.shape.last == outputs,
                      "linear: x \(x.shape), weight \(weight.shape), out \(out.shape)")
+        if accumulate && weight.dtype != .f32 {  // packed weights write (=): add a product made aside
+            let product = empty(out.shape, .f32, .workspace)
+            linear(product, x, weight, bias: bias, accumulate: false)
+            return add(out, out, product)
+        }
         let path = weight.dtype == .f32 ? "linear (f32)" : rows <= Self.dotRows ? "linear (packed, dots)" : "linear (packed, tiles)"
         profile.measure(path) {
             let y = out.floats.baseAddress!, xs = UnsafePointer(x.floats.baseAddress!)
             if weight.dtype == .f32 {
                 blas.sgemm(transposeA: false, transposeB: true, m: rows, n: outputs, k: inputs, alpha: 1,
-                           a: xs, lda: inputs, b: weight.floats.baseAddress!, ldb: inputs, beta: 0, c: y, ldc: outputs)
+                           a: xs, lda: inputs, b: weight.floats.baseAddress!, ldb: inputs, beta: accumulate ? 1 : 0, c: y,
+                           ldc: outputs)
             } else if rows <= Self.dotRows {
                 linearByDots(y, xs, weight, rows: rows, inputs: inputs, outputs: outputs)
             } else {
@@ -29,11 +35,12 @@ extension CPUBackend {
         }
     }
 
-    /// Gradients of `linear`: `dx = dy·W` (=), `dWeight += dyᵀ·x` (+=), `dBias += Σ_rows dy` (+=).
+    /// Gradients of `linear`: `dx = dy·W` (= or +=), `dWeight += dyᵀ·x` (+=), `dBias += Σ_rows dy` (+=).
     ///
     /// `dx` takes one GEMM per weight tile (packed and 16-bit weights are widened as the
     /// forward widens them); `dWeight` is one GEMM with beta 1.
-    public func linearBackward(dx: Tensor?, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor) {
+    public func linearBackward(dx: Tensor?, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor,
+                               accumulate: Bool) {
         profile.measure("linearBackward") {
             let rows = x.shape.rows, inputs = x.shape.last, outputs = weight.shape.rows
             precondition(weight.shape.last == inputs && dy.shape.rows == rows && dy.shape.last == outputs,
@@ -45,7 +52,8 @@ extension CPUBackend {
                 // dx (=, then += per further tile) dy[:, tile] · tile
                 forEachWeightTile(weight) { first, count, w in
                     blas.sgemm(transposeA: false, transposeB: false, m: rows, n: inputs, k: count, alpha: 1,
-                               a: g + first, lda: outputs, b: w, ldb: inputs, beta: first == 0 ? 0 : 1, c: d, ldc: inputs)
+                               a: g + first, lda: outputs, b: w, ldb: inputs, beta: first == 0 && !accumulate ? 0 : 1, c: d,
+                               ldc: inputs)
                 }
             }
             if let dWeight {

@@ -1,8 +1,8 @@
 // CUDAAttention: causal grouped-query attention and its backward on the GPU. Training-sized f32
 // inputs go through batched tensor-core GEMMs a chunk of heads at a time (CUDAAttentionGEMM.swift);
 // the rest through FlashAttention-2-style kernels (Kernels/attention.cu) in which the score matrix
-// never exists. The backward recomputes the forward's output and log-sum-exp, since the Backend
-// contract does not pass them.
+// never exists. The forward writes each row's log-sum-exp where the caller keeps it, and the
+// backward reuses it with the forward's output (or recomputes both).
 import Foundation
 import FrugalCore
 
@@ -13,10 +13,12 @@ extension CUDABackend {
 
     // MARK: - Attention
 
-    public func attention(_ out: Tensor, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout) {
+    public func attention(_ out: Tensor, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout, logSumExp: Tensor?) {
         check(layout, q: q, k: k, v: v, out: out)
+        let rows = layout.batch * layout.heads * layout.queryLength
+        precondition(logSumExp.map { $0.count == rows && $0.dtype == .f32 } ?? true, "attention: logSumExp of \(rows) f32 values")
         must("attention \(layout.batch)×\(layout.heads)×\(layout.queryLength)") {
-            let lse = try allocate([layout.batch * layout.heads * layout.queryLength], .f32, .workspace)
+            let lse = try logSumExp ?? allocate([rows], .f32, .workspace)
             let segments = try layout.segments.map { try stage($0) }
             if attentionUsesGEMMs(layout, q) {
                 try attentionGEMMForward(out: out.address, lse: lse.address, heads: packHeads(q: q, k: k, v: v, layout: layout),
@@ -27,34 +29,38 @@ extension CUDABackend {
         }
     }
 
-    /// Gradients of `attention` (=): the forward is recomputed for `out` and the log-sum-exp,
-    /// then D = Σ dOut·out per row, then dq (one block per query tile) and dk, dv (one block per
-    /// key tile of a kv head, over every query head of its group).
+    /// Gradients of `attention` (=): the forward's output and log-sum-exp (recomputed unless
+    /// given), then D = Σ dOut·out per row, then dq, dk, dv — through GEMMs, or with the kernels:
+    /// dq one block per query tile, dk and dv one block per key tile of a kv head, over every
+    /// query head of its group.
     public func attentionBackward(dq: Tensor, dk: Tensor, dv: Tensor, dOut: Tensor, q: Tensor, k: Tensor, v: Tensor,
-                                  layout l: AttentionLayout) {
+                                  layout l: AttentionLayout, out given: Tensor?, logSumExp: Tensor?) {
         check(l, q: q, k: k, v: v, out: dOut)
         precondition(dq.count == q.count && dk.count == k.count && dv.count == k.count && dOut.dtype == q.dtype
                      && dq.dtype == .f32 && dk.dtype == .f32 && dv.dtype == .f32, "attentionBackward: shapes do not match the layout")
         must("attentionBackward \(l.batch)×\(l.heads)×\(l.queryLength)") {
             let rows = l.batch * l.heads * l.queryLength, d = l.headDim
-            // (batch·lq, heads·d) the recomputed output; (2, batch·heads·lq) log-sum-exp and D
-            let out = try allocate([q.count], .f32, .workspace)
-            let statistics = try allocate([2, rows], .f32, .workspace)
-            let lse = statistics.address, delta = statistics.address + UInt64(rows * 4)
+            let delta = try allocate([rows], .f32, .workspace)
             let segments = try l.segments.map { try stage($0) }
             let packed = attentionUsesGEMMs(l, q) ? try packHeads(q: q, k: k, v: v, layout: l) : nil
-            if let packed {
-                try attentionGEMMForward(out: out.address, lse: lse, heads: packed, segments: segments.address, layout: l)
+            let out: Tensor, lse: Tensor
+            if let given, let logSumExp, given.dtype == .f32 {
+                (out, lse) = (given, logSumExp)
             } else {
-                try attentionForward(out: out.address, lse: lse, q: q, k: k, v: v, segments: segments.address, layout: l)
+                (out, lse) = (try allocate([q.count], .f32, .workspace), try allocate([rows], .f32, .workspace))
+                if let packed {
+                    try attentionGEMMForward(out: out.address, lse: lse.address, heads: packed, segments: segments.address, layout: l)
+                } else {
+                    try attentionForward(out: out.address, lse: lse.address, q: q, k: k, v: v, segments: segments.address, layout: l)
+                }
             }
             let pairs = l.batch * l.queryLength * l.heads, warps = Self.attentionThreads / 32
             try launch(CUDAKernels.attentionDelta(q.dtype), grid: ((pairs + warps - 1) / warps, 1, 1),
                        block: (Self.attentionThreads, 1, 1),
-                       [delta, dOut.address, out.address, i32(l.batch), i32(l.queryLength), i32(l.heads), i32(d)])
+                       [delta.address, dOut.address, out.address, i32(l.batch), i32(l.queryLength), i32(l.heads), i32(d)])
             if let packed {
-                return try attentionGEMMBackward(dq: dq, dk: dk, dv: dv, dOut: dOut, heads: packed, lse: lse, delta: delta,
-                                                 segments: segments.address, layout: l)
+                return try attentionGEMMBackward(dq: dq, dk: dk, dv: dv, dOut: dOut, heads: packed, lse: lse.address,
+                                                 delta: delta.address, segments: segments.address, layout: l)
             }
             let common: [any KernelArgument] = [segments.address, i32(l.batch), i32(l.queryLength), i32(l.keyLength),
                                                 i32(l.queryOffset), i32(l.heads), i32(l.kvHeads), i32(d), l.scale]
@@ -62,12 +68,12 @@ extension CUDABackend {
             try launch(CUDAKernels.attentionBackwardQuery(q.dtype),
                        grid: ((l.queryLength + Self.attentionRows - 1) / Self.attentionRows, l.batch * l.heads, 1),
                        block: (Self.attentionThreads, 1, 1), sharedMemory: queryShared,
-                       [dq.address, q.address, k.address, v.address, dOut.address, lse, delta] + common)
+                       [dq.address, q.address, k.address, v.address, dOut.address, lse.address, delta.address] + common)
             let keyShared = (2 * Self.attentionRows * d + 2 * Self.attentionTile * (d + 1) + 2 * Self.attentionTile) * 4
             try launch(CUDAKernels.attentionBackwardKey(q.dtype),
                        grid: ((l.keyLength + Self.attentionRows - 1) / Self.attentionRows, l.batch * l.kvHeads, 1),
                        block: (Self.attentionThreads, 1, 1), sharedMemory: keyShared,
-                       [dk.address, dv.address, q.address, k.address, v.address, dOut.address, lse, delta] + common)
+                       [dk.address, dv.address, q.address, k.address, v.address, dOut.address, lse.address, delta.address] + common)
         }
     }
 

@@ -9,7 +9,7 @@ extension CUDABackend {
 
     /// `out[r, o] = Σ_i x[r, i]·w[o, i] (+ bias[o])`. Row-major (rows, out) is column-major
     /// (out, rows), so out = op(W)·x with W's storage read transposed.
-    public func linear(_ out: Tensor, _ x: Tensor, _ weight: Tensor, bias: Tensor?) {
+    public func linear(_ out: Tensor, _ x: Tensor, _ weight: Tensor, bias: Tensor?, accumulate: Bool) {
         let rows = x.shape.rows, inputs = x.shape.last, outputs = weight.shape.rows
         precondition(weight.shape.last == inputs && out.shape.rows == rows && out.shape.last == outputs && x.dtype == .f32
                      && out.dtype == .f32, "linear: x \(x.shape) \(x.dtype), weight \(weight.shape), out \(out.shape)")
@@ -20,20 +20,20 @@ extension CUDABackend {
                 let type = Self.blasType(weight.dtype)
                 try gemm(.init(m: outputs, n: rows, k: inputs, transposeA: true, transposeB: false, lda: inputs, ldb: inputs,
                                ldd: outputs, typeA: type, typeB: type, compute: .f32),
-                         a: weight.address, b: lowPrecision.address, d: out.address, beta: 0)
+                         a: weight.address, b: lowPrecision.address, d: out.address, beta: accumulate ? 1 : 0)
             } else {
                 try forEachWeightTile(weight) { first, count, tile in
                     var shape = CuBLASLt.Shape(m: count, n: rows, k: inputs, transposeA: true, transposeB: false, lda: inputs,
                                                ldb: inputs, ldd: outputs, compute: f32Compute)
                     if let bias, bias.dtype == .f32, count == outputs {
                         shape.epilogue = .bias
-                        if (try? gemm(shape, a: tile, b: x.address, d: out.address, beta: 0, bias: bias.address)) != nil {
+                        if (try? gemm(shape, a: tile, b: x.address, d: out.address, beta: accumulate ? 1 : 0, bias: bias.address)) != nil {
                             biasDone = true
                             return
                         }
                         shape.epilogue = .none
                     }
-                    try gemm(shape, a: tile, b: x.address, d: out.address + UInt64(first * 4), beta: 0)
+                    try gemm(shape, a: tile, b: x.address, d: out.address + UInt64(first * 4), beta: accumulate ? 1 : 0)
                 }
             }
             if let bias, !biasDone {
@@ -44,8 +44,9 @@ extension CUDABackend {
         }
     }
 
-    /// Gradients of `linear`: `dx = dy·W` (=), `dWeight += dyᵀ·x` (f32, +=), `dBias += Σ_rows dy` (+=).
-    public func linearBackward(dx: Tensor?, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor) {
+    /// Gradients of `linear`: `dx = dy·W` (= or +=), `dWeight += dyᵀ·x` (f32, +=), `dBias += Σ_rows dy` (+=).
+    public func linearBackward(dx: Tensor?, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor,
+                               accumulate: Bool) {
         let rows = x.shape.rows, inputs = x.shape.last, outputs = weight.shape.rows
         precondition(weight.shape.last == inputs && dy.shape.rows == rows && dy.shape.last == outputs && dy.dtype == .f32,
                      "linearBackward: x \(x.shape), weight \(weight.shape), dy \(dy.shape)")
@@ -56,13 +57,13 @@ extension CUDABackend {
                     let type = Self.blasType(weight.dtype)
                     try gemm(.init(m: inputs, n: rows, k: outputs, transposeA: false, transposeB: false, lda: inputs,
                                    ldb: outputs, ldd: inputs, typeA: type, typeB: type, compute: .f32),
-                             a: weight.address, b: lowPrecision.address, d: dx.address, beta: 0)
+                             a: weight.address, b: lowPrecision.address, d: dx.address, beta: accumulate ? 1 : 0)
                 } else {
                     // dx (in × rows) = Σ_tiles tile (in × count) · dy[:, tile] (count × rows)
                     try forEachWeightTile(weight) { first, count, tile in
                         try gemm(.init(m: inputs, n: rows, k: count, transposeA: false, transposeB: false, lda: inputs,
                                        ldb: outputs, ldd: inputs, compute: f32Compute),
-                                 a: tile, b: dy.address + UInt64(first * 4), d: dx.address, beta: first == 0 ? 0 : 1)
+                                 a: tile, b: dy.address + UInt64(first * 4), d: dx.address, beta: first == 0 && !accumulate ? 0 : 1)
                     }
                 }
             }

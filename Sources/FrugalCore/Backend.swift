@@ -59,8 +59,9 @@ public protocol Backend: AnyObject, Sendable {
 
     // MARK: - Linear algebra
 
-    /// `out[r, o] = Σ_i x[r, i] · w[o, i] (+ bias[o])`: x is (rows, in) f32, w is (out, in) of any dtype.
-    func linear(_ out: Tensor, _ x: Tensor, _ weight: Tensor, bias: Tensor?)
+    /// `out[r, o] = Σ_i x[r, i] · w[o, i] (+ bias[o])`: x is (rows, in) f32, w is (out, in) of any
+    /// dtype; with `accumulate`, `out +=` instead (a LoRA branch added into the base's output).
+    func linear(_ out: Tensor, _ x: Tensor, _ weight: Tensor, bias: Tensor?, accumulate: Bool)
 
     // MARK: - Embedding and normalization
 
@@ -78,8 +79,9 @@ public protocol Backend: AnyObject, Sendable {
     func rope(_ x: Tensor, heads: Int, headDim: Int, positions: [Int32], inverseFrequencies: [Float])
     /// Causal scaled-dot-product attention with grouped-query heads.
     /// q: (batch·queryLength, heads·headDim); k, v: (batch·keyLength, kvHeads·headDim);
-    /// out: (batch·queryLength, heads·headDim).
-    func attention(_ out: Tensor, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout)
+    /// out: (batch·queryLength, heads·headDim). A backend may also write each query row's
+    /// log-sum-exp into `logSumExp` ((batch·heads·queryLength) f32) for its backward to reuse.
+    func attention(_ out: Tensor, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout, logSumExp: Tensor?)
 
     // MARK: - Elementwise
 
@@ -95,4 +97,16 @@ public protocol Backend: AnyObject, Sendable {
     func gated(_ out: Tensor, gate: Tensor, up: Tensor, _ activation: Activation)
     /// Copies `src` into `dst` at element offset `dstOffset`, converting dtype when needed.
     func copy(_ dst: Tensor, at dstOffset: Int, from src: Tensor)
+}
+
+extension Backend {
+    /// `attention` without statistics for a backward.
+    public func attention(_ out: Tensor, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout) {
+        attention(out, q: q, k: k, v: v, layout: layout, logSumExp: nil)
+    }
+
+    /// `out = x·Wᵀ (+ bias)` (=).
+    public func linear(_ out: Tensor, _ x: Tensor, _ weight: Tensor, bias: Tensor?) {
+        linear(out, x, weight, bias: bias, accumulate: false)
+    }
 }

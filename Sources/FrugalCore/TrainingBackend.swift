@@ -7,9 +7,10 @@
 public protocol TrainingBackend: Backend {
     // MARK: - Backward (f32 gradients; `=` overwrites, `+=` accumulates, as each says)
 
-    /// Gradients of `linear`: `dx = dy·W` (=), `dWeight += dyᵀ·x` (f32, +=), `dBias += Σ_rows dy` (+=).
-    /// Any of the outputs may be nil when not needed (a frozen weight has no `dWeight`).
-    func linearBackward(dx: Tensor?, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor)
+    /// Gradients of `linear`: `dx = dy·W` (=, or += with `accumulate`), `dWeight += dyᵀ·x` (f32, +=),
+    /// `dBias += Σ_rows dy` (+=). Any of the outputs may be nil when not needed (a frozen weight has
+    /// no `dWeight`).
+    func linearBackward(dx: Tensor?, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor, accumulate: Bool)
     /// `dTable[tokens[t]] += dy[t]` (f32 table gradient).
     func embeddingBackward(_ dTable: Tensor, dy: Tensor, tokens: [Int32])
     /// Gradients of `rmsNorm`: `dx` (=) and `dWeight` (+=).
@@ -18,9 +19,11 @@ public protocol TrainingBackend: Backend {
     func layerNormBackward(dx: Tensor, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor, eps: Float)
     /// Gradient of `rope` in place on `dx` (the inverse rotation).
     func ropeBackward(_ dx: Tensor, heads: Int, headDim: Int, positions: [Int32], inverseFrequencies: [Float])
-    /// Gradients of `attention` (=): recomputes the softmax from q and k, never stores it.
+    /// Gradients of `attention` (=): recomputes the softmax from q and k, never stores it. `out`
+    /// and `logSumExp` are the forward's output and statistics when kept (a backend that wrote
+    /// the statistics then need not run the forward again).
     func attentionBackward(dq: Tensor, dk: Tensor, dv: Tensor, dOut: Tensor, q: Tensor, k: Tensor, v: Tensor,
-                           layout: AttentionLayout)
+                           layout: AttentionLayout, out: Tensor?, logSumExp: Tensor?)
     /// `dx = dy · act'(x)` (=; dx may alias dy).
     func activateBackward(dx: Tensor, dy: Tensor, x: Tensor, _ activation: Activation)
     /// Gradients of `gated` (=): `dGate = dy·up·act'(gate)`, `dUp = dy·act(gate)`.
@@ -57,6 +60,17 @@ public protocol TrainingBackend: Backend {
 }
 
 extension TrainingBackend {
+    /// `attentionBackward` that recomputes the forward.
+    public func attentionBackward(dq: Tensor, dk: Tensor, dv: Tensor, dOut: Tensor, q: Tensor, k: Tensor, v: Tensor,
+                                  layout: AttentionLayout) {
+        attentionBackward(dq: dq, dk: dk, dv: dv, dOut: dOut, q: q, k: k, v: v, layout: layout, out: nil, logSumExp: nil)
+    }
+
+    /// `linearBackward` with `dx` overwritten (=).
+    public func linearBackward(dx: Tensor?, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor) {
+        linearBackward(dx: dx, dWeight: dWeight, dBias: dBias, dy: dy, x: x, weight: weight, accumulate: false)
+    }
+
     /// One `sumOfSquares` after another (a backend that computes in place waits for nothing).
     public func sumsOfSquares(_ tensors: [Tensor]) -> [Double] { tensors.map(sumOfSquares) }
 }

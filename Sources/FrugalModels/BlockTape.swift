@@ -25,6 +25,8 @@ final class BlockTape {
     var input: Tensor!, h1: Tensor!, s1: Tensor!, mid: Tensor!, h2: Tensor!, s2: Tensor!
     /// Query, key (after rotary) and value; attention output before the output projection.
     var q: Tensor!, k: Tensor!, v: Tensor!, attended: Tensor!
+    /// The attention forward's log-sum-exp per query row, when the backend wrote it.
+    var logSumExp: Tensor?
     /// MLP: gate and up projections (before the activation), and their product.
     var gate: Tensor?, up: Tensor!, product: Tensor!
     var lora: [ProjectionRole: LoRATape] = [:]

@@ -190,8 +190,7 @@ extension Decoder {
             let dGate = backend.empty(g.shape, .f32, .activations), dUp = backend.empty(g.shape, .f32, .activations)
             backend.gatedBackward(dGate: dGate, dUp: dUp, dy: dProduct, gate: g, up: tape.up, c.activation)
             dH2 = linearBackward(dGate, tape.h2, gate, tape.lora[.gate], parameters, backend)
-            let dFromUp = linearBackward(dUp, tape.h2, block.up, tape.lora[.up], parameters, backend)
-            backend.add(dH2, dH2, dFromUp)
+            linearBackward(dUp, tape.h2, block.up, tape.lora[.up], parameters, backend, into: dH2)
         } else {
             let dUp = backend.empty(tape.up.shape, .f32, .activations)
             backend.activateBackward(dx: dUp, dy: dProduct, x: tape.up, c.activation)
@@ -212,14 +211,15 @@ extension Decoder {
         let dq = backend.empty(tape.q.shape, .f32, .activations)
         let dk = backend.empty(tape.k.shape, .f32, .activations), dv = backend.empty(tape.v.shape, .f32, .activations)
         backend.attentionBackward(dq: dq, dk: dk, dv: dv, dOut: dAttended, q: tape.q, k: tape.k, v: tape.v,
-                                  layout: attentionLayout(input, keyLength: input.length, queryOffset: 0))
+                                  layout: attentionLayout(input, keyLength: input.length, queryOffset: 0),
+                                  out: tape.attended, logSumExp: tape.logSumExp)
         if c.usesRotaryPositions {
             backend.ropeBackward(dq, heads: c.heads, headDim: c.headDim, positions: input.positions, inverseFrequencies: inverseFrequencies)
             backend.ropeBackward(dk, heads: c.kvHeads, headDim: c.headDim, positions: input.positions, inverseFrequencies: inverseFrequencies)
         }
         let dH1 = linearBackward(dq, tape.h1, block.query, tape.lora[.q], parameters, backend)
-        backend.add(dH1, dH1, linearBackward(dk, tape.h1, block.key, tape.lora[.k], parameters, backend))
-        backend.add(dH1, dH1, linearBackward(dv, tape.h1, block.value, tape.lora[.v], parameters, backend))
+        linearBackward(dk, tape.h1, block.key, tape.lora[.k], parameters, backend, into: dH1)
+        linearBackward(dv, tape.h1, block.value, tape.lora[.v], parameters, backend, into: dH1)
         // s1 = x + A(h1)
         let dx = backend.empty(dS1.shape, .f32, .activations)
         if preNorm {
@@ -230,22 +230,31 @@ extension Decoder {
         return dx
     }
 
-    /// Backward of `project`: the input gradient (=), with weight, bias and LoRA gradients (+=).
+    /// Backward of `project`: the input gradient (= in a new tensor, or += into `sum`), with weight,
+    /// bias and LoRA gradients (+=).
+    @discardableResult
     private func linearBackward(_ dy: Tensor, _ x: Tensor, _ linear: Linear, _ lora: LoRATape?,
-                                _ parameters: TrainableParameters, _ backend: TrainingBackend) -> Tensor {
-        let dx = backend.empty(x.shape, .f32, .activations)
+                                _ parameters: TrainableParameters, _ backend: TrainingBackend, into sum: Tensor? = nil) -> Tensor {
+        let dx = sum ?? backend.empty(x.shape, .f32, .activations)
         backend.linearBackward(dx: dx, dWeight: parameters.gradient(of: linear.weight),
-                               dBias: parameters.gradient(of: linear.bias), dy: dy, x: x, weight: linear.weight)
+                               dBias: parameters.gradient(of: linear.bias), dy: dy, x: x, weight: linear.weight,
+                               accumulate: sum != nil)
         guard let adapter = linear.lora, adapter.enabled, let lora else { return dx }
         // The tape's hidden is already scaled: dB += dyᵀ·(s·h); d(s·h) = dy·B, so dh = s·dy·B.
         let dHidden = backend.empty(lora.hidden.shape, .f32, .activations)
         backend.linearBackward(dx: dHidden, dWeight: parameters.gradient(of: adapter.b), dBias: nil, dy: dy,
                                x: lora.hidden, weight: adapter.b)
         backend.scale(dHidden, by: adapter.scale)
+        guard let mask = lora.mask else {
+            backend.linearBackward(dx: dx, dWeight: parameters.gradient(of: adapter.a), dBias: nil, dy: dHidden,
+                                   x: lora.input, weight: adapter.a, accumulate: true)
+            return dx
+        }
+        // Dropout: the input gradient passes the mask before it joins dx.
         let dInput = backend.empty(x.shape, .f32, .activations)
         backend.linearBackward(dx: dInput, dWeight: parameters.gradient(of: adapter.a), dBias: nil, dy: dHidden,
                                x: lora.input, weight: adapter.a)
-        if let mask = lora.mask { backend.multiply(dInput, dInput, mask) }
+        backend.multiply(dInput, dInput, mask)
         backend.add(dx, dx, dInput)
         return dx
     }

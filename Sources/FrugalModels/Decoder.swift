@@ -132,8 +132,11 @@ public final class Decoder: @unchecked Sendable {
         }
         let layout = attentionLayout(input, keyLength: keyLength, queryOffset: offset)
         let attended = backend.empty(q.shape, .f32, .activations)
-        backend.attention(attended, q: q, k: keys, v: values, layout: layout)
-        if let tape { tape.q = q; tape.k = k; tape.v = v; tape.attended = attended }
+        // Training keeps each query row's log-sum-exp (a few KiB a layer) so the backward need not
+        // run the attention forward again.
+        let logSumExp = tape.map { _ in backend.empty([layout.batch * layout.heads * layout.queryLength], .f32, .activations) }
+        backend.attention(attended, q: q, k: keys, v: values, layout: layout, logSumExp: logSumExp)
+        if let tape { tape.q = q; tape.k = k; tape.v = v; tape.attended = attended; tape.logSumExp = logSumExp }
         return project(attended, block.output, .o, tape)
     }
 
@@ -175,9 +178,7 @@ public final class Decoder: @unchecked Sendable {
         let hidden = backend.empty([x.shape.rows, lora.rank], .f32, .activations)
         backend.linear(hidden, input, lora.a, bias: nil)
         backend.scale(hidden, by: lora.scale)
-        let delta = backend.empty(out.shape, .f32, .workspace)
-        backend.linear(delta, hidden, lora.b, bias: nil)
-        backend.add(out, out, delta)
+        backend.linear(out, hidden, lora.b, bias: nil, accumulate: true)
         tape?.lora[role] = LoRATape(input: input, hidden: hidden, mask: mask)
         return out
     }

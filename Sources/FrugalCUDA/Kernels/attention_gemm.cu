@@ -59,12 +59,16 @@ __device__ void attention_softmax(T* probabilities, float* lse, const float* sco
     const float* s = scores + row * lk;
     T* out = probabilities + row * lk;
     const int limit = min(lk, q_offset + i + 1);
-    float m = -FRUGAL_INFINITY;
-    for (int j = lane; j < limit; j += 32) if (gemm_visible(i, j, q_offset, seg)) m = fmaxf(m, s[j]);
-    m = warp_max(m);
-    float sum = 0.f;
-    for (int j = lane; j < limit; j += 32) if (gemm_visible(i, j, q_offset, seg)) sum += expf(s[j] - m);
-    sum = warp_sum(sum);
+    // One pass for the maximum and the sum (online softmax per lane), then the lanes combined.
+    float lane_max = -FRUGAL_INFINITY, lane_sum = 0.f;
+    for (int j = lane; j < limit; j += 32) {
+        if (!gemm_visible(i, j, q_offset, seg)) continue;
+        const float x = s[j];
+        if (x > lane_max) { lane_sum = lane_sum * expf(lane_max - x) + 1.f; lane_max = x; }
+        else lane_sum += expf(x - lane_max);
+    }
+    const float m = warp_max(lane_max);
+    const float sum = warp_sum(lane_max == -FRUGAL_INFINITY ? 0.f : lane_sum * expf(lane_max - m));
     const float inverse = sum > 0.f ? 1.f / sum : 0.f;
     for (int j = lane; j < lk; j += 32) {
         const bool visible = j < limit && gemm_visible(i, j, q_offset, seg);
