@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""Writes a small Llama-shaped Hugging Face model folder with random weights for the end-to-end
+training check (scripts/gpu-train-check): config.json, model.safetensors, the byte-level BPE
+tokenizer of Frugal's tokenizer fixtures (1000 tokens) and a tokenizer_config.json with a chat
+template — a real folder in the format users download, small enough to make anywhere.
+
+    python3 scripts/make_train_check_model.py OUT_FOLDER
+"""
+import json
+import os
+import shutil
+import sys
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOKENIZER = os.path.join(ROOT, "Tests", "FrugalFormatsTests", "Fixtures", "tokenizers", "bytelevel_llama3.json")
+# Llama 3's chat format (Frugal knows a template by its markers).
+TEMPLATE = ("{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ message['role'] }}<|end_header_id|>\n\n"
+            "{{ message['content'] | trim }}<|eot_id|>{% endfor %}"
+            "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+
+
+def main() -> None:
+    folder = sys.argv[1]
+    os.makedirs(folder, exist_ok=True)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=704, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=64, max_position_embeddings=2048,
+                         rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=0,
+                         eos_token_id=2, hidden_act="silu")
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    shutil.copy(TOKENIZER, os.path.join(folder, "tokenizer.json"))
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"chat_template": TEMPLATE, "bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}, f)
+    print(f"wrote {folder}")
+
+
+if __name__ == "__main__":
+    main()
