@@ -21,6 +21,9 @@ public func runGPUChecks(reference: any TrainingBackend, options: CUDABackend.Op
     }
     var checker = GPUChecker(gpu: gpu, cpu: reference, report: report)
     checker.run()
+    let memory = memoryAccountingCheck(gpu)
+    report(memory)
+    checker.results.append(memory)
     // Again with 16-bit tensor-core operands (as bf16 and fp16 training run): GEMMs and attention.
     var lowPrecision = options
     lowPrecision.lowPrecisionMatmul = true
@@ -30,6 +33,39 @@ public func runGPUChecks(reference: any TrainingBackend, options: CUDABackend.Op
     roundingChecker.checkLinear()
     roundingChecker.checkAttention()
     return checker.results + roundingChecker.results
+}
+
+/// The memory the ledger counts against what the allocator holds and what the driver reports:
+/// 300 MiB in tensors of every category raise the ledger by their rounded sizes, the allocator's
+/// reservation by at least as much, and the driver's used memory by the allocator's new blocks
+/// (within 4 MiB); released, the ledger returns to where it was and the allocator keeps them cached.
+func memoryAccountingCheck(_ gpu: CUDABackend) -> CheckResult {
+    gpu.synchronize()
+    let ledgerBefore = gpu.ledger.snapshot.currentTotal, reservedBefore = gpu.reservedMemory.current
+    let driverBefore = gpu.deviceMemory()
+    let sizes = [(MemoryCategory.weights, 100 << 20), (.trainable, 10 << 20), (.gradients, 10 << 20), (.optimizer, 20 << 20),
+                 (.activations, 150 << 20), (.workspace, 10 << 20 + 123)]
+    var tensors = [Tensor]()
+    for (category, bytes) in sizes { tensors.append(gpu.zeros([bytes / 4], .f32, category)) }
+    gpu.synchronize()
+    let ledgerGrowth = gpu.ledger.snapshot.currentTotal - ledgerBefore, reservedGrowth = gpu.reservedMemory.current - reservedBefore
+    let after = gpu.deviceMemory()
+    let driverGrowth = (after.total - after.free) - (driverBefore.total - driverBefore.free)
+    let expected = sizes.reduce(0) { $0 + CUDAAllocator.roundedSize($1.1 / 4 * 4) }
+    tensors.removeAll()
+    let ledgerAfterRelease = gpu.ledger.snapshot.currentTotal
+    var problems = [String]()
+    if ledgerGrowth != expected { problems.append("ledger grew \(ledgerGrowth) bytes, tensors hold \(expected)") }
+    if reservedGrowth < 0 || reservedGrowth > expected { problems.append("allocator reserved \(reservedGrowth) more bytes for \(expected)") }
+    if abs(driverGrowth - reservedGrowth) > 4 << 20 {
+        problems.append("driver's used memory grew \(driverGrowth) bytes, the allocator reserved \(reservedGrowth)")
+    }
+    if ledgerAfterRelease != ledgerBefore { problems.append("after release the ledger holds \(ledgerAfterRelease), before \(ledgerBefore)") }
+    let error = Double(abs(driverGrowth - reservedGrowth)) / Double(max(expected, 1))
+    return CheckResult(name: "memory: ledger by category vs allocator vs driver (300 MiB in 6 categories)", passed: problems.isEmpty,
+                       maxError: error, tolerance: Double(4 << 20) / Double(expected),
+                       detail: problems.isEmpty ? "ledger +\(expected), allocator +\(reservedGrowth), driver +\(driverGrowth) bytes"
+                                                : problems.joined(separator: "; "))
 }
 
 /// Tolerances by the precision of the inputs (the arithmetic is f32 on both sides; the GPU sums
@@ -240,6 +276,9 @@ struct GPUChecker {
                              scale: 0.1)),
             ("d 256, GQA 2/1", AttentionLayout(batch: 1, queryLength: 33, keyLength: 33, queryOffset: 0, heads: 2, kvHeads: 1,
                                                headDim: 256, scale: 0.0625)),
+            ("cache offset 20, 130 queries of 150 keys in 3 causal blocks, GQA 4/2, d 64",
+             AttentionLayout(batch: 2, queryLength: 130, keyLength: 150, queryOffset: 20, heads: 4, kvHeads: 2, headDim: 64,
+                             scale: 0.125)),
         ]
         for (label, l) in cases {
             let qCount = l.batch * l.queryLength * l.heads * l.headDim, kCount = l.batch * l.keyLength * l.kvHeads * l.headDim
