@@ -44,74 +44,60 @@ extension CUDABackend {
         max(1, min(l.batch * l.heads, options.attentionWorkspaceBytes / max(bytesPerPair, 1)))
     }
 
-    /// Query rows per causal block: each block's GEMMs stop at the last key its last row sees,
-    /// so about (blocks + 1) / (2·blocks) of the full score matrix is computed. Four blocks of at
-    /// least 64 rows (fewer, larger GEMMs keep the launches few).
-    static func queryBlock(_ l: AttentionLayout) -> Int { max(64, ((l.queryLength + 3) / 4 + 63) / 64 * 64) }
-
-    /// One causal block of query rows and the keys it sees.
-    struct QueryBlock {
-        let first: Int, rows: Int, keys: Int
-    }
-
-    static func queryBlocks(_ l: AttentionLayout) -> [QueryBlock] {
-        let size = queryBlock(l)
-        return stride(from: 0, to: l.queryLength, by: size).map { first in
-            let rows = min(size, l.queryLength - first)
-            return QueryBlock(first: first, rows: rows, keys: min(l.keyLength, l.queryOffset + first + rows))
+    /// The shapes of one chunk's batched GEMMs (column-major views of row-major matrices).
+    private func attentionGEMMs(_ l: AttentionLayout, _ type: DType, pairs n: Int) -> AttentionGEMMs {
+        let lq = l.queryLength, lk = l.keyLength, d = l.headDim
+        // bf16 operands run on the tensor cores with f32 accumulation; f32 ones as f32 GEMMs do.
+        let t = Self.blasType(type), compute = type == .f32 ? f32Compute : .f32
+        func shape(_ m: Int, _ n: Int, _ k: Int, _ ta: Bool, _ tb: Bool, _ lda: Int, _ ldb: Int, _ ldd: Int) -> CuBLASLt.Shape {
+            CuBLASLt.Shape(m: m, n: n, k: k, transposeA: ta, transposeB: tb, lda: lda, ldb: ldb, ldd: ldd, typeA: t, typeB: t,
+                           compute: compute)
         }
+        return AttentionGEMMs(
+            // Sᵀ (lk × lq) = K·Qᵀ: A = K (d × lk, transposed), B = Q (d × lq).
+            scores: shape(lk, lq, d, true, false, d, d, lk).batched(n, strideA: lk * d, strideB: lq * d, strideD: lq * lk),
+            // Oᵀ (d × lq) = Vᵀ·Pᵀ: A = V (d × lk), B = P (lk × lq).
+            output: shape(d, lq, lk, false, false, d, lk, d).batched(n, strideA: lk * d, strideB: lq * lk, strideD: lq * d),
+            // dPᵀ (lk × lq) = V·dOᵀ: A = V (d × lk, transposed), B = dO (d × lq).
+            dProbabilities: shape(lk, lq, d, true, false, d, d, lk).batched(n, strideA: lk * d, strideB: lq * d, strideD: lq * lk),
+            // dVᵀ (d × lk) = dOᵀ·P: A = dO (d × lq), B = P (lk × lq, transposed).
+            dValues: shape(d, lk, lq, false, true, d, lk, d).batched(n, strideA: lq * d, strideB: lq * lk, strideD: lk * d),
+            // dQᵀ (d × lq) = Kᵀ·dSᵀ: A = K (d × lk), B = dS (lk × lq).
+            dQueries: shape(d, lq, lk, false, false, d, lk, d).batched(n, strideA: lk * d, strideB: lq * lk, strideD: lq * d),
+            // dKᵀ (d × lk) = Qᵀ·dS: A = Q (d × lq), B = dS (lk × lq, transposed).
+            dKeys: shape(d, lk, lq, false, true, d, lk, d).batched(n, strideA: lq * d, strideB: lq * lk, strideD: lk * d))
     }
 
-    /// A strided batch of `n` column-major GEMMs over the pairs of a chunk (operands `type`,
-    /// f32 output): bf16 runs on the tensor cores with f32 accumulation, f32 as f32 GEMMs do.
-    private func pairGEMM(_ type: DType, pairs n: Int, m: Int, n columns: Int, k: Int, transposeA: Bool, transposeB: Bool,
-                          lda: Int, ldb: Int, ldd: Int, strideA: Int, strideB: Int, strideD: Int) -> CuBLASLt.Shape {
-        let t = Self.blasType(type)
-        return CuBLASLt.Shape(m: m, n: columns, k: k, transposeA: transposeA, transposeB: transposeB, lda: lda, ldb: ldb, ldd: ldd,
-                              typeA: t, typeB: t, compute: type == .f32 ? f32Compute : .f32)
-            .batched(n, strideA: strideA, strideB: strideB, strideD: strideD)
+    struct AttentionGEMMs {
+        let scores, output, dProbabilities, dValues, dQueries, dKeys: CuBLASLt.Shape
     }
 
     /// The forward through GEMMs: `out` (=, (batch·lq, heads·d) f32) and the log-sum-exp (=,
-    /// (batch·heads, lq)). Per chunk of pairs and causal block b of query rows (keys ≤ kb):
-    /// Sᵀ[:, b] = K[:kb]·Q[b]ᵀ, the masked softmax of every row, Oᵀ[b] = V[:kb]ᵀ·P[b, :kb]ᵀ.
+    /// (batch·heads, lq)).
     func attentionGEMMForward(out: DevicePointer, lse: DevicePointer, heads p: PackedHeads, segments: DevicePointer,
                               layout l: AttentionLayout) throws {
-        let lq = l.queryLength, lk = l.keyLength, d = l.headDim, size = p.type.blockBytes, blocks = Self.queryBlocks(l)
+        let lq = l.queryLength, lk = l.keyLength, d = l.headDim, size = p.type.blockBytes
         let chunk = attentionChunk(l, bytesPerPair: lq * lk * (4 + size))
         let scores = try allocate([chunk * lq * lk], .f32, .workspace), probabilities = try allocate([chunk * lq * lk], p.type, .workspace)
         let output = try allocate([p.pairs * lq * d], .f32, .workspace)
         for first in stride(from: 0, to: p.pairs, by: chunk) {
-            let n = min(chunk, p.pairs - first)
-            let q = p.q.address + UInt64(first * lq * d * size), k = p.k.address + UInt64(first * lk * d * size)
-            let v = p.v.address + UInt64(first * lk * d * size)
-            for b in blocks {
-                try gemm(pairGEMM(p.type, pairs: n, m: b.keys, n: b.rows, k: d, transposeA: true, transposeB: false, lda: d, ldb: d,
-                                  ldd: lk, strideA: lk * d, strideB: lq * d, strideD: lq * lk),
-                         a: k, b: q + UInt64(b.first * d * size), d: scores.address + UInt64(b.first * lk * 4), alpha: l.scale, beta: 0)
-            }
+            let n = min(chunk, p.pairs - first), g = attentionGEMMs(l, p.type, pairs: n)
+            try gemm(g.scores, a: p.k.address + UInt64(first * lk * d * size), b: p.q.address + UInt64(first * lq * d * size),
+                     d: scores.address, alpha: l.scale, beta: 0)
             try launch(CUDAKernels.attentionSoftmax(p.type), grid: ((n * lq + 7) / 8, 1, 1), block: (256, 1, 1),
                        [probabilities.address, lse, scores.address, segments, i32(n), i32(first), i32(l.heads), i32(lq), i32(lk),
-                        i32(l.queryOffset), i32(Self.queryBlock(l))])
-            for b in blocks {
-                try gemm(pairGEMM(p.type, pairs: n, m: d, n: b.rows, k: b.keys, transposeA: false, transposeB: false, lda: d, ldb: lk,
-                                  ldd: d, strideA: lk * d, strideB: lq * lk, strideD: lq * d),
-                         a: v, b: probabilities.address + UInt64(b.first * lk * size),
-                         d: output.address + UInt64((first * lq + b.first) * d * 4), beta: 0)
-            }
+                        i32(l.queryOffset)])
+            try gemm(g.output, a: p.v.address + UInt64(first * lk * d * size), b: probabilities.address,
+                     d: output.address + UInt64(first * lq * d * 4), beta: 0)
         }
         try unpackHeads(out, output, length: lq, group: 1, layout: l)
     }
 
     /// The backward through GEMMs: dq, dk, dv (=) from the recomputed scores, the forward's
-    /// log-sum-exp and D = Σ dOut·out per row (`delta`). Per chunk and causal block as the
-    /// forward: S and dPᵀ[:, b] = V[:kb]·dO[b]ᵀ, then P and dS, then dQᵀ[b] = K[:kb]ᵀ·dS[b]ᵀ, and
-    /// dVᵀ[:, :kb] += dO[b]ᵀ·P[b] and dKᵀ[:, :kb] += Q[b]ᵀ·dS[b] over the blocks from the last (the
-    /// widest, which writes) to the first.
+    /// log-sum-exp and D = Σ dOut·out per row (`delta`).
     func attentionGEMMBackward(dq: Tensor, dk: Tensor, dv: Tensor, dOut: Tensor, heads p: PackedHeads, lse: DevicePointer,
                                delta: DevicePointer, segments: DevicePointer, layout l: AttentionLayout) throws {
         let lq = l.queryLength, lk = l.keyLength, d = l.headDim, size = p.type.blockBytes, group = l.heads / l.kvHeads
-        let blocks = Self.queryBlocks(l), blockSize = Self.queryBlock(l)
         let packedOut = try allocate([p.pairs * lq * d], p.type, .workspace)
         try launch(CUDAKernels.attentionPack(p.type), elements: packedOut.count,
                    [packedOut.address, dOut.address, i32(l.batch), i32(lq), i32(l.heads), i32(1), i32(d)])
@@ -120,43 +106,18 @@ extension CUDABackend {
         let probabilities = try allocate([chunk * lq * lk], p.type, .workspace), dScores = try allocate([chunk * lq * lk], p.type, .workspace)
         let dQueries = try allocate([p.pairs * lq * d], .f32, .workspace)
         let dKeys = try allocate([p.pairs * lk * d], .f32, .workspace), dValues = try allocate([p.pairs * lk * d], .f32, .workspace)
-        // Keys no query sees get no gradient from the blocks: zero them first.
-        let widest = blocks.map(\.keys).max() ?? 0
-        if widest < lk {
-            try driver.memsetAsync(dKeys.address, 0, bytes: dKeys.byteCount, stream: stream)
-            try driver.memsetAsync(dValues.address, 0, bytes: dValues.byteCount, stream: stream)
-        }
         for first in stride(from: 0, to: p.pairs, by: chunk) {
-            let n = min(chunk, p.pairs - first)
+            let n = min(chunk, p.pairs - first), g = attentionGEMMs(l, p.type, pairs: n)
             let q = p.q.address + UInt64(first * lq * d * size), k = p.k.address + UInt64(first * lk * d * size)
             let v = p.v.address + UInt64(first * lk * d * size), o = packedOut.address + UInt64(first * lq * d * size)
-            let dKeysChunk = dKeys.address + UInt64(first * lk * d * 4), dValuesChunk = dValues.address + UInt64(first * lk * d * 4)
-            for b in blocks {
-                let scoreShape = pairGEMM(p.type, pairs: n, m: b.keys, n: b.rows, k: d, transposeA: true, transposeB: false, lda: d,
-                                          ldb: d, ldd: lk, strideA: lk * d, strideB: lq * d, strideD: lq * lk)
-                try gemm(scoreShape, a: k, b: q + UInt64(b.first * d * size), d: scores.address + UInt64(b.first * lk * 4),
-                         alpha: l.scale, beta: 0)
-                try gemm(scoreShape, a: v, b: o + UInt64(b.first * d * size), d: dProbabilities.address + UInt64(b.first * lk * 4),
-                         beta: 0)
-            }
+            try gemm(g.scores, a: k, b: q, d: scores.address, alpha: l.scale, beta: 0)
+            try gemm(g.dProbabilities, a: v, b: o, d: dProbabilities.address, beta: 0)
             try launch(CUDAKernels.attentionSoftmaxBackward(p.type), elements: n * lq * lk,
                        [probabilities.address, dScores.address, scores.address, dProbabilities.address, lse, delta, segments,
-                        i32(n), i32(first), i32(l.heads), i32(lq), i32(lk), i32(l.queryOffset), i32(blockSize)])
-            for b in blocks {
-                try gemm(pairGEMM(p.type, pairs: n, m: d, n: b.rows, k: b.keys, transposeA: false, transposeB: false, lda: d, ldb: lk,
-                                  ldd: d, strideA: lk * d, strideB: lq * lk, strideD: lq * d),
-                         a: k, b: dScores.address + UInt64(b.first * lk * size),
-                         d: dQueries.address + UInt64((first * lq + b.first) * d * 4), alpha: l.scale, beta: 0)
-            }
-            for (index, b) in blocks.sorted(by: { $0.keys > $1.keys }).enumerated() {
-                let beta: Float = index == 0 && widest == lk ? 0 : 1
-                let shape = pairGEMM(p.type, pairs: n, m: d, n: b.keys, k: b.rows, transposeA: false, transposeB: true, lda: d, ldb: lk,
-                                     ldd: d, strideA: lq * d, strideB: lq * lk, strideD: lk * d)
-                try gemm(shape, a: o + UInt64(b.first * d * size), b: probabilities.address + UInt64(b.first * lk * size),
-                         d: dValuesChunk, beta: beta)
-                try gemm(shape, a: q + UInt64(b.first * d * size), b: dScores.address + UInt64(b.first * lk * size),
-                         d: dKeysChunk, alpha: l.scale, beta: beta)
-            }
+                        i32(n), i32(first), i32(l.heads), i32(lq), i32(lk), i32(l.queryOffset)])
+            try gemm(g.dValues, a: o, b: probabilities.address, d: dValues.address + UInt64(first * lk * d * 4), beta: 0)
+            try gemm(g.dQueries, a: k, b: dScores.address, d: dQueries.address + UInt64(first * lq * d * 4), alpha: l.scale, beta: 0)
+            try gemm(g.dKeys, a: q, b: dScores.address, d: dKeys.address + UInt64(first * lk * d * 4), alpha: l.scale, beta: 0)
         }
         try unpackHeads(dq.address, dQueries, length: lq, group: 1, layout: l)
         try unpackHeads(dk.address, dKeys, length: lk, group: group, layout: l)

@@ -276,7 +276,7 @@ struct GPUChecker {
                              scale: 0.1)),
             ("d 256, GQA 2/1", AttentionLayout(batch: 1, queryLength: 33, keyLength: 33, queryOffset: 0, heads: 2, kvHeads: 1,
                                                headDim: 256, scale: 0.0625)),
-            ("cache offset 20, 130 queries of 150 keys in 3 causal blocks, GQA 4/2, d 64",
+            ("cache offset 20, 130 queries of 150 keys, GQA 4/2, d 64",
              AttentionLayout(batch: 2, queryLength: 130, keyLength: 150, queryOffset: 20, heads: 4, kvHeads: 2, headDim: 64,
                              scale: 0.125)),
         ]

@@ -13,12 +13,6 @@ __device__ __forceinline__ bool gemm_visible(int i, int j, int q_offset, const i
     return j <= q_offset + i && (!seg || seg[j] == seg[q_offset + i]);
 }
 
-// The keys the GEMMs of query i's causal block cover (blocks of `query_block` rows): scores
-// past it were never computed, and P and dS past it are never read.
-__device__ __forceinline__ int gemm_block_keys(int i, int lk, int q_offset, int query_block) {
-    return min(lk, q_offset + (i / query_block + 1) * query_block);
-}
-
 // dst[bh, t, c] = src[b·len + t, (h / group)·d + c] (=): heads of a (batch·len, heads/group·d)
 // matrix made contiguous, each source head repeated for the `group` query heads that share it.
 template <typename S, typename D>
@@ -53,10 +47,10 @@ __device__ void attention_unpack(float* dst, const float* src, int batch, int le
 }
 
 // One warp per score row (pair p, query i) of the chunk: P = softmax over the visible keys (=,
-// as T, over the row's causal block), lse (=). Grid ⌈pairs·lq / 8⌉, block 256.
+// as T), lse (=). Grid ⌈pairs·lq / 8⌉, block 256.
 template <typename T>
 __device__ void attention_softmax(T* probabilities, float* lse, const float* scores, const int* segments, int pairs, int first,
-                                  int heads, int lq, int lk, int q_offset, int query_block) {
+                                  int heads, int lq, int lk, int q_offset) {
     const long long row = (long long)blockIdx.x * 8 + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (row >= (long long)pairs * lq) return;
@@ -76,33 +70,29 @@ __device__ void attention_softmax(T* probabilities, float* lse, const float* sco
     const float m = warp_max(lane_max);
     const float sum = warp_sum(lane_max == -FRUGAL_INFINITY ? 0.f : lane_sum * expf(lane_max - m));
     const float inverse = sum > 0.f ? 1.f / sum : 0.f;
-    const int covered = gemm_block_keys(i, lk, q_offset, query_block);
-    for (int j = lane; j < covered; j += 32) {
+    for (int j = lane; j < lk; j += 32) {
         const bool visible = j < limit && gemm_visible(i, j, q_offset, seg);
         out[j] = from_float<T>(visible ? expf(s[j] - m) * inverse : 0.f);
     }
     if (lane == 0) lse[(long long)bh * lq + i] = sum > 0.f ? m + logf(sum) : -FRUGAL_INFINITY;
 }
 
-// The softmax's gradient for one chunk, elementwise over each row's causal block: P = exp(S − lse)
-// on visible keys, and dS = P·(dP − delta) (=, both as T; 0 where not visible). Grid-stride over
-// pairs·lq·lk.
+// The softmax's gradient for one chunk, elementwise: P = exp(S − lse) on visible keys, and
+// dS = P·(dP − delta) (=, both as T). Grid-stride over pairs·lq·lk.
 template <typename T>
 __device__ void attention_softmax_backward(T* probabilities, T* d_scores, const float* scores, const float* d_probabilities,
                                            const float* lse, const float* delta, const int* segments, int pairs, int first,
-                                           int heads, int lq, int lk, int q_offset, int query_block) {
+                                           int heads, int lq, int lk, int q_offset) {
     const long long n = (long long)pairs * lq * lk;
     FRUGAL_GRID_STRIDE(idx, n) {
         const int j = idx % lk;
         const long long row = idx / lk;
         const int p = row / lq, i = row % lq, bh = first + p, b = bh / heads;
-        if (j >= gemm_block_keys(i, lk, q_offset, query_block)) continue;
         const int* seg = segments ? segments + (long long)b * lk : nullptr;
         const long long at = (long long)bh * lq + i;
-        const bool visible = gemm_visible(i, j, q_offset, seg) && lse[at] > -FRUGAL_INFINITY;
-        const float probability = visible ? expf(scores[idx] - lse[at]) : 0.f;
+        const float probability = gemm_visible(i, j, q_offset, seg) && lse[at] > -FRUGAL_INFINITY ? expf(scores[idx] - lse[at]) : 0.f;
         probabilities[idx] = from_float<T>(probability);
-        d_scores[idx] = from_float<T>(visible ? probability * (d_probabilities[idx] - delta[at]) : 0.f);
+        d_scores[idx] = from_float<T>(probability * (d_probabilities[idx] - delta[at]));
     }
 }
 
@@ -113,16 +103,14 @@ __device__ void attention_softmax_backward(T* probabilities, T* d_scores, const 
     }                                                                                                               \
     extern "C" __global__ void __launch_bounds__(256) attention_softmax_##suffix(                                   \
         T* probabilities, float* lse, const float* scores, const int* segments, int pairs, int first, int heads,    \
-        int lq, int lk, int q_offset, int query_block) {                                                            \
-        attention_softmax<T>(probabilities, lse, scores, segments, pairs, first, heads, lq, lk, q_offset,           \
-                             query_block);                                                                          \
+        int lq, int lk, int q_offset) {                                                                             \
+        attention_softmax<T>(probabilities, lse, scores, segments, pairs, first, heads, lq, lk, q_offset);          \
     }                                                                                                               \
     extern "C" __global__ void attention_softmax_backward_##suffix(                                                 \
         T* probabilities, T* d_scores, const float* scores, const float* d_probabilities, const float* lse,         \
-        const float* delta, const int* segments, int pairs, int first, int heads, int lq, int lk, int q_offset,     \
-        int query_block) {                                                                                          \
+        const float* delta, const int* segments, int pairs, int first, int heads, int lq, int lk, int q_offset) {   \
         attention_softmax_backward<T>(probabilities, d_scores, scores, d_probabilities, lse, delta, segments, pairs, \
-                                      first, heads, lq, lk, q_offset, query_block);                                 \
+                                      first, heads, lq, lk, q_offset);                                              \
     }
 ATTENTION_GEMM(f32, float)
 ATTENTION_GEMM(bf16, __nv_bfloat16)
