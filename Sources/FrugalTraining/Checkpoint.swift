@@ -46,6 +46,7 @@ public enum Checkpoint {
         let name = String(format: "step-%06d", trainer.step)
         let final = directory.appendingPathComponent(name)
         let temporary = directory.appendingPathComponent(".tmp-\(name)-\(ProcessInfo.processInfo.processIdentifier)")
+        removeAbandonedTemporaries(in: directory)
         try? fm.removeItem(at: temporary)
         try fm.createDirectory(at: temporary, withIntermediateDirectories: true)
 
@@ -80,6 +81,15 @@ public enum Checkpoint {
         try AtomicFile.syncDirectory(directory)
         try AtomicFile.write(Data((name + "\n").utf8), to: directory.appendingPathComponent("latest"))
         return final
+    }
+
+    /// Removes the `.tmp-<name>-<pid>` folders of saves whose process is gone (killed mid-save).
+    private static func removeAbandonedTemporaries(in directory: URL) {
+        let fm = FileManager.default
+        for entry in (try? fm.contentsOfDirectory(atPath: directory.path)) ?? [] where entry.hasPrefix(".tmp-step-") {
+            guard let pid = entry.split(separator: "-").last.flatMap({ Int32($0) }) else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { try? fm.removeItem(at: directory.appendingPathComponent(entry)) }
+        }
     }
 
     /// The folder `latest` names under `directory`, or nil when there is none.
