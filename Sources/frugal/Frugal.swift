@@ -10,5 +10,5 @@ struct Frugal: ParsableCommand {
         With no model given, commands use SmolLM2-135M-Instruct, which `scripts/setup` fetches
         into ~/.cache/frugal/models (or $FRUGAL_CACHE/models).
         """,
-        subcommands: [Train.self, Generate.self, Eval.self, Export.self, Info.self, Devices.self, Bench.self, Sweep.self, Report.self, GPUCheck.self])
+        subcommands: [Train.self, Generate.self, Eval.self, Export.self, Info.self, Devices.self, Bench.self, Plan.self, Sweep.self, Report.self, GPUCheck.self])
 }

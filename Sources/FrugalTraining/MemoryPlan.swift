@@ -1,0 +1,232 @@
+// MemoryPlan: a fine-tuning configuration's peak memory by category, and its compute per token,
+// predicted from the tensors the engine allocates — before any weight is loaded.
+import Foundation
+import FrugalCore
+import FrugalFormats
+import FrugalModels
+
+/// The predicted peak memory of one fine-tuning configuration, by `MemoryCategory` as the
+/// `MemoryLedger` counts it, and the compute a trained token costs.
+///
+/// Every figure counts tensors the engine allocates (`Decoder.forwardForTraining`, `BlockTape`,
+/// `TrainableParameters`, `Optimizer`, the backends' scratch buffers):
+/// - weights: the frozen base's matrices in their stored dtype, norms and biases in f32; none in
+///   a full fine-tune, whose weights are all trainable;
+/// - trainable: LoRA's `A` and `B` in f32, or every weight in f32 in a full fine-tune;
+/// - gradients: one f32 value per trainable value;
+/// - optimizer: AdamW's first and second moments (SGD's momentum buffer) in f32 per trainable
+///   value, plus an f32 master copy under fp16 and bf16;
+/// - activations: f32, `batch × seq` rows. Without checkpointing every block's tape is live when
+///   backward starts (block input, normed inputs, q, k, v, attention output and log-sum-exp, the
+///   residual sums, up, gate and their product, each adapter's hidden); with it, only each
+///   block's input, plus the one block being recomputed. Then the final norm's output, the
+///   hidden-state gradient, and the deepest point of a block's backward (the MLP's gradients, or
+///   the attention's at the block's end);
+/// - workspace: on the GPU the cuBLASLt workspace and the attention backward's packed heads and
+///   chunk of scores; on the CPU the cross-entropy's chunk of logits, or the attention
+///   backward's per-worker scratch.
+///
+/// Assumes no LoRA dropout (dropout keeps a mask and a dropped-out input per adapter), every
+/// layer trained, and one micro-batch live at a time (gradient accumulation costs no memory).
+public struct MemoryPlan: Sendable, Equatable {
+    /// What to plan: the model's shape and how it trains.
+    public struct Configuration: Sendable, Equatable {
+        public var model: ModelConfiguration
+        /// How the frozen base's matrices are stored (f32, f16, bf16 or a GGUF block type); a full
+        /// fine-tune widens every weight to f32 whatever this says.
+        public var baseDType: DType
+        public var method: TrainingMethod
+        public var precision: PrecisionPolicy
+        public var optimizer: OptimizerKind
+        /// Sequences per micro-batch.
+        public var microBatch: Int
+        /// Tokens per sequence.
+        public var sequenceLength: Int
+        public var checkpointing: Bool
+        /// The backend, whose scratch memory (workspace) differs.
+        public var device: DeviceKind
+
+        public init(model: ModelConfiguration, baseDType: DType = .f32, method: TrainingMethod = .lora(LoRAConfiguration()),
+                    precision: PrecisionPolicy = .fp32, optimizer: OptimizerKind = .adamW, microBatch: Int = 8,
+                    sequenceLength: Int = 256, checkpointing: Bool = false, device: DeviceKind = .cuda) {
+            self.model = model; self.baseDType = baseDType; self.method = method; self.precision = precision
+            self.optimizer = optimizer; self.microBatch = microBatch; self.sequenceLength = sequenceLength
+            self.checkpointing = checkpointing; self.device = device
+        }
+    }
+
+    public let configuration: Configuration
+    /// Predicted peak bytes of each category, each at its own peak.
+    public let peak: [MemoryCategory: Int]
+    /// Predicted peak of the sum over categories: the persistent categories plus the higher of a
+    /// step's two high points, the loss (forward activations kept, logits workspace) and the
+    /// deepest point of backward.
+    public let peakTotal: Int
+    /// Number of trainable values.
+    public let trainableCount: Int
+    /// Floating-point operations per trained token: 2 per multiply-add of every weight forward,
+    /// as many again backward (twice as many when the weights train), attention's scores and
+    /// mixing, and under checkpointing every block's forward once more.
+    public let flopsPerToken: Double
+
+    /// The prediction for `configuration`.
+    /// - Throws: `FrugalError.invalidArgument` for an unknown LoRA target, a non-positive rank,
+    ///   batch or sequence length.
+    public static func predict(_ configuration: Configuration) throws -> MemoryPlan {
+        let c = configuration.model, rows = configuration.microBatch * configuration.sequenceLength
+        guard configuration.microBatch > 0, configuration.sequenceLength > 0 else {
+            throw FrugalError.invalidArgument("batch and sequence length must be positive")
+        }
+        let shapes = Shapes(c)
+        var adapted = [Projection](), rank = 0
+        if case let .lora(lora) = configuration.method {
+            guard lora.rank > 0 else { throw FrugalError.invalidArgument("LoRA rank must be positive, found \(lora.rank)") }
+            let roles = try ProjectionRole.parse(lora.targets)
+            adapted = shapes.projections.filter { roles.contains($0.role) }
+            rank = lora.rank
+        }
+        let full = configuration.method == .full
+
+        // Parameters: a frozen base with f32 adapters, or every weight f32 and trainable.
+        let adapterValues = c.layers * adapted.reduce(0) { $0 + rank * ($1.inputs + $1.outputs) }
+        let trainableCount = full ? shapes.matrixValues.reduce(0, +) + shapes.vectorValues : adapterValues
+        let weights = full ? 0 : shapes.matrixValues.reduce(0) { $0 + storedBytes($1, configuration.baseDType) }
+            + 4 * shapes.vectorValues
+        let trainable = 4 * trainableCount
+        let optimizerBuffers = (configuration.optimizer == .adamW ? 2 : 1) + (configuration.precision.keepsMasters ? 1 : 0)
+
+        // Activations, in f32 values per token.
+        let d = c.hiddenSize, q = c.heads * c.headDim, kv = c.kvHeads * c.headDim, mlp = c.intermediateSize
+        let mlpWidths = (c.gatedMLP ? 3 : 2) * mlp
+        // One block's tape: h1, s1, h2 and the block's output (or, post-norm, s1, mid, s2 and the
+        // output), q, k, v, the attention output, its log-sum-exp (one per head), up, gate and
+        // their product, and each adapter's hidden.
+        let tape = 4 * d + 2 * q + 2 * kv + c.heads + mlpWidths + rank * adapted.count
+        // The embedding output, then every tape or, checkpointed, every block's output.
+        let kept = d + c.layers * (configuration.checkpointing ? d : tape)
+        // The final norm's output and the gradient of the hidden states, live through backward.
+        let ends = (c.finalNorm ? d : 0) + d
+        // Deepest point of a block's backward: in the MLP, the incoming gradient, the gradients of
+        // product, gate and up, and that of the MLP's input; or at the block's end, the gradients
+        // of the attention (output, q, k, v), of the norms and residuals, and one MLP-wide
+        // gradient not yet freed (a debug build holds locals to the end of their scope; an
+        // optimized one frees them sooner, so this can overstate by a few hidden-wide rows).
+        let backward = max(2 * d + mlpWidths, mlp + 6 * d + 2 * q + 2 * kv)
+        let activations = 4 * rows * (kept + ends + (configuration.checkpointing ? tape : 0) + backward)
+        let atLoss = 4 * rows * (kept + ends)
+
+        let (lossWorkspace, backwardWorkspace) = workspace(configuration, rows: rows)
+        let persistent = weights + trainable * (2 + optimizerBuffers)
+        return MemoryPlan(
+            configuration: configuration,
+            peak: [.weights: weights, .trainable: trainable, .gradients: trainable, .optimizer: optimizerBuffers * trainable,
+                   .activations: activations, .workspace: max(lossWorkspace, backwardWorkspace)],
+            peakTotal: persistent + max(atLoss + lossWorkspace, activations + backwardWorkspace),
+            trainableCount: trainableCount,
+            flopsPerToken: flops(configuration, shapes, adapterValues: adapterValues, full: full))
+    }
+
+    /// The fastest of `plans` whose peak fits in `budget` bytes, or nil when none does: the fewest
+    /// recomputations first (no checkpointing), then the largest micro-batch (fewer, fuller
+    /// GEMMs per token), then the fewest FLOPs per token; ties go to the earlier plan.
+    public static func fastest(_ plans: [MemoryPlan], fitting budget: Int) -> MemoryPlan? {
+        plans.enumerated().filter { $0.element.peakTotal <= budget }.min { a, b in
+            let x = a.element.configuration, y = b.element.configuration
+            if x.checkpointing != y.checkpointing { return !x.checkpointing }
+            if x.microBatch != y.microBatch { return x.microBatch > y.microBatch }
+            if a.element.flopsPerToken != b.element.flopsPerToken { return a.element.flopsPerToken < b.element.flopsPerToken }
+            return a.offset < b.offset
+        }?.element
+    }
+
+    // MARK: - Pieces
+
+    /// One projection of a block: its role and width.
+    struct Projection {
+        let role: ProjectionRole
+        let inputs: Int
+        let outputs: Int
+    }
+
+    /// The model's tensors by kind, as `DecoderWeights.random` and the loaders build them.
+    struct Shapes {
+        /// Each block's projections (with the gate only in a gated MLP).
+        let projections: [Projection]
+        /// Values of each matrix: embeddings, every block's projections, the head unless tied.
+        let matrixValues: [Int]
+        /// Values of the norms and biases.
+        let vectorValues: Int
+        /// Multiply-adds per token of every block's projections, and of the head.
+        let blockMultiplies: Int, headMultiplies: Int
+
+        init(_ c: ModelConfiguration) {
+            let d = c.hiddenSize, q = c.heads * c.headDim, kv = c.kvHeads * c.headDim, mlp = c.intermediateSize
+            let embedding = c.wordEmbedProjDim ?? d
+            projections = [Projection(role: .q, inputs: d, outputs: q), Projection(role: .k, inputs: d, outputs: kv),
+                           Projection(role: .v, inputs: d, outputs: kv), Projection(role: .o, inputs: q, outputs: d)]
+                + (c.gatedMLP ? [Projection(role: .gate, inputs: d, outputs: mlp)] : [])
+                + [Projection(role: .up, inputs: d, outputs: mlp), Projection(role: .down, inputs: mlp, outputs: d)]
+            var matrices = [c.vocabSize * embedding]
+            if c.learnedPositions { matrices.append((c.maxPositions + c.positionOffset) * d) }
+            if embedding != d { matrices += [d * embedding, embedding * d] }  // OPT's project_in and project_out
+            matrices += Array(repeating: projections.map { $0.inputs * $0.outputs }, count: c.layers).flatMap { $0 }
+            if !c.tiedEmbeddings { matrices.append(c.vocabSize * embedding) }
+            matrixValues = matrices
+            let biases = (c.attentionBias ? q + 2 * kv : 0) + (c.outputBias ? d : 0)
+                + (c.mlpBias ? (c.gatedMLP ? 2 : 1) * mlp + d : 0)
+            let norms = (2 * c.layers + (c.finalNorm ? 1 : 0)) * d * (c.normKind == .layer ? 2 : 1)
+            vectorValues = c.layers * biases + norms
+            blockMultiplies = c.layers * projections.reduce(0) { $0 + $1.inputs * $1.outputs }
+            headMultiplies = c.vocabSize * embedding
+        }
+    }
+
+    /// Bytes of `count` values stored as `dtype` (whole blocks for a packed type).
+    static func storedBytes(_ count: Int, _ dtype: DType) -> Int {
+        (count + dtype.blockSize - 1) / dtype.blockSize * dtype.blockBytes
+    }
+
+    /// Scratch bytes at the loss and in backward.
+    ///
+    /// GPU (`CUDABackend`'s defaults): a 32 MiB cuBLASLt workspace always; at the loss, one
+    /// 64 MiB chunk of logits; in backward, attention's packed q, k, v and output gradient (bf16
+    /// under a 16-bit policy, else f32), a chunk of scores of at most 256 MiB, the f32 packed
+    /// gradients of q, k and v, and one value per query row. CPU: at the loss, 128 rows of logits (and a packed head's tiles,
+    /// widened to f32 by each worker); in backward, each worker's block of 64 query rows of
+    /// probabilities and their gradient, or a packed weight's widened tiles.
+    static func workspace(_ p: Configuration, rows: Int) -> (loss: Int, backward: Int) {
+        let c = p.model, vocabulary = c.vocabSize, width = c.wordEmbedProjDim ?? c.hiddenSize, length = p.sequenceLength
+        let packedBase = p.method != .full && p.baseDType != .f32
+        switch p.device {
+        case .cuda:
+            let blas = 32 << 20, scoreBudget = 256 << 20, chunkBytes = 64 << 20
+            let logitRows = max(1, min(rows, chunkBytes / 4 / vocabulary))
+            let pairs = p.microBatch * c.heads, headValues = pairs * length * c.headDim
+            let packed = p.precision == .fp32 ? 4 : 2
+            let pairBytes = length * length * (8 + 2 * packed)
+            let chunk = max(1, min(pairs, scoreBudget / pairBytes))
+            let attention = 4 * headValues * packed + chunk * pairBytes + 3 * 4 * headValues + 4 * pairs * length
+            return (blas + 4 * logitRows * vocabulary, blas + attention)
+        case .cpu:
+            // The backend's threads: FRUGAL_THREADS, else the active processor count.
+            let environment = ProcessInfo.processInfo.environment["FRUGAL_THREADS"].flatMap { Int($0) }
+            let workers = max(1, environment ?? ProcessInfo.processInfo.activeProcessorCount)
+            // Up to 256 rows of a packed weight per worker, widened to f32.
+            let tileRows = packedBase ? workers * 256 : 0
+            let attention = 4 * min(workers, p.microBatch * c.kvHeads) * 2 * min(length, 64) * length
+            return (4 * min(rows, 128) * vocabulary + 4 * tileRows * width,
+                    max(attention, 4 * tileRows * max(width, c.intermediateSize)))
+        }
+    }
+
+    /// Floating-point operations per trained token (`flopsPerToken`).
+    static func flops(_ p: Configuration, _ shapes: Shapes, adapterValues: Int, full: Bool) -> Double {
+        let c = p.model
+        let weights = Double(shapes.blockMultiplies + shapes.headMultiplies)
+        // Scores and mixing: 2·2·seq·(heads·headDim) per layer forward, twice that backward.
+        let attention = 4 * Double(c.layers * p.sequenceLength * c.heads * c.headDim)
+        var total = (full ? 6 : 4) * weights + 6 * Double(adapterValues) + 3 * attention
+        if p.checkpointing { total += 2 * Double(shapes.blockMultiplies + adapterValues) + attention }
+        return total
+    }
+}

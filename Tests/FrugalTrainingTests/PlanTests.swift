@@ -1,0 +1,204 @@
+// PlanTests: `MemoryPlan`'s predictions against measured peaks — the CPU ledger of a few Trainer
+// steps on SmolLM2's width and GPT-2's layout, and the H100 runs of BENCH.md's W1 (Llama-3.1-8B's
+// shape) and W2 (Llama-2-7B's).
+
+import Foundation
+import FrugalCore
+import FrugalCPU
+import FrugalFormats
+import FrugalModels
+import FrugalTraining
+import XCTest
+
+final class PlanTests: XCTestCase {
+    /// SmolLM2-135M's widths and vocabulary with 4 of its 30 layers, so a step takes a second.
+    static let shape: ModelConfiguration = {
+        var c = ModelConfiguration.smolLM2_135M
+        c.layers = 4
+        return c
+    }()
+
+    /// Runs two Trainer steps of `plan`'s configuration on the CPU with random weights and
+    /// random tokens, built as `frugal bench train` builds them, and returns the ledger.
+    private func measure(_ plan: MemoryPlan.Configuration) throws -> MemorySnapshot {
+        let backend = CPUBackend()
+        let full = plan.method == .full
+        let decoder = Decoder.random(plan.model, on: backend, category: full ? .trainable : .weights,
+                                     dtype: full ? .f32 : plan.baseDType, seed: 1)
+        let parameters: TrainableParameters
+        switch plan.method {
+        case let .lora(lora): parameters = try decoder.attachLoRA(lora, seed: 2)
+        case .full: parameters = try decoder.allWeights()
+        }
+        var training = TrainingConfiguration()
+        training.method = plan.method
+        training.steps = 2
+        training.microBatch = plan.microBatch
+        training.precision = plan.precision
+        training.optimizer = plan.optimizer
+        training.checkpointing = plan.checkpointing
+        training.schedule = .constant
+        training.learningRate = 1e-4
+        training.maxGradientNorm = 0
+        var random = SplitMix64(seed: 3)
+        let sequences = (0..<(2 * plan.microBatch)).map { _ in
+            let ids = (0...plan.sequenceLength).map { _ in Int32(random.next() % UInt64(plan.model.vocabSize)) }
+            return TokenizedExample(tokens: Array(ids.dropLast()), targets: Array(ids.dropFirst()))
+        }
+        let loader = try DataLoader(sequences: sequences, batchSize: plan.microBatch,
+                                    strategy: .padding(length: plan.sequenceLength), shuffle: false)
+        let trainer = try Trainer(decoder: decoder, parameters: parameters, configuration: training, loader: loader)
+        while !trainer.isFinished { _ = try trainer.trainStep() }
+        return backend.ledger.snapshot
+    }
+
+    /// Prints predicted against measured peaks, category by category, and asserts weights,
+    /// trainable, gradients and optimizer within 1%, activations, workspace and the total within
+    /// 10%.
+    private func compare(_ plan: MemoryPlan, measured: [MemoryCategory: Int], total: Int, _ name: String,
+                         file: StaticString = #filePath, line: UInt = #line) {
+        func gib(_ bytes: Int) -> String { String(format: "%8.4f GiB", Double(bytes) / Double(1 << 30)) }
+        var lines = ["\(name):"]
+        for category in MemoryCategory.allCases {
+            let p = plan.peak[category, default: 0], m = measured[category, default: 0]
+            lines.append("  \(category.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0)) predicted \(gib(p))  measured \(gib(m))")
+            let tolerance = category == .activations || category == .workspace ? 0.1 : 0.01
+            XCTAssertEqual(Double(p), Double(m), accuracy: tolerance * Double(max(m, 1)), "\(name): \(category.rawValue)",
+                           file: file, line: line)
+        }
+        lines.append("  total        predicted \(gib(plan.peakTotal))  measured \(gib(total))")
+        print(lines.joined(separator: "\n"))
+        XCTAssertEqual(Double(plan.peakTotal), Double(total), accuracy: 0.1 * Double(total), "\(name): total", file: file, line: line)
+    }
+
+    private func checkAgainstLedger(_ configuration: MemoryPlan.Configuration, _ name: String,
+                                    file: StaticString = #filePath, line: UInt = #line) throws {
+        let plan = try MemoryPlan.predict(configuration)
+        let measured = try measure(configuration)
+        compare(plan, measured: measured.peak, total: measured.peakTotal, name, file: file, line: line)
+    }
+
+    private func cpu(_ method: TrainingMethod, precision: PrecisionPolicy = .fp32, base: DType = .f32,
+                     optimizer: OptimizerKind = .adamW, checkpointing: Bool) -> MemoryPlan.Configuration {
+        MemoryPlan.Configuration(model: Self.shape, baseDType: base, method: method, precision: precision, optimizer: optimizer,
+                                 microBatch: 2, sequenceLength: 64, checkpointing: checkpointing, device: .cpu)
+    }
+
+    private let qkv = TrainingMethod.lora(LoRAConfiguration(rank: 16, alpha: 32, targets: ["q", "k", "v"]))
+
+    func testLoRAAgainstLedger() throws {
+        try checkAgainstLedger(cpu(qkv, checkpointing: false), "LoRA q,k,v r16 fp32, batch 2 × 64")
+    }
+
+    func testLoRACheckpointedAgainstLedger() throws {
+        try checkAgainstLedger(cpu(qkv, checkpointing: true), "LoRA q,k,v r16 fp32, batch 2 × 64, checkpointing")
+    }
+
+    func testFullAgainstLedger() throws {
+        try checkAgainstLedger(cpu(.full, checkpointing: false), "full fp32 AdamW, batch 2 × 64")
+    }
+
+    func testFullCheckpointedAgainstLedger() throws {
+        try checkAgainstLedger(cpu(.full, checkpointing: true), "full fp32 AdamW, batch 2 × 64, checkpointing")
+    }
+
+    /// bf16 with a bf16 base: f32 masters in the optimizer, half-size frozen weights.
+    func testLoRAAllLinearBF16AgainstLedger() throws {
+        let method = TrainingMethod.lora(LoRAConfiguration(rank: 8, alpha: 16, targets: ["all-linear"]))
+        try checkAgainstLedger(cpu(method, precision: .bf16, base: .bf16, checkpointing: false),
+                               "LoRA all-linear r8 bf16 (bf16 base), batch 2 × 64")
+        try checkAgainstLedger(cpu(method, precision: .bf16, base: .bf16, checkpointing: true),
+                               "LoRA all-linear r8 bf16 (bf16 base), batch 2 × 64, checkpointing")
+    }
+
+    /// SGD keeps one buffer per value; bf16 adds the masters.
+    func testFullSGDBF16AgainstLedger() throws {
+        try checkAgainstLedger(cpu(.full, precision: .bf16, optimizer: .sgd, checkpointing: true),
+                               "full bf16 SGD, batch 2 × 64, checkpointing")
+    }
+
+    /// GPT-2's layout (LayerNorm with biases, a plain GELU MLP, biases everywhere, learned
+    /// positions, tied embeddings) at a small width.
+    func testGPT2LayoutAgainstLedger() throws {
+        let gpt2 = ModelConfiguration(architecture: .gpt2, modelType: "gpt2", vocabSize: 8192, hiddenSize: 256,
+                                      intermediateSize: 1024, layers: 4, heads: 4, kvHeads: 4, headDim: 64, maxPositions: 256,
+                                      normEps: 1e-5, normKind: .layer, activation: .geluTanh, gatedMLP: false,
+                                      tiedEmbeddings: true, attentionBias: true, outputBias: true, mlpBias: true,
+                                      learnedPositions: true)
+        for (method, checkpointing) in [(TrainingMethod.full, false), (qkv, true)] {
+            var configuration = cpu(method, checkpointing: checkpointing)
+            configuration.model = gpt2
+            try checkAgainstLedger(configuration, "GPT-2 layout, \(method == .full ? "full" : "LoRA q,k,v") fp32, batch 2 × 64\(checkpointing ? ", checkpointing" : "")")
+        }
+    }
+
+    // MARK: - H100 runs (BENCH.md W1 and W2)
+
+    /// Frugal's rows of a result file in bench/results (`bench/run-gpu`, which runs `frugal bench
+    /// train --device cuda`), by workload name.
+    private func h100Rows(_ file: String) throws -> [String: [String: Any]] {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("bench/results/\(file)")
+        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any]
+        let rows = try XCTUnwrap(object?["rows"] as? [[String: Any]], "no rows in \(url.path)")
+        return Dictionary(rows.filter { $0["system"] as? String == "frugal" }.map { ($0["workload"] as! String, $0) },
+                          uniquingKeysWith: { a, _ in a })
+    }
+
+    /// Compares `configuration`'s plan with the measured row `workload` of `file`.
+    private func checkAgainstH100(_ configuration: MemoryPlan.Configuration, _ file: String, _ workload: String,
+                                  file testFile: StaticString = #filePath, line: UInt = #line) throws {
+        let row = try XCTUnwrap(try h100Rows(file)[workload], "no frugal \(workload) row in \(file)")
+        XCTAssertEqual(row["checkpointing"] as? Bool, configuration.checkpointing, file: testFile, line: line)
+        XCTAssertEqual(row["batch"] as? Int, configuration.microBatch, file: testFile, line: line)
+        XCTAssertEqual(row["seq"] as? Int, configuration.sequenceLength, file: testFile, line: line)
+        XCTAssertEqual(row["precision"] as? String, configuration.precision.rawValue, file: testFile, line: line)
+        let gib = Double(1 << 30)
+        let byCategory = try XCTUnwrap(row["peak_by_category_gib"] as? [String: Double])
+        let measured = Dictionary(uniqueKeysWithValues: byCategory.map { (MemoryCategory(rawValue: $0.key)!, Int($0.value * gib)) })
+        let total = Int(try XCTUnwrap(row["ledger_peak_gib"] as? Double) * gib)
+        compare(try MemoryPlan.predict(configuration), measured: measured, total: total, "H100 \(workload) (\(file))",
+                file: testFile, line: line)
+    }
+
+    /// W1: Llama-3.1-8B's shape, LoRA r16 on every projection, bf16 (bf16 base), batch 4 × 1024.
+    private func w1(checkpointing: Bool, batch: Int = 4) -> MemoryPlan.Configuration {
+        MemoryPlan.Configuration(model: .llama31_8B, baseDType: .bf16,
+                                 method: .lora(LoRAConfiguration(rank: 16, alpha: 32, targets: ["all-linear"])),
+                                 precision: .bf16, microBatch: batch, sequenceLength: 1024, checkpointing: checkpointing,
+                                 device: .cuda)
+    }
+
+    func testLlama31LoRAAgainstH100() throws {
+        try checkAgainstH100(w1(checkpointing: false), "2026-11-22-h100-perf-w1.json", "W1")
+        try checkAgainstH100(w1(checkpointing: true), "2026-11-22-h100-perf-w1.json", "W1-ckpt")
+    }
+
+    /// W2: Llama-2-7B's shape, LoRA r16 on q, k, v, batch 8 × 256, fp32 (f32 base) and bf16 (bf16 base).
+    func testLlama2LoRAAgainstH100() throws {
+        for (precision, base) in [(PrecisionPolicy.fp32, DType.f32), (.bf16, .bf16)] {
+            let configuration = MemoryPlan.Configuration(
+                model: .llama2_7B, baseDType: base, method: .lora(LoRAConfiguration(rank: 16, alpha: 32, targets: ["q", "k", "v"])),
+                precision: precision, microBatch: 8, sequenceLength: 256, device: .cuda)
+            try checkAgainstH100(configuration, "2026-11-22-h100-perf-w2.json", "W2-\(precision.rawValue)-ga1")
+        }
+    }
+
+    /// The fastest plan that fits: no checkpointing at a smaller batch beats checkpointing at a
+    /// larger one; checkpointing only when nothing else fits.
+    func testFastestPrefersNoCheckpointingThenLargerBatch() throws {
+        let plans = try [false, true].flatMap { checkpointing in
+            try [4, 2, 1].map { try MemoryPlan.predict(w1(checkpointing: checkpointing, batch: $0)) }
+        }
+        let gib = 1 << 30
+        func pick(_ budget: Int) -> String? {
+            MemoryPlan.fastest(plans, fitting: budget * gib).map {
+                "\($0.configuration.checkpointing ? "checkpointing" : "none") \($0.configuration.microBatch)"
+            }
+        }
+        XCTAssertEqual(pick(80), "none 4")
+        XCTAssertEqual(pick(40), "none 2")
+        XCTAssertEqual(pick(22), "checkpointing 4")
+        XCTAssertNil(pick(10))
+    }
+}
