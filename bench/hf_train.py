@@ -54,30 +54,21 @@ def make_config(shape: str):
     def rope(theta: float) -> dict:
         return {"rope_type": "default", "rope_theta": theta}
 
-    if shape == "llama3.1-8b":
+    # Llama-architecture shapes: vocabulary, hidden, MLP, layers, heads, kv heads, positions,
+    # rotary theta, tied embeddings.
+    llama = {
+        "llama3.1-8b": (128256, 4096, 14336, 32, 32, 8, 131072, 500000.0, False),
+        "llama2-7b": (32000, 4096, 11008, 32, 32, 32, 4096, 10000.0, False),
+        "smollm2": (49152, 576, 1536, 30, 9, 3, 8192, 100000.0, True),
+        "tiny": (256, 64, 128, 2, 4, 2, 2048, 10000.0, False),
+    }
+    if shape in llama:
+        vocab, hidden, mlp, layers, heads, kv_heads, positions, theta, tied = llama[shape]
         return LlamaConfig(
-            vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-            num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=131072,
-            rms_norm_eps=1e-5, rope_parameters=rope(500000.0), tie_word_embeddings=False,
-            hidden_act="silu"), "llama"
-    if shape == "llama2-7b":
-        return LlamaConfig(
-            vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-            num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096,
-            rms_norm_eps=1e-5, rope_parameters=rope(10000.0), tie_word_embeddings=False,
-            hidden_act="silu"), "llama"
-    if shape == "smollm2":
-        return LlamaConfig(
-            vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-            num_attention_heads=9, num_key_value_heads=3, head_dim=64, max_position_embeddings=8192,
-            rms_norm_eps=1e-5, rope_parameters=rope(100000.0), tie_word_embeddings=True,
-            hidden_act="silu"), "llama"
-    if shape == "tiny":
-        return LlamaConfig(
-            vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-            rms_norm_eps=1e-5, rope_parameters=rope(10000.0), tie_word_embeddings=False,
-            hidden_act="silu"), "llama"
+            vocab_size=vocab, hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers,
+            num_attention_heads=heads, num_key_value_heads=kv_heads, head_dim=hidden // heads,
+            max_position_embeddings=positions, rms_norm_eps=1e-5, rope_parameters=rope(theta),
+            tie_word_embeddings=tied, hidden_act="silu"), "llama"
     if shape == "opt-350m":
         # Post-LN, with project_in/project_out between the 512-wide embeddings and d 1024.
         return OPTConfig(
