@@ -81,6 +81,8 @@ public struct SweepReport: Codable, Sendable {
     public var baseline: String?
     public var factors: [SweepFactor]
     public var configurations: [ConfigurationSummary]
+    /// `frugal eval` results found beside the sweep's (`*.eval.json`).
+    public var evaluations: [EvaluationSummary] = []
     /// Caveats worth printing under the tables.
     public var notes: [String]
 
@@ -177,12 +179,21 @@ public struct SweepReport: Codable, Sendable {
 }
 
 extension SweepReport {
-    /// Reads a sweep's folder: results.jsonl, and sweep.json (the plan) when it is there.
-    /// - Throws: `FrugalError.missingFile` without results.jsonl; `FrugalError.malformedFile` for a bad sweep.json.
+    /// Reads a sweep's folder: results.jsonl, sweep.json (the plan) when it is there, and the
+    /// `frugal eval` results saved there as `*.eval.json`.
+    /// - Throws: `FrugalError.missingFile` with neither results.jsonl nor evaluations;
+    ///   `FrugalError.malformedFile` for a bad sweep.json or evaluation file.
     public static func load(directory: URL, title: String? = nil) throws -> SweepReport {
         let results = directory.appendingPathComponent("results.jsonl")
+        let evaluations = try EvaluationSummary.load(directory: directory)
+        let name = title ?? "Sweep \(directory.standardizedFileURL.lastPathComponent)"
         guard FileManager.default.fileExists(atPath: results.path) else {
-            throw FrugalError.missingFile(path: results.path, what: "a sweep's results (run `frugal sweep` first)")
+            guard !evaluations.isEmpty else {
+                throw FrugalError.missingFile(path: results.path, what: "a sweep's results (run `frugal sweep` first) or evaluations (*.eval.json)")
+            }
+            var report = SweepReport(title: name, records: [], plan: nil)
+            report.evaluations = evaluations
+            return report
         }
         let planFile = directory.appendingPathComponent("sweep.json")
         var plan: SweepPlan?
@@ -194,7 +205,8 @@ extension SweepReport {
             }
         }
         let (records, unreadable) = SweepRunner.readRecords(results)
-        var report = SweepReport(title: title ?? "Sweep \(directory.standardizedFileURL.lastPathComponent)", records: records, plan: plan)
+        var report = SweepReport(title: name, records: records, plan: plan)
+        report.evaluations = evaluations
         if unreadable > 0 { report.notes.append("\(unreadable) line(s) of results.jsonl could not be read and were left out.") }
         return report
     }

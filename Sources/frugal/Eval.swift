@@ -3,7 +3,6 @@
 import ArgumentParser
 import Foundation
 import FrugalCore
-import FrugalCPU
 import FrugalEval
 import FrugalFormats
 import FrugalModels
@@ -38,6 +37,7 @@ extension Frugal {
         }
 
         @OptionGroup var model: ModelOptions
+        @OptionGroup var device: DeviceOptions
         @Option(help: "A PEFT adapter folder to evaluate on the base model (repeat for several).") var adapter: [String] = []
         @Option(help: "perplexity, multiple-choice or sycophancy.") var task: Task
         @Option(help: "The data file: a training data file for perplexity; JSON lines with corrects/incorrects, answer_matching_behavior or choices/answer for the others.")
@@ -50,7 +50,8 @@ extension Frugal {
         @Flag(name: .customLong("chat-template"), help: "Multiple-choice: put the prompt in the chat template as a user turn (default: raw text).")
         var chatTemplate = false
         @Option(name: .customLong("max-length"), help: "Perplexity: longest sequence in tokens (longer texts are cut).") var maxLength = 512
-        @Option(help: "Write the results as JSON here.") var output: String?
+        @Option(help: "Write the results as JSON here; name it NAME.eval.json in a sweep's folder and `frugal report` shows it.")
+        var output: String?
         @Option(name: .customLong("export-train"), help: "Write the train split as JSON lines of chat messages to this file, then stop.")
         var exportTrain: String?
         @Flag(name: .customLong("balance-letters"), help: "With --export-train: reverse the lettered options of every other item, so each question is trained in both orders and no letter is usually right.")
@@ -115,8 +116,10 @@ extension Frugal {
             }
             print("\(task.rawValue) on \(data), \(split.rawValue) split (seed \(seed), test fraction \(testFraction)): \(rowCount)")
 
+            let compute = try device.compute()
+            print("device: \(compute.description)")
             for path in (noBase ? [] : [nil]) + adapter.map(Optional.some) {
-                let decoder = try withCleanErrors { try files.decoder(on: CPUBackend()) }
+                let decoder = try withCleanErrors { try files.decoder(on: compute.backend) }
                 if let path {
                     try withCleanErrors { _ = try PEFTAdapter.load(from: URL(fileURLWithPath: path), into: decoder) }
                 }

@@ -13,6 +13,8 @@ extension Frugal {
             Reads DIR/results.jsonl (and DIR/sweep.json, the plan `frugal sweep` writes) and writes
             report.html, report.json, report.csv, combination.csv and pareto-*.svg into DIR (or --output).
             Results of several machines can be merged by concatenating their results.jsonl files.
+            Evaluations saved in DIR as NAME.eval.json (`frugal eval --output`) become tables too:
+              frugal eval --task sycophancy --data syc.jsonl --adapter runs/a/adapter --output runs/sweep/syc.eval.json
             """)
 
         @Argument(help: "The sweep's folder.") var directory: String
