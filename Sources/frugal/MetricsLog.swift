@@ -1,14 +1,18 @@
-// MetricsLog: step metrics as JSON lines, one per optimizer step, for plots and TensorBoard-like tools.
+// MetricsLog: each optimizer step's metrics as a JSON line (metrics.jsonl) and as TensorBoard
+// scalars (an event file beside it: `tensorboard --logdir <output>` shows the run live).
 import Foundation
+import FrugalMeasure
 import FrugalTraining
 
-/// Appends each step's metrics as one JSON line to a file.
+/// Appends each step's metrics to `metrics.jsonl` and to a TensorBoard event file in the same folder.
 final class MetricsLog {
     private let handle: FileHandle
     private let encoder: JSONEncoder
+    private let tensorBoard: TensorBoardWriter
 
-    /// Opens (or creates) `url`; truncates it unless `append`.
-    init(_ url: URL, append: Bool) throws {
+    /// Opens (or creates) `directory/metrics.jsonl`, truncated unless `append`, and a new event file.
+    init(directory: URL, append: Bool) throws {
+        let url = directory.appendingPathComponent("metrics.jsonl")
         if !append || !FileManager.default.fileExists(atPath: url.path) {
             FileManager.default.createFile(atPath: url.path, contents: nil)
         }
@@ -16,12 +20,24 @@ final class MetricsLog {
         if append { try handle.seekToEnd() }
         encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
+        tensorBoard = try TensorBoardWriter(directory: directory)
     }
 
-    func append(_ metrics: StepMetrics) throws {
+    /// One step; `figures` are a phase's own measures (accuracy, reward, KL, …), kept under "figures".
+    func append(_ metrics: StepMetrics, figures: [String: Double] = [:]) throws {
         var line = try encoder.encode(metrics)
+        if !figures.isEmpty, var object = try JSONSerialization.jsonObject(with: line) as? [String: Any] {
+            object["figures"] = figures
+            line = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+        }
         line.append(UInt8(ascii: "\n"))
         try handle.write(contentsOf: line)
+        let scalars: [(tag: String, value: Double)] = [
+            ("train/loss", metrics.loss), ("train/learning_rate", Double(metrics.learningRate)),
+            ("train/gradient_norm", metrics.gradientNorm), ("train/tokens_per_second", metrics.tokensPerSecond),
+            ("memory/peak_mib", Double(metrics.memory.peakTotal) / Double(1 << 20)),
+        ] + figures.sorted { $0.key < $1.key }.map { ("phase/\($0.key)", $0.value) }
+        try tensorBoard.add(scalars, step: metrics.step)
     }
 
     deinit { try? handle.close() }

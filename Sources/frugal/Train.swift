@@ -126,7 +126,7 @@ extension Frugal {
                 print("resumed from \(latest.path) at step \(trainer.step)")
             }
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-            let metricsLog = try MetricsLog(directory.appendingPathComponent("metrics.jsonl"), append: resume)
+            let metricsLog = try MetricsLog(directory: directory, append: resume)
             let interrupt = InterruptFlag()
             var progress = ProgressLine(total: configuration.steps, startStep: trainer.step)
             var losses = [(Int, Double)]()

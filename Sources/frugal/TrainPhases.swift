@@ -151,7 +151,7 @@ extension Frugal.Train {
         let evaluationStarted = ContinuousClock.now
         let before = evaluate()
         print("before: " + describe(before) + String(format: "  (held-out, %.1f s)", seconds(ContinuousClock.now - evaluationStarted)))
-        let metricsLog = try PhaseMetricsLog(directory.appendingPathComponent("metrics.jsonl"))
+        let metricsLog = try MetricsLog(directory: directory, append: false)
         let interrupt = InterruptFlag()
         let meter = compute.energyMeter?.start()
         var progress = ProgressLine(total: configuration.steps, startStep: 0)
@@ -166,7 +166,7 @@ extension Frugal.Train {
                 firstFigures = firstFigures ?? figures
                 lastFigures = figures
                 progress.update(metrics)
-                try metricsLog.append(metrics, figures)
+                try metricsLog.append(metrics, figures: figures)
                 let every = phases.evalEvery
                 if every > 0 && metrics.step % every == 0 && metrics.step < configuration.steps {
                     progress.note("step \(metrics.step): batch " + describe(figures) + " | held-out " + describe(evaluate()))
@@ -232,24 +232,3 @@ extension Frugal.Train {
     }
 }
 
-/// Each step's metrics and the phase's figures as one JSON line.
-private final class PhaseMetricsLog {
-    private let handle: FileHandle
-
-    init(_ url: URL) throws {
-        guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
-            throw FrugalError.invalidArgument("\(url.path): cannot create the metrics log")
-        }
-        handle = try FileHandle(forWritingTo: url)
-    }
-
-    func append(_ metrics: StepMetrics, _ figures: [String: Double]) throws {
-        guard var object = try JSONSerialization.jsonObject(with: JSONEncoder().encode(metrics)) as? [String: Any] else { return }
-        object["figures"] = figures
-        var line = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-        line.append(UInt8(ascii: "\n"))
-        try handle.write(contentsOf: line)
-    }
-
-    deinit { try? handle.close() }
-}
