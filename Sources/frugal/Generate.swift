@@ -25,6 +25,7 @@ extension Frugal {
         ]
 
         @OptionGroup var model: ModelOptions
+        @OptionGroup var device: DeviceOptions
         @Option(help: "A PEFT LoRA adapter folder to apply unmerged (what `frugal train` writes to <output>/adapter).")
         var adapter: String?
         @Argument(help: "The user's message (or the raw text to continue with --raw).") var prompt: String?
@@ -48,7 +49,7 @@ extension Frugal {
         }
 
         func run() throws {
-            let session = try model.chatSession(raw: raw || seedPrompts, adapter: adapter)
+            let session = try model.chatSession(raw: raw || seedPrompts, adapter: adapter, backend: device.compute().backend)
             let sampling = SamplingOptions(temperature: temperature, topK: topK, topP: topP,
                                            repetitionPenalty: repetitionPenalty, seed: seed)
             let output = FileHandle.standardOutput

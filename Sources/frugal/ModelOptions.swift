@@ -1,5 +1,6 @@
 // ModelOptions: the --model option shared by the subcommands, with the default model's path.
 import ArgumentParser
+import FrugalCore
 import FrugalCPU
 import FrugalEval
 import FrugalFormats
@@ -25,13 +26,14 @@ struct ModelOptions: ParsableArguments {
 }
 
 extension ModelOptions {
-    /// Loads the model on the CPU with its tokenizer and chat template.
+    /// Loads the model with its tokenizer and chat template (on `backend`, the CPU by default).
     /// - Parameter raw: ignore the chat template (continue plain text).
     /// - Parameter adapter: a PEFT adapter folder to attach (unmerged).
-    func chatSession(raw: Bool = false, adapter: String? = nil, files: ModelFiles? = nil, decoder: Decoder? = nil) throws -> ChatSession {
+    func chatSession(raw: Bool = false, adapter: String? = nil, files: ModelFiles? = nil, decoder: Decoder? = nil,
+                     backend: Backend? = nil) throws -> ChatSession {
         try withCleanErrors {
             let files = try files ?? ModelFiles(path: path)
-            let decoder = try decoder ?? files.decoder(on: CPUBackend())
+            let decoder = try decoder ?? files.decoder(on: backend ?? CPUBackend())
             if let adapter { try PEFTAdapter.load(from: URL(fileURLWithPath: adapter), into: decoder) }
             return ChatSession(decoder: decoder, tokenizer: try files.tokenizer(),
                                template: raw ? nil : files.chatTemplate,
