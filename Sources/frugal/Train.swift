@@ -29,6 +29,7 @@ extension Frugal {
 
         @OptionGroup var model: ModelOptions
         @OptionGroup var device: DeviceOptions
+        @OptionGroup var power: PowerOptions
         @OptionGroup var phases: PhaseOptions
         @Option(help: "Training data: Alpaca .json, .jsonl with messages / conversations / text, or .txt (default: the built-in initials task).")
         var data: String?
@@ -94,6 +95,8 @@ extension Frugal {
             let compute = try device.compute(lowPrecisionMatmul: configuration.precision != .fp32)
             let backend = compute.backend
             print("device: \(compute.description)")
+            let powerCap = try power.apply(compute)
+            defer { try? powerCap?.restore() }
             let decoder = try withCleanErrors { try files.decoder(on: backend, trainable: configuration.method == .full) }
             let session = try model.chatSession(files: files, decoder: decoder)
             let sequences = try withCleanErrors {

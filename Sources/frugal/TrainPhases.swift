@@ -55,6 +55,8 @@ extension Frugal.Train {
         let compute = try device.compute(lowPrecisionMatmul: configuration.precision != .fp32)
         let backend = compute.backend
         print("device: \(compute.description)")
+        let powerCap = try power.apply(compute)
+        defer { try? powerCap?.restore() }
         let decoder = try withCleanErrors { try files.decoder(on: backend, trainable: configuration.method == .full) }
         let session = try model.chatSession(files: files, decoder: decoder)
         guard let template = session.template else { throw failure("the model has no chat template to render preference pairs with") }

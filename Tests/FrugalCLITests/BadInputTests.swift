@@ -85,6 +85,13 @@ final class BadInputTests: XCTestCase {
         try assertOneLineError(["generate", "--model", folder.path, "Hello"], mentions: ["tokenizer.json", folder.path])
     }
 
+    /// A power cap needs a GPU: on the CPU the run stops before it starts, saying so.
+    func testPowerCapOnTheCPUIsRefused() throws {
+        let model = Self.fixtures.appendingPathComponent("llama3").path
+        try assertOneLineError(["train", "--device", "cpu", "--model", model, "--power-cap", "300", "--output", scratch.path],
+                               mentions: ["--power-cap needs a GPU"])
+    }
+
     func testMissingModel() throws {
         try assertOneLineError(["info", "--model", scratch.appendingPathComponent("nothing.gguf").path], mentions: ["nothing.gguf"])
     }

@@ -1,0 +1,41 @@
+// PowerOptions: `--power-cap WATTS` for a training run — the GPU's limit set through NVML for the
+// run and put back on every way out (a killed run's limit is put back at the next start).
+import ArgumentParser
+import Foundation
+import FrugalCUDA
+import FrugalMeasure
+
+struct PowerOptions: ParsableArguments {
+    @Option(name: .customLong("power-cap"), help: ArgumentHelp(
+        "Set the GPU's power limit to WATTS for the run (needs root; the previous limit is restored on exit).",
+        valueName: "watts"))
+    var powerCap: Double?
+    @Flag(name: .customLong("power-cap-if-permitted"), help: "Without the privilege, warn and train uncapped instead of stopping.")
+    var continueUncapped = false
+
+    /// Restores a limit a killed run left behind, then applies `--power-cap`.
+    /// - Returns: the cap in force (keep it alive for the run, then `restore()`), or nil.
+    func apply(_ compute: Compute) throws -> PowerCap? {
+        guard let gpu = compute.backend as? CUDABackend else {
+            if powerCap != nil { throw failure("--power-cap needs a GPU (NVML); this run is on the CPU") }
+            return nil
+        }
+        guard let control = try? NVMLPowerControl(index: gpu.ordinal) else {
+            if powerCap != nil { throw failure("--power-cap: NVML cannot be opened on this machine") }
+            return nil
+        }
+        if let restored = try? PowerCap.restoreLeftover(control: control) {
+            print("restored the power limit a stopped run left behind: \(restored / 1000) W")
+        }
+        guard let powerCap else { return nil }
+        do {
+            let cap = try PowerCap(watts: powerCap, control: control)
+            print("power cap: \(cap.milliwatts / 1000) W (was \(cap.previousMilliwatts / 1000) W; restored on exit)")
+            return cap
+        } catch let error as PowerCapError {
+            guard continueUncapped, case .notPermitted = error else { throw failure("--power-cap: \(error)") }
+            print("warning: \(error); training without a cap")
+            return nil
+        }
+    }
+}
