@@ -1,5 +1,6 @@
 // PowerOptions: `--power-cap WATTS` for a training run — the GPU's limit set through NVML for the
-// run and put back on every way out (a killed run's limit is put back at the next start).
+// run and put back on every way out (a killed run's limit is put back at the next start) — and
+// `--power-budget WATTS`, which needs no privilege: it pauses between steps to hold average power.
 import ArgumentParser
 import Foundation
 import FrugalCUDA
@@ -12,6 +13,26 @@ struct PowerOptions: ParsableArguments {
     var powerCap: Double?
     @Flag(name: .customLong("power-cap-if-permitted"), help: "Without the privilege, warn and train uncapped instead of stopping.")
     var continueUncapped = false
+    @Option(name: .customLong("power-budget"), help: ArgumentHelp(
+        "Hold the device's average power under WATTS by pausing between steps (no privilege needed; reads NVML or RAPL).",
+        valueName: "watts"))
+    var powerBudget: Double?
+
+    /// The governor of `--power-budget`, started now, or nil without one.
+    func governor(_ compute: Compute) throws -> PowerGovernor? {
+        guard let powerBudget else { return nil }
+        guard let meter = compute.energyMeter, let governor = PowerGovernor(budgetWatts: powerBudget, meter: meter) else {
+            throw failure("--power-budget needs an energy counter (NVML on a GPU, RAPL on a CPU that lets it be read); none is readable here")
+        }
+        print("power budget: \(Int(powerBudget)) W average (\(meter.name))")
+        return governor
+    }
+
+    /// One line on how the budget went.
+    static func summary(_ governor: PowerGovernor) -> String {
+        String(format: "power budget %.0f W: average %.0f W, paused %.1f%% of the time", governor.budgetWatts,
+               governor.averageWatts ?? 0, 100 * governor.pausedFraction)
+    }
 
     /// Restores a limit a killed run left behind, then applies `--power-cap`.
     /// - Returns: the cap in force (keep it alive for the run, then `restore()`), or nil.

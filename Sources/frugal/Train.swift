@@ -97,6 +97,7 @@ extension Frugal {
             print("device: \(compute.description)")
             let powerCap = try power.apply(compute)
             defer { try? powerCap?.restore() }
+            let governor = try power.governor(compute)
             let decoder = try withCleanErrors { try files.decoder(on: backend, trainable: configuration.method == .full) }
             let session = try model.chatSession(files: files, decoder: decoder)
             let sequences = try withCleanErrors {
@@ -144,6 +145,7 @@ extension Frugal {
                     trainedTokens += metrics.tokens
                     progress.update(metrics)
                     try metricsLog.append(metrics)
+                    governor?.pace()
                 case let .skippedStep(step, scale):
                     progress.note("step \(step): fp16 gradients overflowed, skipped; loss scale now \(scale)")
                 case .checkpoint: break
@@ -159,6 +161,7 @@ extension Frugal {
                 }
             }
             progress.finish()
+            if let governor { print(PowerOptions.summary(governor)) }
             let loopTime = ContinuousClock.now - loopStarted
             let joules = energy?.stop()
             let final = try withCleanErrors { try Checkpoint.save(trainer, in: directory) }

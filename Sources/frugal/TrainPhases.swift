@@ -57,6 +57,7 @@ extension Frugal.Train {
         print("device: \(compute.description)")
         let powerCap = try power.apply(compute)
         defer { try? powerCap?.restore() }
+        let governor = try power.governor(compute)
         let decoder = try withCleanErrors { try files.decoder(on: backend, trainable: configuration.method == .full) }
         let session = try model.chatSession(files: files, decoder: decoder)
         guard let template = session.template else { throw failure("the model has no chat template to render preference pairs with") }
@@ -169,6 +170,7 @@ extension Frugal.Train {
                 lastFigures = figures
                 progress.update(metrics)
                 try metricsLog.append(metrics, figures: figures)
+                governor?.pace()
                 let every = phases.evalEvery
                 if every > 0 && metrics.step % every == 0 && metrics.step < configuration.steps {
                     progress.note("step \(metrics.step): batch " + describe(figures) + " | held-out " + describe(evaluate()))
@@ -178,6 +180,7 @@ extension Frugal.Train {
             }
         }
         progress.finish()
+        if let governor { print(PowerOptions.summary(governor)) }
         let loopTime = ContinuousClock.now - loopStarted
         let energy = meter?.stop()
         if interrupt.isSet { print("interrupted after \(losses.count) steps: saving what has trained") }
