@@ -15,16 +15,17 @@ extension Frugal {
         static let configuration = CommandConfiguration(
             abstract: "Fine-tune a model with LoRA or fully, on the GPU or the CPU.",
             discussion: """
-            With no arguments, fine-tunes SmolLM2-135M-Instruct with LoRA to write people's initials
-            ("Write the initials of: Ada King Lovelace" → "A.K.L."), a task Frugal generates, and
-            prints exact-match accuracy on held-out names before and after.
+            With no arguments, fine-tunes SmolLM2-135M-Instruct with LoRA to write initials
+            ("Write the initials of: Ada King Lovelace" → "A.K.L."), a task Frugal makes,
+            and prints exact-match accuracy on held-out names before and after.
               frugal train
-              frugal train --data alpaca.json --lora-rank 16 --lora-targets q,k,v --batch 8 --steps 25
+              frugal train --data alpaca.json --lora-targets q,k,v --batch 8 --steps 25
               frugal train --method full --precision bf16 --checkpointing --grad-accum 4
-              frugal train --device cpu             # the GPU is used when present (--device auto)
-              frugal train --output runs/train --resume   # continue from the latest checkpoint
-              frugal train --config run.yaml        # options from YAML (keys are the long names)
+              frugal train --device cpu     # the GPU is used when present (auto)
+              frugal train --output runs/train --resume     # from the last checkpoint
+              frugal train --config run.yaml     # options from YAML (long names)
             Ctrl-C writes a checkpoint and stops; --resume continues exactly.
+            `tensorboard --logdir <output>` shows the run as it trains.
             """)
 
         @OptionGroup var model: ModelOptions
