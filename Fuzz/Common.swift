@@ -16,6 +16,7 @@ func writeInput(_ data: UnsafePointer<UInt8>, _ size: Int, name: String) -> Stri
         var template = Array("\(base)/frugal-fuzz-XXXXXX".utf8CString)
         guard mkdtemp(&template) != nil else { fatalError("cannot make a temporary folder in \(base)") }
         folder = String(cString: template)
+        atexit { removeFolder() }
     }
     let path = "\(folder!)/\(name)"
     let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
@@ -28,4 +29,15 @@ func writeInput(_ data: UnsafePointer<UInt8>, _ size: Int, name: String) -> Stri
     }
     close(fd)
     return path
+}
+
+/// Removes this process's temporary folder and the input files in it.
+private func removeFolder() {
+    guard let folder, let dir = opendir(folder) else { return }
+    while let entry = readdir(dir) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if name != "." && name != ".." { unlink("\(folder)/\(name)") }
+    }
+    closedir(dir)
+    rmdir(folder)
 }

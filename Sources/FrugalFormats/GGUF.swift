@@ -206,7 +206,9 @@ extension GGUFFile {
             for d in 0..<Int(rank) {
                 ne.append(try cursor.readCount("dimension \(d) of tensor '\(name)'"))
             }
-            guard let elements = Shape.checkedCount(ne) else {
+            // Checked outermost first, the order `Shape.count` multiplies in: innermost first, a
+            // zero dimension would hide an overflowing product of the outer ones.
+            guard let elements = Shape.checkedCount(ne.reversed()) else {
                 throw cursor.failure("tensor '\(name)' dimensions \(ne) have more elements than a 64-bit count holds", at: dimsOffset)
             }
             let typeOffset = cursor.offset

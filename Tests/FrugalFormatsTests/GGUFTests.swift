@@ -304,6 +304,11 @@ final class GGUFTests: XCTestCase {
         var d = GGUFBuilder(tensorCount: 1, metadataCount: 0)
         d.tensorInfo("w", ne: [1 << 62], type: 0, offset: 0)  // elements fit, bytes do not
         try assertMalformed(d.bytes, "tensor 'w' of 4611686018427387904 f32 elements has more bytes than a 64-bit count holds", offset: 33)
+        // No elements, but the outer dimensions overflow: Shape.count would trap (found by scripts/fuzz).
+        var e = GGUFBuilder(tensorCount: 1, metadataCount: 0)
+        e.tensorInfo("w", ne: [0, 1 << 40, 1 << 40], type: 0, offset: 0)
+        e.pad(to: 32)
+        try assertMalformed(e.bytes, "tensor 'w' dimensions [0, 1099511627776, 1099511627776] have more elements than a 64-bit count holds", offset: 33)
     }
 
     func testUnknownTensorTypes() throws {
