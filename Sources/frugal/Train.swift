@@ -93,14 +93,9 @@ extension Frugal {
             } else {
                 examples = task!.trainingExamples
             }
-            let compute = try device.compute(lowPrecisionMatmul: configuration.precision != .fp32)
-            let backend = compute.backend
-            print("device: \(compute.description)")
-            let powerCap = try power.apply(compute)
-            defer { try? powerCap?.restore() }
-            let governor = try power.governor(compute)
-            let decoder = try withCleanErrors { try files.decoder(on: backend, trainable: configuration.method == .full) }
-            let session = try model.chatSession(files: files, decoder: decoder)
+            let run = try setUp(files, configuration)
+            defer { try? run.powerCap?.restore() }
+            let (compute, backend, governor, decoder, session) = (run.compute, run.compute.backend, run.governor, run.decoder, run.session)
             let sequences = try withCleanErrors {
                 try ExampleTokenizer(tokenizer: session.tokenizer, template: session.template,
                                      defaultSystemPrompt: session.defaultSystemPrompt, maxLength: maxLength,
@@ -192,6 +187,26 @@ extension Frugal {
                 try run.write(to: URL(fileURLWithPath: result))
             }
             if let task { report("after", task, session) }
+        }
+
+        /// What every phase starts with: the device, the power cap and budget, the model on it.
+        struct RunSetUp {
+            let compute: Compute
+            let powerCap: PowerCap?
+            let governor: PowerGovernor?
+            let decoder: Decoder
+            let session: ChatSession
+        }
+
+        /// Picks the device, applies `--power-cap` and `--power-budget`, and loads the model there.
+        func setUp(_ files: ModelFiles, _ configuration: TrainingConfiguration) throws -> RunSetUp {
+            let compute = try device.compute(lowPrecisionMatmul: configuration.precision != .fp32)
+            print("device: \(compute.description)")
+            let powerCap = try power.apply(compute)
+            let governor = try power.governor(compute)
+            let decoder = try withCleanErrors { try files.decoder(on: compute.backend, trainable: configuration.method == .full) }
+            return RunSetUp(compute: compute, powerCap: powerCap, governor: governor, decoder: decoder,
+                            session: try model.chatSession(files: files, decoder: decoder))
         }
 
         /// Exact-match accuracy on the task's held-out names, with one sample answer.

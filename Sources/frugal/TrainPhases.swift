@@ -52,14 +52,9 @@ extension Frugal.Train {
         if phase != "reward", case .full = configuration.method {
             throw failure("--phase \(phase) trains LoRA adapters (its reference is the base with them switched off): use --method lora")
         }
-        let compute = try device.compute(lowPrecisionMatmul: configuration.precision != .fp32)
-        let backend = compute.backend
-        print("device: \(compute.description)")
-        let powerCap = try power.apply(compute)
-        defer { try? powerCap?.restore() }
-        let governor = try power.governor(compute)
-        let decoder = try withCleanErrors { try files.decoder(on: backend, trainable: configuration.method == .full) }
-        let session = try model.chatSession(files: files, decoder: decoder)
+        let run = try setUp(files, configuration)
+        defer { try? run.powerCap?.restore() }
+        let (compute, backend, governor, decoder, session) = (run.compute, run.compute.backend, run.governor, run.decoder, run.session)
         guard let template = session.template else { throw failure("the model has no chat template to render preference pairs with") }
         var pairs = try withCleanErrors { try PreferenceDataset(contentsOf: data).pairs }
         if let limit { pairs = Array(pairs.prefix(limit)) }
