@@ -264,6 +264,12 @@ extension Frugal.Bench {
             print("peak by category: " + MemoryCategory.allCases.map {
                 "\($0.rawValue) \(formatBytes(memory.peak[$0, default: 0]))"
             }.joined(separator: ", "))
+            // What `frugal plan` predicted for this run, beside what the ledger measured.
+            let plan = try MemoryPlan.predict(MemoryPlan.Configuration(
+                model: configuration, baseDType: baseDType, method: training.method, precision: policy, optimizer: training.optimizer,
+                microBatch: batch, sequenceLength: seq, checkpointing: checkpointing, device: backend.device))
+            print(String(format: "frugal plan predicted a peak of %.2f GiB (ledger %.2f GiB, %+.1f%%)", Double(plan.peakTotal) * gib,
+                         Double(memory.peakTotal) * gib, 100 * (Double(plan.peakTotal) / Double(max(memory.peakTotal, 1)) - 1)))
             if let joules {
                 print(String(format: "energy %.1f J over the timed steps (%@): %.2f J per 1000 tokens, %.0f W average", joules.joules,
                              joules.meter, joules.joules / Double(max(tokens, 1)) * 1000, joules.averageWatts ?? 0))
@@ -278,6 +284,7 @@ extension Frugal.Bench {
                     "step_s_all": timed, "peak_gib": peak, "ledger_peak_gib": Double(memory.peakTotal) * gib,
                     "peak_by_category_gib": byCategory, "loss_first": losses.first ?? 0, "loss_last": losses.last ?? 0,
                     "losses": losses, "mfu": flops / denseBF16Peak, "device": compute.description,
+                    "predicted_peak_gib": Double(plan.peakTotal) * gib,
                 ]
                 if let joules {
                     row["joules_per_ktok"] = joules.joules / Double(max(tokens, 1)) * 1000
