@@ -137,24 +137,6 @@ final class CPUKernelTests: XCTestCase {
 
     // MARK: - GEMM and linear
 
-    func testSplitGemmMatchesTheFallbackForEveryTranspose() throws {
-        let blas = BLAS()
-        try XCTSkipIf(blas.libraryPath == nil, "no BLAS library on this machine")
-        let m = 300, n = 200, k = 64  // above the split threshold
-        let a = random(m * k), b = random(k * n)
-        for ta in [false, true] {
-            for tb in [false, true] {
-                var c1 = [Float](repeating: 0.5, count: m * n), c2 = c1
-                let lda = ta ? m : k, ldb = tb ? k : n
-                blas.sgemm(transposeA: ta, transposeB: tb, m: m, n: n, k: k, alpha: 2, a: a, lda: lda, b: b, ldb: ldb,
-                           beta: 0.5, c: &c1, ldc: n)
-                BLAS.swiftOnly.sgemm(transposeA: ta, transposeB: tb, m: m, n: n, k: k, alpha: 2, a: a, lda: lda, b: b,
-                                     ldb: ldb, beta: 0.5, c: &c2, ldc: n)
-                for i in 0..<(m * n) { XCTAssertEqual(c1[i], c2[i], accuracy: 1e-3, "ta \(ta) tb \(tb) at \(i)") }
-            }
-        }
-    }
-
     /// Random packed blocks whose f16 scales are small and positive.
     private func packedWeight(_ dtype: DType, rows: Int, columns: Int) -> Tensor {
         let t = backend.zeros([rows, columns], dtype, .weights)
