@@ -77,6 +77,19 @@ final class PhaseTests: XCTestCase {
         return (up - down) / Double(2 * step)
     }
 
+    /// The largest gradient value of each adapter whose name contains one of `names`, against the
+    /// central difference of `loss` (the gradient must be non-negligible, and within 3%).
+    func assertAdapterGradientsMatch(_ parameters: TrainableParameters, names: [String], _ loss: () -> Double,
+                                     file: StaticString = #filePath, line: UInt = #line) {
+        for p in parameters.parameters where names.contains(where: { p.name.contains($0) }) {
+            let index = largest(p.gradient)
+            let analytic = Double(p.gradient.floats[index])
+            let numeric = finiteDifference(p.value, index, loss)
+            XCTAssertGreaterThan(abs(analytic), 1e-4, p.name, file: file, line: line)
+            XCTAssertEqual(analytic, numeric, accuracy: 0.03 * abs(numeric) + 1e-5, "\(p.name)[\(index)]", file: file, line: line)
+        }
+    }
+
     /// Index of the largest |value| of a tensor, where a gradient check is most telling.
     func largest(_ tensor: Tensor) -> Int {
         let values = Array(tensor.floats)
@@ -237,13 +250,7 @@ final class PhaseTests: XCTestCase {
             XCTAssertEqual(Double(headGradient.floats[index]), numeric, accuracy: 2e-3 * max(1, abs(numeric)),
                            "v_head.weight[\(index)]")
         }
-        for p in parameters.parameters.filter({ $0.name.contains("layers.1.self_attn.v_proj") || $0.name.contains("layers.0.mlp.up") }) {
-            let index = largest(p.gradient)
-            let analytic = Double(p.gradient.floats[index])
-            let numeric = finiteDifference(p.value, index, loss)
-            XCTAssertGreaterThan(abs(analytic), 1e-4, p.name)
-            XCTAssertEqual(analytic, numeric, accuracy: 0.03 * abs(numeric) + 1e-5, "\(p.name)[\(index)]")
-        }
+        assertAdapterGradientsMatch(parameters, names: ["layers.1.self_attn.v_proj", "layers.0.mlp.up"], loss)
 
         // The head's backward reaches the hidden states at the rows given a gradient only.
         let hidden = backend.zeros([5, decoder.configuration.hiddenSize], .f32, .activations)
@@ -268,13 +275,7 @@ final class PhaseTests: XCTestCase {
         let loss = { trainer.evaluate(pairs).loss }
         XCTAssertEqual(totals.loss, loss(), accuracy: 1e-6)
         XCTAssertNotEqual(totals.margin, 0)
-        for p in parameters.parameters.filter({ $0.name.contains("layers.0.self_attn.q_proj") || $0.name.contains("layers.1.mlp.down") }) {
-            let index = largest(p.gradient)
-            let analytic = Double(p.gradient.floats[index])
-            let numeric = finiteDifference(p.value, index, loss)
-            XCTAssertGreaterThan(abs(analytic), 1e-4, p.name)
-            XCTAssertEqual(analytic, numeric, accuracy: 0.03 * abs(numeric) + 1e-5, "\(p.name)[\(index)]")
-        }
+        assertAdapterGradientsMatch(parameters, names: ["layers.0.self_attn.q_proj", "layers.1.mlp.down"], loss)
     }
 
     // MARK: - Short runs
