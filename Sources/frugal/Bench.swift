@@ -178,9 +178,7 @@ extension Frugal.Bench {
             guard let configuration = ModelConfiguration.named(shape) else {
                 throw ValidationError("unknown shape '\(shape)' (known: \(ModelConfiguration.shapeNames.joined(separator: ", ")))")
             }
-            guard let policy = PrecisionPolicy(rawValue: precision) else {
-                throw ValidationError("unknown precision '\(precision)' (fp32, fp16, bf16, pure-bf16)")
-            }
+            let policy = try parsePrecision(precision)
             guard method == "lora" || method == "full" else { throw ValidationError("unknown method '\(method)' (lora or full)") }
             let full = method == "full"
             let compute = try device.compute(lowPrecisionMatmul: policy != .fp32)
@@ -254,9 +252,9 @@ extension Frugal.Bench {
                          total / Double(max(timed.count, 1)), gpu == nil ? "RSS" : "on the GPU", peak,
                          Double(memory.peakTotal) * gib, 100 * flops / denseBF16Peak))
             if let gpu {
-                let reserved = gpu.reservedMemory
+                let reserved = gpu.reservedMemory, device = gpu.deviceMemory()
                 print(String(format: "GPU allocator: %.2f GiB reserved at peak; driver: %.2f GiB in use now", Double(reserved.peak) * gib,
-                             Double(gpu.deviceMemory().total - gpu.deviceMemory().free) * gib))
+                             Double(device.total - device.free) * gib))
             } else {
                 print(String(format: "CPU time %.2f s/step (user + system, all threads): %.1f tokens per CPU-second",
                              cpu.reduce(0, +) / Double(max(cpu.count, 1)), Double(tokens) / max(cpu.reduce(0, +), 1e-9)))

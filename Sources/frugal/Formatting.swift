@@ -2,6 +2,7 @@
 import ArgumentParser
 import Foundation
 import FrugalCore
+import FrugalTraining
 
 /// "1.50 GiB", "98.3 MiB", "512 B".
 func formatBytes(_ bytes: Int) -> String {
@@ -53,4 +54,20 @@ func withCleanErrors<T>(_ body: () throws -> T) throws -> T {
 func failure(_ message: String) -> Error {
     FileHandle.standardError.write(Data("error: \(message)\n".utf8))
     return ExitCode.failure
+}
+
+/// "LoRA r=16 α=32.0 on q,k,v" or "full fine-tune".
+func describe(_ method: TrainingMethod) -> String {
+    switch method {
+    case let .lora(l): "LoRA r=\(l.rank) α=\(l.alpha) on \(l.targets.joined(separator: ","))"
+    case .full: "full fine-tune"
+    }
+}
+
+/// A `--precision` value.
+func parsePrecision(_ text: String) throws -> PrecisionPolicy {
+    guard let policy = PrecisionPolicy(rawValue: text) else {
+        throw ValidationError("unknown precision '\(text)' (fp32, fp16, bf16, pure-bf16)")
+    }
+    return policy
 }

@@ -73,12 +73,8 @@ extension Frugal {
             let lora = LoRAConfiguration(rank: loraRank, alpha: Float(2 * loraRank),
                                          targets: loraTargets.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
             let methods: [TrainingMethod] = try method.map { [try parseMethod($0, lora)] } ?? [.lora(lora), .full]
-            let precisions: [PrecisionPolicy] = try precision.map { text in
-                guard let p = PrecisionPolicy(rawValue: text) else {
-                    throw ValidationError("unknown precision '\(text)' (fp32, fp16, bf16, pure-bf16)")
-                }
-                return [p]
-            } ?? (kind == .cuda ? [.bf16, .fp32, .pureBF16] : [.fp32, .bf16, .pureBF16])
+            let precisions: [PrecisionPolicy] = try precision.map { [try parsePrecision($0)] }
+                ?? (kind == .cuda ? [.bf16, .fp32, .pureBF16] : [.fp32, .bf16, .pureBF16])
             let single = method != nil && precision != nil && checkpointing != nil
             let batches = single ? [batch] : Array(sequence(first: batch) { $0 > 1 ? $0 / 2 : nil })
             var plans = [MemoryPlan]()
@@ -203,13 +199,6 @@ extension Frugal {
             let object: [String: Any] = ["model": name, "budget_gib": budget, "plans": rows]
             let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
             print(String(decoding: data, as: UTF8.self))
-        }
-
-        private func describe(_ method: TrainingMethod) -> String {
-            switch method {
-            case let .lora(l): "LoRA r=\(l.rank) on \(l.targets.joined(separator: ","))"
-            case .full: "full fine-tune"
-            }
         }
     }
 }

@@ -233,14 +233,6 @@ extension Frugal {
             return s
         }
 
-        private func describe(_ method: TrainingMethod) -> String {
-            switch method {
-            case let .lora(l): "LoRA r=\(l.rank) α=\(l.alpha) on \(l.targets.joined(separator: ","))"
-            case .full: "full fine-tune"
-            }
-        }
-
-
 
         /// The command as a YAML file and then the command line describe it (later values win).
         static func fromYAML(_ path: String) throws -> Train {
