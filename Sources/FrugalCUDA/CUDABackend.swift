@@ -124,6 +124,9 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
         return dtype.map { "\(op) \($0.rawValue)" } ?? op
     }
 
+    /// A timer of a step's phases by events on the stream.
+    public func makePhaseTimer() -> PhaseTimer { CUDAPhaseTimer(backend: self) }
+
     /// Waits for all queued work.
     public func synchronize() { must("synchronize") { try driver.synchronize(stream) } }
 

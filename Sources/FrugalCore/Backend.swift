@@ -56,6 +56,8 @@ public protocol Backend: AnyObject, Sendable {
     func upload(_ bytes: UnsafeRawBufferPointer, _ shape: Shape, _ dtype: DType, _ category: MemoryCategory) -> Tensor
     /// The tensor's values as floats (dequantized when packed).
     func download(_ tensor: Tensor) -> [Float]
+    /// A timer of a step's phases in this device's order of work (the host clock by default).
+    func makePhaseTimer() -> PhaseTimer
 
     // MARK: - Linear algebra
 
@@ -109,4 +111,6 @@ extension Backend {
     public func linear(_ out: Tensor, _ x: Tensor, _ weight: Tensor, bias: Tensor?) {
         linear(out, x, weight, bias: bias, accumulate: false)
     }
+
+    public func makePhaseTimer() -> PhaseTimer { HostPhaseTimer() }
 }

@@ -31,6 +31,11 @@ public struct RunResult: Codable, Sendable {
     /// Energy over the training loop (joules) and average power (watts); nil when no meter is readable.
     public var energyJoules: Double?
     public var averageWatts: Double?
+    /// Power sampled through the training loop (every 0.5 s); nil when no meter is readable.
+    public var powerTimeline: [PowerSample]?
+    /// Seconds of each phase of the steps on the device ("forward", "backward", "optimizer"),
+    /// summed over the run.
+    public var phaseSeconds: [String: Double]?
     public var lossFirst: Double?
     public var lossLast: Double?
 
@@ -47,6 +52,13 @@ public struct RunResult: Codable, Sendable {
         peakBytes = memory.peakTotal
         peakByCategory = Dictionary(uniqueKeysWithValues: memory.peak.map { ($0.key.rawValue, $0.value) })
         peakResidentBytes = Self.processPeakResidentBytes()
+    }
+
+    /// Fills the energy figures from a closed measurement window (nil: not available).
+    public mutating func record(energy: EnergyMeasurement?) {
+        energyJoules = energy?.joules
+        averageWatts = energy?.averageWatts
+        powerTimeline = energy?.timeline
     }
 
     /// The process's peak resident set size (getrusage), in bytes.

@@ -75,16 +75,20 @@ extension Decoder {
 
     /// Forward and backward over `batch`, adding the gradients of `gradientScale · loss` into
     /// `parameters`' buffers (`+=`, so micro-batches accumulate).
-    /// - Parameter random: the dropout stream, advanced by the pass.
+    /// - Parameters:
+    ///   - random: the dropout stream, advanced by the pass.
+    ///   - timer: marks the end of forward (with the loss) and of backward.
     /// - Returns: the summed cross-entropy (nats) over the target tokens, unscaled.
     public func accumulateGradients(_ batch: TrainingBatch, into parameters: TrainableParameters, options: PassOptions,
-                                    random: inout SplitMix64) -> Double {
+                                    random: inout SplitMix64, timer: PhaseTimer? = nil) -> Double {
         guard let backend = backend as? TrainingBackend else { preconditionFailure("backend cannot train") }
         let pass = forwardForTraining(batch, options: options, random: &random)
         let dHidden = backend.empty(pass.hidden.shape, .f32, .activations)
         let loss = backend.crossEntropy(hidden: pass.hidden, head: weights.head, targets: batch.targets, dHidden: dHidden,
                                         dHead: parameters.gradient(of: weights.head), gradientScale: options.gradientScale)
+        timer?.mark(.forward)
         backward(dHidden, pass, into: parameters)
+        timer?.mark(.backward)
         return loss
     }
 

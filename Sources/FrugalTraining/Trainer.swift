@@ -21,6 +21,8 @@ public final class Trainer: @unchecked Sendable {
     public internal(set) var scaler: LossScaler
     /// The dropout stream.
     var random: SplitMix64
+    /// Times forward, backward and the optimizer of each step on the device.
+    let phaseTimer: PhaseTimer
     /// Optimizer steps attempted so far (applied or skipped).
     public internal(set) var step = 0
 
@@ -37,6 +39,7 @@ public final class Trainer: @unchecked Sendable {
         self.configuration = configuration
         self.loader = loader
         self.backend = backend
+        phaseTimer = backend.makePhaseTimer()
         optimizer = Optimizer(parameters, configuration: configuration, backend: backend)
         schedule = LearningRateSchedule(peak: configuration.learningRate, kind: configuration.schedule,
                                         warmupSteps: configuration.warmupSteps, totalSteps: configuration.steps)
@@ -52,6 +55,7 @@ public final class Trainer: @unchecked Sendable {
     ///   overflowing steps in a row (fp16).
     public func trainStep() throws -> TrainingEvent {
         let started = ContinuousClock.now
+        phaseTimer.start()
         let micro = (0..<configuration.gradientAccumulation).map { _ in loader.next() }
         let targets = micro.reduce(0) { $0 + $1.batch.targetTokenCount }
         let tokens = micro.reduce(0) { $0 + $1.batch.segments.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) } }
@@ -65,7 +69,7 @@ public final class Trainer: @unchecked Sendable {
                                       batch: b.batch)
             lossSum += decoder.accumulateGradients(batch, into: parameters, options: PassOptions(
                 checkpointing: configuration.checkpointing, gradientScale: lossScale / Float(max(targets, 1)),
-                training: true), random: &random)
+                training: true), random: &random, timer: phaseTimer)
         }
         step += 1
         let loss = lossSum / Double(max(targets, 1))
@@ -95,11 +99,14 @@ public final class Trainer: @unchecked Sendable {
         }
         let rate = schedule.rate(at: step - 1)
         optimizer.step(rate: rate)
+        phaseTimer.mark(.optimizer)
+        let phases = phaseTimer.finish()
         let elapsed = ContinuousClock.now - started
         return .step(StepMetrics(
             step: step, totalSteps: configuration.steps, loss: loss, learningRate: rate, gradientNorm: norm,
             tokens: tokens, targetTokens: targets,
             seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18,
+            phaseSeconds: Dictionary(uniqueKeysWithValues: phases.map { ($0.key.rawValue, $0.value) }),
             lossScale: fp16 ? scaler.scale : nil, memory: backend.ledger.snapshot, epoch: loader.state.epoch))
     }
 }

@@ -15,6 +15,9 @@ public struct StepMetrics: Sendable, Codable {
     public var tokens: Int
     public var targetTokens: Int
     public var seconds: Double
+    /// Seconds of each phase of the step on the device ("forward", "backward", "optimizer"),
+    /// when the trainer timed them.
+    public var phaseSeconds: [String: Double]?
     public var tokensPerSecond: Double { seconds > 0 ? Double(tokens) / seconds : 0 }
     /// Loss scale in force (fp16), else nil.
     public var lossScale: Float?

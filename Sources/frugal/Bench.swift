@@ -215,6 +215,7 @@ extension Frugal.Bench {
             let cpuBackend = backend as? CPUBackend
             let opProfile = cpuBackend?.profile ?? (backend as? CUDABackend)?.profile
             var timed = [Double](), cpu = [Double](), tokens = 0, losses = [Double](), memory = MemorySnapshot()
+            var phaseSeconds = [String: Double]()
             var energy: EnergyWindow?
             opProfile?.enabled = profile && warmup == 0
             if warmup == 0 { energy = compute.energyMeter?.start() }
@@ -229,6 +230,7 @@ extension Frugal.Bench {
                     timed.append(metrics.seconds)
                     cpu.append(cpuSeconds)
                     tokens += metrics.tokens
+                    phaseSeconds.merge(metrics.phaseSeconds ?? [:], uniquingKeysWith: +)
                 }
                 if metrics.step == warmup {
                     opProfile?.enabled = profile
@@ -259,6 +261,10 @@ extension Frugal.Bench {
                 print(String(format: "CPU time %.2f s/step (user + system, all threads): %.1f tokens per CPU-second",
                              cpu.reduce(0, +) / Double(max(cpu.count, 1)), Double(tokens) / max(cpu.reduce(0, +), 1e-9)))
             }
+            let phasesPerStep = StepPhase.allCases.compactMap { phase in
+                phaseSeconds[phase.rawValue].map { (phase.rawValue, $0 / Double(max(timed.count, 1))) }
+            }
+            print("per step on the device: " + phasesPerStep.map { String(format: "%@ %.3f s", $0.0, $0.1) }.joined(separator: ", "))
             print("peak by category: " + MemoryCategory.allCases.map {
                 "\($0.rawValue) \(formatBytes(memory.peak[$0, default: 0]))"
             }.joined(separator: ", "))
@@ -283,6 +289,7 @@ extension Frugal.Bench {
                     "peak_by_category_gib": byCategory, "loss_first": losses.first ?? 0, "loss_last": losses.last ?? 0,
                     "losses": losses, "mfu": flops / denseBF16Peak, "device": compute.description,
                     "predicted_peak_gib": Double(plan.peakTotal) * gib,
+                    "phase_s_per_step": Dictionary(uniqueKeysWithValues: phasesPerStep),
                 ]
                 if let joules {
                     row["joules_per_ktok"] = joules.joules / Double(max(tokens, 1)) * 1000

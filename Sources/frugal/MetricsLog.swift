@@ -36,7 +36,8 @@ final class MetricsLog {
             ("train/loss", metrics.loss), ("train/learning_rate", Double(metrics.learningRate)),
             ("train/gradient_norm", metrics.gradientNorm), ("train/tokens_per_second", metrics.tokensPerSecond),
             ("memory/peak_mib", Double(metrics.memory.peakTotal) / Double(1 << 20)),
-        ] + figures.sorted { $0.key < $1.key }.map { ("phase/\($0.key)", $0.value) }
+        ] + (metrics.phaseSeconds ?? [:]).sorted { $0.key < $1.key }.map { ("time/\($0.key)_seconds", $0.value) }
+          + figures.sorted { $0.key < $1.key }.map { ("phase/\($0.key)", $0.value) }
         try tensorBoard.add(scalars, step: metrics.step)
     }
 

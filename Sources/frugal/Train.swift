@@ -131,6 +131,7 @@ extension Frugal {
             var progress = ProgressLine(total: configuration.steps, startStep: trainer.step)
             var losses = [(Int, Double)]()
             var trainedTokens = 0
+            var phaseSeconds: [String: Double]?
             let loopStarted = ContinuousClock.now
             let energy = compute.energyMeter?.start()
             while !trainer.isFinished {
@@ -139,6 +140,7 @@ extension Frugal {
                 case let .step(metrics):
                     losses.append((metrics.step, metrics.loss))
                     trainedTokens += metrics.tokens
+                    if let step = metrics.phaseSeconds { phaseSeconds = (phaseSeconds ?? [:]).merging(step, uniquingKeysWith: +) }
                     progress.update(metrics)
                     try metricsLog.append(metrics)
                     governor?.pace()
@@ -182,8 +184,8 @@ extension Frugal {
                 run.record(memory: memory)
                 run.lossFirst = losses.first?.1
                 run.lossLast = losses.last?.1
-                run.energyJoules = joules?.joules
-                run.averageWatts = joules?.averageWatts
+                run.record(energy: joules)
+                run.phaseSeconds = phaseSeconds
                 try run.write(to: URL(fileURLWithPath: result))
             }
             if let task { report("after", task, session) }

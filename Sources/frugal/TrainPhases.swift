@@ -205,8 +205,7 @@ extension Frugal.Train {
             run.seconds = seconds(loopTime)
             run.tokensPerSecond = run.seconds! > 0 ? Double(tokens) / run.seconds! : nil
             run.record(memory: memory)
-            run.energyJoules = energy?.joules
-            run.averageWatts = energy?.averageWatts
+            run.record(energy: energy)
             run.lossFirst = losses.first
             run.lossLast = losses.last
             try run.write(to: URL(fileURLWithPath: result))

@@ -22,4 +22,33 @@ final class RunResultTests: XCTestCase {
         XCTAssertEqual(read.settings["precision"], "bf16")
         XCTAssertNil(read.energyJoules)
     }
+
+    /// A meter that counts 10 J per reading.
+    private final class CountingMeter: EnergyMeter, @unchecked Sendable {
+        let name = "counting"
+        private var joules = 0.0
+        func cumulativeJoules() -> Double? {
+            joules += 10
+            return joules
+        }
+    }
+
+    /// Energy, average power, the power timeline and the phase times reach the JSON file; no
+    /// meter means no figures at all, not zeros.
+    func testRecordsEnergyTimelineAndPhases() throws {
+        let window = try XCTUnwrap(CountingMeter().start(sampling: nil))
+        window.sample()
+        window.sample()
+        var result = RunResult(name: "run", device: "CPU", command: "frugal train", settings: [:])
+        result.record(energy: window.stop())
+        result.phaseSeconds = ["forward": 1.5, "backward": 3, "optimizer": 0.25]
+        let read = try JSONDecoder().decode(RunResult.self, from: JSONEncoder().encode(result))
+        XCTAssertEqual(read.energyJoules, 30)
+        XCTAssertEqual(read.powerTimeline?.count, 3)
+        XCTAssertEqual(read.phaseSeconds?["backward"], 3)
+        var none = RunResult(name: "run", device: "CPU", command: "frugal train", settings: [:])
+        none.record(energy: nil)
+        XCTAssertNil(none.energyJoules)
+        XCTAssertNil(none.powerTimeline)
+    }
 }

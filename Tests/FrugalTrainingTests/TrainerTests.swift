@@ -408,4 +408,21 @@ final class TrainerTests: XCTestCase {
         let final = losses.suffix(3).reduce(0, +) / 3
         XCTAssertLessThan(final, 0.7 * losses[0], "losses \(losses.map { String(format: "%.3f", $0) })")
     }
+
+    // MARK: - Measurement
+
+    /// Every step reports forward, backward and the optimizer separately; with accumulation each
+    /// phase adds up over the micro-batches, and the phases account for the step's time.
+    func testStepsReportTheirPhases() throws {
+        var c = TinyTraining.configuration(steps: 2, microBatch: 2)
+        c.gradientAccumulation = 3
+        let trainer = try TinyTraining.trainer(c, TinyTraining.sequences(12, lengths: 10...16))
+        let metrics = try TinyTraining.step(trainer)
+        let phases = try XCTUnwrap(metrics.phaseSeconds)
+        XCTAssertEqual(Set(phases.keys), Set(StepPhase.allCases.map(\.rawValue)))
+        for (phase, seconds) in phases { XCTAssertGreaterThan(seconds, 0, phase) }
+        let sum = phases.values.reduce(0, +)
+        XCTAssertLessThanOrEqual(sum, metrics.seconds)
+        XCTAssertGreaterThan(sum, 0.5 * metrics.seconds, "phases \(phases) of a \(metrics.seconds) s step")
+    }
 }
