@@ -51,6 +51,7 @@ public final class CPUBackend: TrainingBackend, @unchecked Sendable {
                 preconditionFailure("shape \(shape) is not a whole number of \(dtype) blocks")
             }
             let size = max(bytes, 1)
+            guard ledger.fits(size) else { OutOfMemory.overBudget(ledger, device: .cpu, requested: size, category: category).stop() }
             let storage: TensorStorage
             let length = PageCache.length(for: size)
             if size >= Self.mappedBytes, let (pointer, fresh) = pages.take(length) {
@@ -60,7 +61,10 @@ public final class CPUBackend: TrainingBackend, @unchecked Sendable {
             } else {
                 var raw: UnsafeMutableRawPointer?
                 guard posix_memalign(&raw, 64, size) == 0, let pointer = raw else {
-                    preconditionFailure("out of host memory allocating \(size) bytes for \(category.rawValue)")
+                    let page = sysconf(Int32(_SC_PAGESIZE))
+                    OutOfMemory(device: .cpu, requested: size, category: category,
+                                free: sysconf(Int32(_SC_AVPHYS_PAGES)) * page, total: sysconf(Int32(_SC_PHYS_PAGES)) * page,
+                                isBudget: false, memory: ledger.snapshot, advice: ledger.advice).stop()
                 }
                 if zeroed { memset(pointer, 0, size) }
                 storage = TensorStorage(pointer: pointer, byteCount: size, category: category, device: .cpu,

@@ -111,6 +111,8 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
                 try driver.synchronize(stream)
                 return result
             }
+        } catch let error as OutOfMemory {
+            error.stop()
         } catch {
             preconditionFailure("\(what()): \(error)")
         }
@@ -146,13 +148,20 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
     }
 
     /// A new tensor, not zero-filled (for workspace the op overwrites).
-    /// - Throws: `CUDAError.outOfMemory`.
+    /// - Throws: `OutOfMemory` when the device, or the ledger's budget, has no room.
     public func allocate(_ shape: Shape, _ dtype: DType, _ category: MemoryCategory) throws -> Tensor {
         guard let bytes = dtype.byteCount(elements: shape.count) else {
             throw FrugalError.invalidArgument("shape \(shape) is not a whole number of \(dtype) blocks")
         }
+        guard ledger.fits(bytes) else { throw OutOfMemory.overBudget(ledger, device: .cuda, requested: bytes, category: category) }
         try driver.setCurrent(context)
-        let (pointer, size) = try allocator.allocate(bytes, category: category)
+        let pointer: DevicePointer, size: Int
+        do {
+            (pointer, size) = try allocator.allocate(bytes, category: category)
+        } catch let CUDAError.outOfMemory(requested, _, free, total) {
+            throw OutOfMemory(device: .cuda, requested: requested, category: category, free: free, total: total, isBudget: false,
+                              memory: ledger.snapshot, advice: ledger.advice)
+        }
         let allocator = allocator
         let storage = TensorStorage(pointer: UnsafeMutableRawPointer(bitPattern: UInt(pointer))!, byteCount: size, category: category,
                                     device: .cuda, ledger: ledger,

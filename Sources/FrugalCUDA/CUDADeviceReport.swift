@@ -1,6 +1,7 @@
 // CUDADeviceReport: what `frugal devices` shows about NVIDIA GPUs — the GPUs, the driver, and
 // which CUDA libraries loaded from where (or why not).
 import Foundation
+import FrugalCore
 
 /// A probe of the machine's NVIDIA GPUs and CUDA libraries. Never throws: each failure is
 /// recorded as a plain reason.
@@ -124,7 +125,7 @@ public struct CUDADeviceReport: Sendable, Codable, CustomStringConvertible {
             lines.append("No NVIDIA GPU: \(problem ?? "none found")")
         }
         for gpu in gpus {
-            var line = "GPU \(gpu.index): \(gpu.name), \(CUDAError.bytes(gpu.totalMemory)), compute capability \(gpu.computeCapability) "
+            var line = "GPU \(gpu.index): \(gpu.name), \(ByteCount.describe(gpu.totalMemory)), compute capability \(gpu.computeCapability) "
                 + "(\(gpu.architecture)), \(gpu.multiprocessors) SMs"
             if let watts = gpu.powerLimitWatts { line += String(format: ", power limit %.0f W", watts) }
             lines.append(line)

@@ -1,5 +1,6 @@
 // CUDAError: what went wrong with the GPU, its libraries or a kernel, each one plain line.
 import Foundation
+import FrugalCore
 
 /// An error from loading or using CUDA: which library, call or kernel, and why.
 public enum CUDAError: Error, CustomStringConvertible, Equatable {
@@ -47,17 +48,9 @@ public enum CUDAError: Error, CustomStringConvertible, Equatable {
         case let .nvml(call, code, message):
             return "NVML: \(call) failed with error \(code) (\(message))"
         case let .outOfMemory(requested, category, free, total):
-            return "out of GPU memory: asked \(CUDAError.bytes(requested)) for \(category), \(CUDAError.bytes(free)) free of "
-                + "\(CUDAError.bytes(total)); `frugal plan` suggests settings that fit"
+            return "out of GPU memory: asked \(ByteCount.describe(requested)) for \(category), \(ByteCount.describe(free)) free of "
+                + "\(ByteCount.describe(total)); `frugal plan` suggests settings that fit"
         }
-    }
-
-    /// A byte count in binary units, e.g. "1.50 GiB".
-    static func bytes(_ count: Int) -> String {
-        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-        var value = Double(count), unit = 0
-        while value >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
-        return unit == 0 ? "\(count) B" : String(format: "%.2f %@", value, units[unit])
     }
 }
 

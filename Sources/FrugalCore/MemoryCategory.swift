@@ -53,8 +53,31 @@ public struct MemorySnapshot: Sendable, Codable, Equatable {
 public final class MemoryLedger: @unchecked Sendable {
     private let lock = NSLock()
     private var state = MemorySnapshot()
+    private var budget: Int?
+    private var hint: String?
 
     public init() {}
+
+    /// Frugal's own memory budget in bytes (`--memory-limit`): the backend refuses an allocation
+    /// that would take the current total past it, as if the device had run out. nil: only the
+    /// device limits.
+    public var limit: Int? {
+        get { lock.lock(); defer { lock.unlock() }; return budget }
+        set { lock.lock(); defer { lock.unlock() }; budget = newValue }
+    }
+
+    /// What to try when memory runs out, in `frugal plan`'s words; set by the command that runs.
+    public var advice: String? {
+        get { lock.lock(); defer { lock.unlock() }; return hint }
+        set { lock.lock(); defer { lock.unlock() }; hint = newValue }
+    }
+
+    /// Whether `bytes` more stay within `limit`.
+    public func fits(_ bytes: Int) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        guard let budget else { return true }
+        return state.currentTotal + bytes <= budget
+    }
 
     /// Records an allocation of `bytes` in `category`.
     public func allocated(_ bytes: Int, _ category: MemoryCategory) {

@@ -11,12 +11,28 @@ import FrugalMeasure
 struct DeviceOptions: ParsableArguments {
     @Option(help: ArgumentHelp("auto (the GPU when one is usable, else the CPU), cpu or cuda.", valueName: "device"))
     var device = "auto"
+    @Option(name: .customLong("memory-limit"), help: ArgumentHelp(
+        "Frugal's own memory budget (e.g. 24GiB): an allocation past it stops the run as running out of memory would. See whether a run fits a smaller GPU, or leave room for other work.",
+        valueName: "bytes"))
+    var memoryLimit: String?
 
     /// The chosen backend.
     /// - Parameter lowPrecisionMatmul: on the GPU, run GEMMs with bf16/f16 weights on the tensor
     ///   cores (activations rounded to the weight's dtype), as bf16 and fp16 precision policies do.
     /// - Throws: a clear error when `cuda` was asked for and no GPU is usable, or the name is unknown.
     func compute(lowPrecisionMatmul: Bool = false) throws -> Compute {
+        let limit = try memoryLimit.map { text in
+            guard let bytes = ByteCount.parse(text), bytes > 0 else {
+                throw ValidationError("--memory-limit: '\(text)' is not a byte count (e.g. 24GiB, 512MiB)")
+            }
+            return bytes
+        }
+        let compute = try backend(lowPrecisionMatmul: lowPrecisionMatmul)
+        compute.backend.ledger.limit = limit
+        return compute
+    }
+
+    private func backend(lowPrecisionMatmul: Bool) throws -> Compute {
         switch device.lowercased() {
         case "cpu":
             return .cpu()
@@ -39,6 +55,21 @@ struct Compute {
     let description: String
     /// The energy counter of the device; nil when it cannot be read.
     let energyMeter: (any EnergyMeter)?
+
+    /// The bytes Frugal may hold in all: what it holds now plus what the device has free (less 2%
+    /// on the GPU for the allocator's rounding), or the `--memory-limit` when that is lower.
+    func memoryBudget() -> Int {
+        let held = backend.ledger.snapshot.currentTotal
+        var device: Int
+        if let gpu = backend as? CUDABackend {
+            device = held + gpu.deviceMemory().free * 98 / 100
+        } else {
+            let page = sysconf(Int32(_SC_PAGESIZE))
+            device = held + sysconf(Int32(_SC_AVPHYS_PAGES)) * page
+        }
+        if let limit = backend.ledger.limit { device = min(device, limit) }
+        return device
+    }
 
     static func cpu() -> Compute {
         let backend = CPUBackend()

@@ -5,12 +5,7 @@ import FrugalCore
 import FrugalTraining
 
 /// "1.50 GiB", "98.3 MiB", "512 B".
-func formatBytes(_ bytes: Int) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"]
-    var value = Double(bytes), unit = 0
-    while value >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
-    return unit == 0 ? "\(bytes) B" : String(format: "%.2f %@", value, units[unit])
-}
+func formatBytes(_ bytes: Int) -> String { ByteCount.describe(bytes) }
 
 /// "134.5M", "7.24B", "512".
 func formatCount(_ n: Int) -> String {

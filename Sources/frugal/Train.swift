@@ -57,6 +57,9 @@ extension Frugal {
         @Option(name: .customLong("max-grad-norm"), help: "Clip the global gradient norm (0 = off).") var maxGradNorm: Float = 1
         @Option(help: "fp32, fp16, bf16 or pure-bf16.") var precision = "fp32"
         @Flag(help: "Activation checkpointing: recompute each block in backward.") var checkpointing = false
+        @Flag(name: .customLong("auto-batch"), help: ArgumentHelp(
+            "Halve --batch until `frugal plan` predicts the run fits the free memory (or --memory-limit), raising --grad-accum to keep each step's sequences the same."))
+        var autoBatch = false
         @Option(name: .customLong("max-length"), help: "Longest sequence in tokens.") var maxLength = 256
         @Flag(help: "Pack several samples per row (no attention across them) instead of padding.") var packing = false
         @Flag(name: .customLong("train-on-prompt"), help: "Also train on prompt tokens.") var trainOnPrompt = false
@@ -78,7 +81,7 @@ extension Frugal {
             }
             if phases.phase != "sft" { return try runPhase() }  // reward, dpo, ppo: TrainPhases.swift
             let files = try withCleanErrors { try ModelFiles(path: model.path) }
-            let configuration = try withCleanErrors { try trainingConfiguration() }
+            var configuration = try withCleanErrors { try trainingConfiguration() }
             let task = data == nil ? InitialsTask() : nil
             let examples: [TrainingExample]
             if let data {
@@ -95,6 +98,7 @@ extension Frugal {
             }
             let run = try setUp(files, configuration)
             defer { try? run.powerCap?.restore() }
+            configuration = try fitMemory(configuration, run)
             let (compute, backend, governor, decoder, session) = (run.compute, run.compute.backend, run.governor, run.decoder, run.session)
             let sequences = try withCleanErrors {
                 try ExampleTokenizer(tokenizer: session.tokenizer, template: session.template,
@@ -102,7 +106,7 @@ extension Frugal {
                                      trainOnPrompt: trainOnPrompt).tokenize(examples)
             }
             let loader = try withCleanErrors {
-                try DataLoader(sequences: sequences, batchSize: batch,
+                try DataLoader(sequences: sequences, batchSize: configuration.microBatch,
                                strategy: packing ? .packing(length: maxLength) : .padding(length: nil),
                                padTokenID: session.tokenizer.eosID ?? 0, shuffle: true, seed: seed)
             }
@@ -113,7 +117,7 @@ extension Frugal {
                 case .full: try decoder.allWeights(frozenLayers: configuration.frozenLayers)
                 }
             }
-            print("training \(formatCount(parameters.count)) parameters (\(describe(configuration.method))) on \(loader.sequenceCount) sequences, \(configuration.steps) steps of \(batch)×\(gradAccum), \(configuration.precision.rawValue)\(checkpointing ? ", checkpointing" : "")")
+            print("training \(formatCount(parameters.count)) parameters (\(describe(configuration.method))) on \(loader.sequenceCount) sequences, \(configuration.steps) steps of \(configuration.microBatch)×\(configuration.gradientAccumulation), \(configuration.precision.rawValue)\(checkpointing ? ", checkpointing" : "")")
             let trainer = try withCleanErrors {
                 try Trainer(decoder: decoder, parameters: parameters, configuration: configuration, loader: loader)
             }
