@@ -26,6 +26,8 @@ public struct RunResult: Codable, Sendable {
     /// Frugal's own peak (sum over categories at its highest) and the peak of each category, bytes.
     public var peakBytes: Int?
     public var peakByCategory: [String: Int]?
+    /// `frugal plan`'s prediction of `peakBytes` for this run, made before it started.
+    public var predictedPeakBytes: Int?
     /// The process's peak resident memory (bytes), as the OS counts it.
     public var peakResidentBytes: Int?
     /// Energy over the training loop (joules) and average power (watts); nil when no meter is readable.

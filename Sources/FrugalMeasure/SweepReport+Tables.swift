@@ -120,21 +120,36 @@ extension SweepReport {
         return ReportTable(title: "SpeedUp / MemoryUp / EnergyUp", header: header, rows: rows, notes: notes)
     }
 
-    /// Peak memory by category per configuration (the seeds' Table 1, measured), with the total and RSS.
+    /// Peak memory by category per configuration (the seeds' Table 1, measured), with the total,
+    /// `frugal plan`'s prediction of it, and RSS.
     public var memoryTable: ReportTable {
         let categories = MemoryCategory.allCases.map(\.rawValue)
-        let header = [["Configuration"] + categories + ["Peak total", "Peak RSS"]]
+        let header = [["Configuration"] + categories + ["Peak total", "Predicted", "Peak RSS"]]
+        var worst: Double?
         let rows = configurations.map { c -> [String] in
-            if c.isOutOfMemory { return [c.name] + Array(repeating: "X", count: categories.count + 2) }
+            // Out of memory: no figures, but the prediction says how far over it was.
+            let predicted = c.predictedPeakBytes.map { Self.mebibytes($0.mean) } ?? "—"
+            if c.isOutOfMemory { return [c.name] + Array(repeating: "X", count: categories.count + 1) + [predicted, "X"] }
             // A run that reported categories allocated nothing in the ones it left out.
             let absent = c.peakByCategory.isEmpty ? "—" : "0.0"
+            var predictedCell = predicted
+            if let p = c.predictedPeakBytes?.mean, let m = c.peakBytes?.mean, m > 0, !c.peakByCategory.isEmpty {
+                let error = p / m - 1
+                predictedCell += String(format: " (%+.1f%%)", 100 * error)
+                worst = max(worst ?? 0, abs(error))
+            }
             return [c.name] + categories.map { c.peakByCategory[$0].map { Self.mebibytes($0.mean) } ?? absent }
-                + [c.peakBytes.map { Self.mebibytes($0.mean) } ?? "—", c.peakResidentBytes.map { Self.mebibytes($0.mean) } ?? "—"]
+                + [c.peakBytes.map { Self.mebibytes($0.mean) } ?? "—", predictedCell,
+                   c.peakResidentBytes.map { Self.mebibytes($0.mean) } ?? "—"]
         }
-        return ReportTable(title: "Peak memory by category (MiB)", header: header, rows: rows, notes: [
+        var notes = [
             "Each category's own peak; the total is the peak of their sum, so it can be less than the row's sum.",
             "RSS is the process's peak resident memory as the OS counts it (model file mappings, runtime and buffers included).",
-        ])
+        ]
+        if let worst {
+            notes.append(String(format: "Predicted: `frugal plan`'s peak for the run, made before it started (the weights as loaded); at most %.1f%% from the measured total here.", 100 * worst))
+        }
+        return ReportTable(title: "Peak memory by category (MiB)", header: header, rows: rows, notes: notes)
     }
 
     /// Every figure of every configuration, one row each, in plain units (seconds, bytes, joules).
@@ -142,7 +157,8 @@ extension SweepReport {
         let categories = MemoryCategory.allCases.map(\.rawValue)
         var header = ["configuration", "baseline"] + factors.map(\.name)
         header += ["runs", "out_of_memory_runs", "failed_runs", "out_of_memory"]
-        for figure in ["seconds", "tokens_per_second", "peak_bytes", "peak_resident_bytes", "energy_joules", "average_watts",
+        for figure in ["seconds", "tokens_per_second", "peak_bytes", "predicted_peak_bytes", "peak_resident_bytes",
+                       "energy_joules", "average_watts",
                        "speedup", "memoryup", "energyup", "loss_first", "loss_last"] {
             header += [figure, figure + "_spread"]
         }
@@ -151,7 +167,7 @@ extension SweepReport {
         for c in configurations {
             var row = [c.name, c.isBaseline ? "true" : "false"] + factors.map { c.levels[$0.name] ?? c.options[$0.name] ?? "" }
             row += ["\(c.runs)", "\(c.outOfMemoryRuns)", "\(c.failedRuns)", c.isOutOfMemory ? "true" : "false"]
-            for s in [c.seconds, c.tokensPerSecond, c.peakBytes, c.peakResidentBytes, c.energyJoules, c.averageWatts,
+            for s in [c.seconds, c.tokensPerSecond, c.peakBytes, c.predictedPeakBytes, c.peakResidentBytes, c.energyJoules, c.averageWatts,
                       c.speedUp, c.memoryUp, c.energyUp, c.lossFirst, c.lossLast] {
                 row += [s.map { "\($0.mean)" } ?? "", s.map { "\($0.spread)" } ?? ""]
             }

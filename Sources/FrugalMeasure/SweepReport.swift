@@ -52,6 +52,8 @@ public struct ConfigurationSummary: Codable, Sendable {
     /// Frugal's own peak (bytes), or the process's peak RSS for results that lack it.
     public var peakBytes: Statistic?
     public var peakResidentBytes: Statistic?
+    /// `frugal plan`'s predicted peak, when the runs recorded it.
+    public var predictedPeakBytes: Statistic?
     public var peakByCategory: [String: Statistic]
     public var energyJoules: Statistic?
     public var averageWatts: Statistic?
@@ -141,6 +143,7 @@ public struct SweepReport: Codable, Sendable {
             seconds: statistic(\.seconds), tokensPerSecond: statistic(\.tokensPerSecond),
             peakBytes: statistic { ($0.peakBytes ?? $0.peakResidentBytes).map(Double.init) },
             peakResidentBytes: statistic { $0.peakResidentBytes.map(Double.init) },
+            predictedPeakBytes: statistic { $0.predictedPeakBytes.map(Double.init) },
             peakByCategory: categories,
             energyJoules: statistic(\.energyJoules), averageWatts: statistic(\.averageWatts),
             lossFirst: statistic(\.lossFirst), lossLast: statistic(\.lossLast))

@@ -6,10 +6,11 @@ import FrugalTraining
 
 extension Frugal.Train {
     /// Sets the ledger's out-of-memory advice from the plan of this run against the memory Frugal
-    /// may use and, with `--auto-batch`, returns the configuration with the largest micro-batch
-    /// that fits — gradient accumulation raised so the effective batch is unchanged.
+    /// may use and, with `--auto-batch`, picks the largest micro-batch that fits — gradient
+    /// accumulation raised so the effective batch is unchanged.
+    /// - Returns: the configuration to train with, and the plan's predicted peak for it.
     /// - Throws: when `--auto-batch` finds that not even one sequence per micro-batch fits.
-    func fitMemory(_ configuration: TrainingConfiguration, _ run: RunSetUp) throws -> TrainingConfiguration {
+    func fitMemory(_ configuration: TrainingConfiguration, _ run: RunSetUp) throws -> (TrainingConfiguration, predictedPeak: Int) {
         let backend = run.compute.backend, budget = run.compute.memoryBudget()
         let full = configuration.method == .full
         let plan = MemoryPlan.Configuration(
@@ -25,7 +26,9 @@ extension Frugal.Train {
             let peak = "predicted peak \(formatBytes(s.peakTotal(measuredWeights: weights))) of \(formatBytes(budget))"
             return options.isEmpty ? "these settings fit (\(peak)); is another process using the memory?" : "\(options) (\(peak))"
         } ?? "nothing fits in \(formatBytes(budget)), not even --batch 1 with --checkpointing; try --method lora, fewer --lora-targets, a shorter --max-length or a smaller model"
-        guard autoBatch else { return configuration }
+        guard autoBatch else {
+            return (configuration, try withCleanErrors { try MemoryPlan.predict(plan) }.peakTotal(measuredWeights: weights))
+        }
         guard let fitted = try withCleanErrors({ try MemoryPlan.largestMicroBatch(plan, fitting: budget, weights: weights) }) else {
             throw failure("--auto-batch: not even --batch 1 fits in \(formatBytes(budget)); `frugal plan` suggests: \(backend.ledger.advice ?? "")")
         }
@@ -39,6 +42,6 @@ extension Frugal.Train {
             print("auto-batch: --batch \(c.microBatch) → \(size), --grad-accum \(configuration.gradientAccumulation) → \(c.gradientAccumulation), the same \(c.microBatch * configuration.gradientAccumulation) sequences per step (predicted peak \(peak) of \(formatBytes(budget)))")
             c.microBatch = size
         }
-        return c
+        return (c, fitted.peakTotal(measuredWeights: weights))
     }
 }

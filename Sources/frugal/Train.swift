@@ -98,7 +98,8 @@ extension Frugal {
             }
             let run = try setUp(files, configuration)
             defer { try? run.powerCap?.restore() }
-            configuration = try fitMemory(configuration, run)
+            let predictedPeak: Int
+            (configuration, predictedPeak) = try fitMemory(configuration, run)
             let (compute, backend, governor, decoder, session) = (run.compute, run.compute.backend, run.governor, run.decoder, run.session)
             let sequences = try withCleanErrors {
                 try ExampleTokenizer(tokenizer: session.tokenizer, template: session.template,
@@ -186,6 +187,7 @@ extension Frugal {
                 run.seconds = Double(loopTime.components.seconds) + Double(loopTime.components.attoseconds) * 1e-18
                 run.tokensPerSecond = run.seconds! > 0 ? Double(trainedTokens) / run.seconds! : nil
                 run.record(memory: memory)
+                run.predictedPeakBytes = predictedPeak
                 run.lossFirst = losses.first?.1
                 run.lossLast = losses.last?.1
                 run.record(energy: joules)

@@ -15,6 +15,7 @@ final class SweepReportTests: XCTestCase {
         var result = RunResult(name: configuration, device: "test CPU", command: "frugal train", settings: [:])
         result.seconds = seconds
         result.peakBytes = peak
+        result.predictedPeakBytes = peak.map { $0 + $0 / 50 }
         result.peakResidentBytes = peak.map { $0 + (100 << 20) }
         result.peakByCategory = peak.map { ["weights": $0 / 2, "activations": $0 / 4, "optimizer": $0 / 4] }
         result.energyJoules = joules
@@ -124,11 +125,14 @@ final class SweepReportTests: XCTestCase {
         let report = try Self.seedsReport()
         let memory = report.memoryTable
         XCTAssertEqual(memory.header[0], ["Configuration", "weights", "trainable", "gradients", "optimizer", "activations",
-                                          "workspace", "Peak total", "Peak RSS"])
+                                          "workspace", "Peak total", "Predicted", "Peak RSS"])
         let row = try XCTUnwrap(memory.rows.first { $0[0] == "bf16_lora_grad-accum8" })
         XCTAssertEqual(row[1], String(format: "%.1f", 41639.0 / 2))
         XCTAssertEqual(row[2], "0.0", "a category the run never allocated")
-        XCTAssertEqual(try XCTUnwrap(memory.rows.first { $0[0] == "fp32_full_grad-accum8" }).dropFirst().allSatisfy { $0 == "X" }, true)
+        XCTAssertEqual(row[8], String(format: "%.1f (+2.0%%)", Double(41639 * (1 << 20) + 41639 * (1 << 20) / 50) / 1_048_576))
+        XCTAssertTrue(memory.notes.contains { $0.contains("at most 2.0% from the measured total") }, "\(memory.notes)")
+        let outOfMemory = try XCTUnwrap(memory.rows.first { $0[0] == "fp32_full_grad-accum8" })
+        XCTAssertEqual(outOfMemory.dropFirst().filter { $0 != "X" }, ["—"], "X everywhere but the prediction, which the run never made")
         let lines = report.csv.components(separatedBy: "\r\n").filter { !$0.isEmpty }
         XCTAssertEqual(lines.count, 9)
         XCTAssertTrue(lines[0].hasPrefix("configuration,baseline,precision,method,grad-accum,runs,out_of_memory_runs"))
