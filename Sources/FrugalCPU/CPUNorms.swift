@@ -5,17 +5,38 @@ import FrugalCore
 extension CPUBackend {
     // MARK: - RMSNorm
 
-    public func rmsNorm(_ out: Tensor, _ x: Tensor, _ weight: Tensor, eps: Float, weightOffset: Float) {
+    public func rmsNorm(_ out: Tensor, sum: Tensor?, _ x: Tensor, residual: Tensor?, _ weight: Tensor, eps: Float,
+                        weightOffset: Float) {
         profile.measure("rmsNorm") {
             let n = x.shape.last
-            let xs = x.floats.baseAddress!, y = out.floats.baseAddress!
             withFloats(weight) { w in
-                parallelChunks(x.shape.rows, minimumChunk: Self.rowsPerChunk(n)) { range in
-                    for r in range {
-                        let row = xs + r * n, dst = y + r * n
-                        let inv = Self.inverseRMS(row, n, eps: eps)
-                        for j in 0..<n { dst[j] = row[j] * inv * (w[j] + weightOffset) }
-                    }
+                forEachRow(out, sum: sum, x, residual: residual) { h, dst in
+                    let inv = Self.inverseRMS(h, n, eps: eps)
+                    for j in 0..<n { dst[j] = h[j] * inv * (w[j] + weightOffset) }
+                }
+            }
+        }
+    }
+
+    /// Calls `body(h, out)` for every row, in parallel: `h` is the row of `x`, or of `x + residual`
+    /// (written to `sum`'s row, or to a scratch row when `sum` is nil); `out` is the row of `out`.
+    private func forEachRow(_ out: Tensor, sum: Tensor?, _ x: Tensor, residual: Tensor?,
+                            _ body: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) {
+        let n = x.shape.last
+        precondition(out.count == x.count && (residual?.count ?? x.count) == x.count && (sum?.count ?? x.count) == x.count,
+                     "norm: x \(x.shape), out \(out.shape), residual \(residual?.shape.description ?? "none"), sum \(sum?.shape.description ?? "none")")
+        let xs = x.floats.baseAddress!, y = out.floats.baseAddress!
+        let rs = residual?.floats.baseAddress, sums = sum?.floats.baseAddress
+        parallelChunks(x.shape.rows, minimumChunk: Self.rowsPerChunk(n)) { range in
+            guard let rs else {
+                for r in range { body(xs + r * n, y + r * n) }
+                return
+            }
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: sums == nil ? n : 0) { scratch in
+                for r in range {
+                    let h = sums.map { $0 + r * n } ?? scratch.baseAddress!
+                    for j in 0..<n { h[j] = xs[r * n + j] + rs[r * n + j] }
+                    body(h, y + r * n)
                 }
             }
         }
@@ -75,18 +96,15 @@ extension CPUBackend {
 
     // MARK: - LayerNorm
 
-    public func layerNorm(_ out: Tensor, _ x: Tensor, _ weight: Tensor, _ bias: Tensor, eps: Float) {
+    public func layerNorm(_ out: Tensor, sum: Tensor?, _ x: Tensor, residual: Tensor?, _ weight: Tensor, _ bias: Tensor,
+                          eps: Float) {
         profile.measure("layerNorm") {
             let n = x.shape.last
-            let xs = x.floats.baseAddress!, y = out.floats.baseAddress!
             withFloats(weight) { w in
                 withFloats(bias) { b in
-                    parallelChunks(x.shape.rows, minimumChunk: Self.rowsPerChunk(n)) { range in
-                        for r in range {
-                            let row = xs + r * n, dst = y + r * n
-                            let (mean, inv) = Self.meanAndInverseDeviation(row, n, eps: eps)
-                            for j in 0..<n { dst[j] = (row[j] - mean) * inv * w[j] + b[j] }
-                        }
+                    forEachRow(out, sum: sum, x, residual: residual) { h, dst in
+                        let (mean, inv) = Self.meanAndInverseDeviation(h, n, eps: eps)
+                        for j in 0..<n { dst[j] = (h[j] - mean) * inv * w[j] + b[j] }
                     }
                 }
             }

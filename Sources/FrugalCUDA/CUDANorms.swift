@@ -6,20 +6,16 @@ import FrugalCore
 extension CUDABackend {
     // MARK: - RMSNorm
 
-    public func rmsNorm(_ out: Tensor, _ x: Tensor, _ weight: Tensor, eps: Float, weightOffset: Float) {
-        rmsNorm(out, residualOut: nil, x, residual: nil, weight, eps: eps, weightOffset: weightOffset)
-    }
-
-    /// RMSNorm fused with the residual add: `h = x + residual` (written to `residualOut` when
-    /// given), `out = h/rms(h)·(w + weightOffset)`. `residualOut` may alias `x`.
-    public func rmsNorm(_ out: Tensor, residualOut: Tensor?, _ x: Tensor, residual: Tensor?, _ weight: Tensor, eps: Float,
+    /// RMSNorm fused with the residual add: `h = x + residual` (written to `sum` when given),
+    /// `out = h/rms(h)·(w + weightOffset)`, one kernel. `sum` may alias `x`.
+    public func rmsNorm(_ out: Tensor, sum: Tensor?, _ x: Tensor, residual: Tensor?, _ weight: Tensor, eps: Float,
                         weightOffset: Float) {
         let n = x.shape.last, rows = x.shape.rows
         precondition(out.count == x.count && weight.count == n && x.dtype == .f32 && out.dtype == .f32,
                      "rmsNorm: x \(x.shape), out \(out.shape), weight \(weight.shape)")
         must("rmsNorm of \(x.shape)") {
             try launch(CUDAKernels.rmsNormForward(weight.dtype), rows: rows,
-                       [out.address, residualOut.address, UInt64(0), x.address, residual.address, weight.address,
+                       [out.address, sum.address, UInt64(0), x.address, residual.address, weight.address,
                         i32(rows), i32(n), eps, weightOffset])
         }
     }
@@ -46,21 +42,17 @@ extension CUDABackend {
 
     // MARK: - LayerNorm
 
-    public func layerNorm(_ out: Tensor, _ x: Tensor, _ weight: Tensor, _ bias: Tensor, eps: Float) {
-        layerNorm(out, residualOut: nil, x, residual: nil, weight, bias, eps: eps)
-    }
-
-    /// LayerNorm fused with the residual add: `h = x + residual` (written to `residualOut` when
-    /// given), `out = (h − μ)/σ·w + b`. `residualOut` may alias `x`.
-    public func layerNorm(_ out: Tensor, residualOut: Tensor?, _ x: Tensor, residual: Tensor?, _ weight: Tensor, _ bias: Tensor?,
+    /// LayerNorm fused with the residual add: `h = x + residual` (written to `sum` when given),
+    /// `out = (h − μ)/σ·w + b`, one kernel. `sum` may alias `x`.
+    public func layerNorm(_ out: Tensor, sum: Tensor?, _ x: Tensor, residual: Tensor?, _ weight: Tensor, _ bias: Tensor,
                           eps: Float) {
         let n = x.shape.last, rows = x.shape.rows
         precondition(out.count == x.count && weight.count == n && x.dtype == .f32 && out.dtype == .f32
-                     && (bias == nil || (bias!.dtype == weight.dtype && bias!.count == n)),
-                     "layerNorm: x \(x.shape), out \(out.shape), weight \(weight.shape) \(weight.dtype), bias \(bias?.dtype.rawValue ?? "none")")
+                     && bias.dtype == weight.dtype && bias.count == n,
+                     "layerNorm: x \(x.shape), out \(out.shape), weight \(weight.shape) \(weight.dtype), bias \(bias.shape) \(bias.dtype)")
         must("layerNorm of \(x.shape)") {
             try launch(CUDAKernels.layerNormForward(weight.dtype), rows: rows,
-                       [out.address, residualOut.address, UInt64(0), UInt64(0), x.address, residual.address, weight.address,
+                       [out.address, sum.address, UInt64(0), UInt64(0), x.address, residual.address, weight.address,
                         bias.address, i32(rows), i32(n), eps])
         }
     }

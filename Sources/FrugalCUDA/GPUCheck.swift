@@ -234,6 +234,24 @@ struct GPUChecker {
             be.layerNorm(out, Self.make(be, x, [rows, n]), Self.make(be, w, [n]), Self.make(be, b, [n]), eps: 1e-5)
             return ([out], [])
         }
+        // Fused with the residual add: the sum into its own tensor, or over x, and the normed rows.
+        let residual = random(rows * n)
+        for sumOverX in [false, true] {
+            check("rmsNorm + residual add, sum \(sumOverX ? "over x" : "apart")") { be in
+                let out = be.zeros([rows, n], .f32, .activations), input = Self.make(be, x, [rows, n])
+                let sum = sumOverX ? input : be.zeros([rows, n], .f32, .activations)
+                be.rmsNorm(out, sum: sum, input, residual: Self.make(be, residual, [rows, n]),
+                           Self.make(be, w, [n], .bf16, .weights), eps: 1e-5, weightOffset: 1)
+                return ([out, sum], [])
+            }
+            check("layerNorm + residual add, sum \(sumOverX ? "over x" : "apart")") { be in
+                let out = be.zeros([rows, n], .f32, .activations), input = Self.make(be, x, [rows, n])
+                let sum = sumOverX ? input : be.zeros([rows, n], .f32, .activations)
+                be.layerNorm(out, sum: sum, input, residual: Self.make(be, residual, [rows, n]), Self.make(be, w, [n]),
+                             Self.make(be, b, [n]), eps: 1e-5)
+                return ([out, sum], [])
+            }
+        }
         check("layerNorm backward (dx =, dWeight +=, dBias +=)") { be in
             let dx = be.zeros([rows, n], .f32, .activations)
             let dw = Self.make(be, dw0, [n], .f32, .gradients), db = Self.make(be, db0, [n], .f32, .gradients)

@@ -69,10 +69,13 @@ public protocol Backend: AnyObject, Sendable {
 
     /// `out[t] = table[tokens[t]]` (table of any dtype, out f32).
     func embedding(_ out: Tensor, _ table: Tensor, tokens: [Int32])
-    /// RMSNorm over the last dimension: `x / rms(x) · (w + weightOffset)`.
-    func rmsNorm(_ out: Tensor, _ x: Tensor, _ weight: Tensor, eps: Float, weightOffset: Float)
-    /// LayerNorm over the last dimension with weight and bias.
-    func layerNorm(_ out: Tensor, _ x: Tensor, _ weight: Tensor, _ bias: Tensor, eps: Float)
+    /// RMSNorm over the last dimension, fused with the residual add: `h = x (+ residual)`,
+    /// `out = h / rms(h) · (w + weightOffset)`; `h` is written to `sum` when given (`sum` may
+    /// alias `x`, `out` may alias `x` when there is no `sum`).
+    func rmsNorm(_ out: Tensor, sum: Tensor?, _ x: Tensor, residual: Tensor?, _ weight: Tensor, eps: Float, weightOffset: Float)
+    /// LayerNorm over the last dimension with weight and bias, fused with the residual add as
+    /// `rmsNorm` is: `out = (h − μ)/σ · w + b`.
+    func layerNorm(_ out: Tensor, sum: Tensor?, _ x: Tensor, residual: Tensor?, _ weight: Tensor, _ bias: Tensor, eps: Float)
 
     // MARK: - Attention
 
@@ -113,4 +116,14 @@ extension Backend {
     }
 
     public func makePhaseTimer() -> PhaseTimer { HostPhaseTimer() }
+
+    /// RMSNorm of `x` alone.
+    public func rmsNorm(_ out: Tensor, _ x: Tensor, _ weight: Tensor, eps: Float, weightOffset: Float) {
+        rmsNorm(out, sum: nil, x, residual: nil, weight, eps: eps, weightOffset: weightOffset)
+    }
+
+    /// LayerNorm of `x` alone.
+    public func layerNorm(_ out: Tensor, _ x: Tensor, _ weight: Tensor, _ bias: Tensor, eps: Float) {
+        layerNorm(out, sum: nil, x, residual: nil, weight, bias, eps: eps)
+    }
 }

@@ -99,17 +99,24 @@ public final class Decoder: @unchecked Sendable {
         let block = weights.blocks[index], preNorm = configuration.normBeforeBlock
         let h1 = preNorm ? normalize(x, block.attentionNorm) : x
         let attended = attention(block, index: index, h1, input, cache: cache, tape: tape)
+        // s1 = x + attended, normalized in the same pass: the MLP's input (pre-norm), or mid (post-norm).
         let s1 = backend.empty(x.shape, .f32, .activations)
-        backend.add(s1, x, attended)
-        let mid = preNorm ? s1 : normalize(s1, block.attentionNorm)
-        let h2 = preNorm ? normalize(mid, block.mlpNorm) : mid
+        let normed = normalize(x, plus: attended, into: s1, preNorm ? block.mlpNorm : block.attentionNorm)
+        let mid = preNorm ? s1 : normed
+        let h2 = normed
         let mlpOut = mlp(block, h2, tape: tape)
         let s2 = backend.empty(x.shape, .f32, .activations)
-        backend.add(s2, mid, mlpOut)
+        let out: Tensor
+        if preNorm {
+            backend.add(s2, mid, mlpOut)
+            out = s2
+        } else {
+            out = normalize(mid, plus: mlpOut, into: s2, block.mlpNorm)
+        }
         if let tape {
             tape.input = x; tape.h1 = h1; tape.s1 = s1; tape.mid = mid; tape.h2 = h2; tape.s2 = s2
         }
-        return preNorm ? s2 : normalize(s2, block.mlpNorm)
+        return out
     }
 
     private func attention(_ block: BlockWeights, index: Int, _ h: Tensor, _ input: ForwardInput, cache: KVCache?,
@@ -183,12 +190,14 @@ public final class Decoder: @unchecked Sendable {
         return out
     }
 
-    func normalize(_ x: Tensor, _ norm: Norm) -> Tensor {
+    /// `norm(x)`, or `norm(x + residual)` with the sum written to `sum` (one pass on the device).
+    func normalize(_ x: Tensor, plus residual: Tensor? = nil, into sum: Tensor? = nil, _ norm: Norm) -> Tensor {
         let out = backend.empty(x.shape, .f32, .activations)
         if let bias = norm.bias {
-            backend.layerNorm(out, x, norm.weight, bias, eps: configuration.normEps)
+            backend.layerNorm(out, sum: sum, x, residual: residual, norm.weight, bias, eps: configuration.normEps)
         } else {
-            backend.rmsNorm(out, x, norm.weight, eps: configuration.normEps, weightOffset: configuration.normWeightOffset)
+            backend.rmsNorm(out, sum: sum, x, residual: residual, norm.weight, eps: configuration.normEps,
+                            weightOffset: configuration.normWeightOffset)
         }
         return out
     }

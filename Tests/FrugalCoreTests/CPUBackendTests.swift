@@ -138,4 +138,33 @@ final class CPUBackendTests: XCTestCase {
         let std = (1.25 + 1e-5 as Float).squareRoot()
         XCTAssertEqual(out.floats[0], (1 - 2.5) / std * 0.5 + 0.1, accuracy: 1e-5)
     }
+
+    /// The norms fused with the residual add equal the add then the norm, and write the sum
+    /// (into its own tensor, or over x); without a sum tensor only the normed rows change.
+    func testNormsFusedWithTheResidualAdd() {
+        let xs: [Float] = [1, 2, 3, 4, -1, 0, 1, 2], rs: [Float] = [0.5, -1, 2, 0, 3, 1, -2, 0.25]
+        let w = tensor([0.5, 1, 1.5, 2], [4]), b = tensor([0.1, 0.2, 0.3, 0.4], [4])
+        let summed = tensor(zip(xs, rs).map(+), [2, 4])
+        for layer in [false, true] {
+            let expected = backend.zeros([2, 4], .f32, .workspace)
+            if layer { backend.layerNorm(expected, summed, w, b, eps: 1e-5) } else {
+                backend.rmsNorm(expected, summed, w, eps: 1e-6, weightOffset: 1)
+            }
+            let want = backend.download(expected), total = backend.download(summed)
+            func fused(sum: Tensor?, x: Tensor) -> [Float] {
+                let out = backend.zeros([2, 4], .f32, .workspace), r = tensor(rs, [2, 4])
+                if layer { backend.layerNorm(out, sum: sum, x, residual: r, w, b, eps: 1e-5) } else {
+                    backend.rmsNorm(out, sum: sum, x, residual: r, w, eps: 1e-6, weightOffset: 1)
+                }
+                return backend.download(out)
+            }
+            let sum = backend.zeros([2, 4], .f32, .workspace), x = tensor(xs, [2, 4])
+            XCTAssertEqual(fused(sum: sum, x: x), want, "layer \(layer)")
+            XCTAssertEqual(backend.download(sum), total)
+            XCTAssertEqual(backend.download(x), xs, "x is left alone")
+            XCTAssertEqual(fused(sum: nil, x: x), want)
+            XCTAssertEqual(fused(sum: x, x: x), want, "sum over x")
+            XCTAssertEqual(backend.download(x), total)
+        }
+    }
 }
