@@ -4,6 +4,8 @@ import Foundation
 
 /// The phases of a training step that a `PhaseTimer` tells apart.
 public enum StepPhase: String, Sendable, Codable, CaseIterable {
+    /// PPO's experience: generating the rollouts and scoring them (reward, reference, critic).
+    case rollout
     /// Forward and the loss.
     case forward
     /// Backward to every gradient (with checkpointing, the recomputed forwards too).

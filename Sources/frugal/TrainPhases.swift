@@ -153,7 +153,7 @@ extension Frugal.Train {
         let interrupt = InterruptFlag()
         let meter = compute.energyMeter?.start()
         var progress = ProgressLine(total: configuration.steps, startStep: 0)
-        var losses = [Double](), tokens = 0
+        var losses = [Double](), tokens = 0, phaseSeconds: [String: Double]?
         var firstFigures: [String: Double]?, lastFigures: [String: Double]?
         let loopStarted = ContinuousClock.now
         while !isFinished() && !interrupt.isSet {
@@ -161,6 +161,7 @@ extension Frugal.Train {
             case let .step(metrics, figures):
                 losses.append(metrics.loss)
                 tokens += metrics.tokens
+                if let step = metrics.phaseSeconds { phaseSeconds = (phaseSeconds ?? [:]).merging(step, uniquingKeysWith: +) }
                 firstFigures = firstFigures ?? figures
                 lastFigures = figures
                 progress.update(metrics)
@@ -206,6 +207,7 @@ extension Frugal.Train {
             run.tokensPerSecond = run.seconds! > 0 ? Double(tokens) / run.seconds! : nil
             run.record(memory: memory)
             run.record(energy: energy)
+            run.phaseSeconds = phaseSeconds
             run.lossFirst = losses.first
             run.lossLast = losses.last
             try run.write(to: URL(fileURLWithPath: result))

@@ -294,6 +294,7 @@ final class PhaseTests: XCTestCase {
             losses.append(metrics.loss)
             XCTAssertNotNil(figures["accuracy"])
             XCTAssertGreaterThan(metrics.memory.peak[.gradients] ?? 0, 0)
+            XCTAssertEqual(Set(metrics.phaseSeconds?.keys.map { $0 } ?? []), ["forward", "backward", "optimizer"])
         }
         let after = trainer.evaluate(heldOut)
         XCTAssertGreaterThan(after.accuracy, 0.9, "held-out accuracy \(before.accuracy) → \(after.accuracy)")
@@ -309,7 +310,10 @@ final class PhaseTests: XCTestCase {
         let before = trainer.evaluate(heldOut)
         XCTAssertEqual(before.margin, 0, accuracy: 1e-9)  // B = 0: the policy is the reference
         XCTAssertEqual(before.loss, log(2), accuracy: 1e-9)
-        while !trainer.isFinished { _ = try trainer.trainStep() }
+        while !trainer.isFinished {
+            guard case let .step(metrics, _) = try trainer.trainStep() else { return XCTFail("skipped step") }
+            XCTAssertEqual(Set(metrics.phaseSeconds?.keys.map { $0 } ?? []), ["forward", "backward", "optimizer"])
+        }
         let after = trainer.evaluate(heldOut)
         XCTAssertGreaterThan(after.margin, 0.5, "held-out margin \(before.margin) → \(after.margin)")
         XCTAssertGreaterThan(after.accuracy, 0.9)
@@ -460,8 +464,11 @@ final class PhaseTests: XCTestCase {
         XCTAssertEqual(before.kl, 0, accuracy: 1e-9)  // B = 0: the policy is the reference
         var kl = [Double]()
         while !trainer.isFinished {
-            guard case let .step(_, figures) = try trainer.trainStep() else { return XCTFail("skipped step") }
+            guard case let .step(metrics, figures) = try trainer.trainStep() else { return XCTFail("skipped step") }
             kl.append(figures["kl"]!)
+            let phases = try XCTUnwrap(metrics.phaseSeconds)
+            XCTAssertEqual(Set(phases.keys), ["rollout", "forward", "backward", "optimizer"])
+            XCTAssertLessThanOrEqual(phases.values.reduce(0, +), metrics.seconds)
         }
         let after = trainer.evaluate(heldOut, seed: 3)
         // A clear rise (reward-model logits; the exact amount moves with summation order).

@@ -102,6 +102,7 @@ public final class DPOTrainer: @unchecked Sendable {
     /// - Throws: `FrugalError.numericalFault` as `PhaseUpdate.apply` does.
     public func trainStep() throws -> PhaseEvent {
         let started = ContinuousClock.now
+        update.timer.start()
         let count = configuration.microBatch * configuration.gradientAccumulation
         update.zeroGradients()
         var totals = DPOEvaluation(pairs: count, loss: 0, accuracy: 0, margin: 0, chosenReward: 0, rejectedReward: 0)
@@ -145,7 +146,9 @@ public final class DPOTrainer: @unchecked Sendable {
             backend.scale(dHidden.rows(sequences.positions(of: i)), by: d)
             backend.scale(dHidden.rows(sequences.positions(of: n + i)), by: -d)
         }
+        update.timer.mark(.forward)
         decoder.backward(dHidden, pass, into: parameters)
+        update.timer.mark(.backward)
     }
 
     /// Loss, preference accuracy and reward margins on `pairs` (held-out), without gradients.

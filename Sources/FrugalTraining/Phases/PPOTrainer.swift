@@ -170,9 +170,11 @@ public final class PPOTrainer: @unchecked Sendable {
     /// - Throws: `FrugalError.numericalFault` as `PhaseUpdate.apply` does.
     public func trainStep() throws -> PhaseEvent {
         let started = ContinuousClock.now
+        update.timer.start()
         var rollouts = sampler.next(settings.rollouts).map { generate($0, random: &random) }
         let rolloutSeconds = seconds(since: started)
         score(&rollouts)
+        update.timer.mark(.rollout)
         let tokens = rollouts.reduce(0) { $0 + $1.sequence.tokens.count }
         let replyTokens = rollouts.reduce(0) { $0 + $1.positions.count }
         var figures: [String: Double] = [
@@ -315,10 +317,12 @@ public final class PPOTrainer: @unchecked Sendable {
             valueLoss += loss
             dValues[position] = Float(settings.valueCoefficient * d * scale)
         }
+        update.timer.mark(.forward)
         let dFromCritic = backend.zeros(pass.hidden.shape, .f32, .activations)
         critic.backward(dValues: dValues, hidden: pass.hidden, dHidden: dFromCritic)
         backend.add(dHidden, dHidden, dFromCritic)
         decoder.backward(dHidden, pass, into: parameters)
+        update.timer.mark(.backward)
         totals["policy_loss", default: 0] += policyLoss
         totals["value_loss", default: 0] += valueLoss
         totals["clip_fraction", default: 0] += clipped

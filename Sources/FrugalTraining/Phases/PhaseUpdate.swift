@@ -26,6 +26,8 @@ final class PhaseUpdate {
     private(set) var scaler: LossScaler
     /// Updates attempted (applied or skipped).
     private(set) var updates = 0
+    /// Times each step's phases on the device; the trainers start it and mark their phases.
+    let timer: PhaseTimer
 
     /// - Parameter totalUpdates: the updates of the whole run, for the schedule.
     init(_ groups: [TrainableParameters], configuration: TrainingConfiguration, backend: TrainingBackend, totalUpdates: Int) {
@@ -36,6 +38,7 @@ final class PhaseUpdate {
         schedule = LearningRateSchedule(peak: configuration.learningRate, kind: configuration.schedule,
                                         warmupSteps: configuration.warmupSteps, totalSteps: totalUpdates)
         scaler = LossScaler(configuration.lossScale)
+        timer = backend.makePhaseTimer()
     }
 
     /// The factor losses are multiplied by before backward (fp16's loss scale, else 1).
@@ -76,16 +79,18 @@ final class PhaseUpdate {
         }
         let rate = schedule.rate(at: updates - 1)
         for optimizer in optimizers { optimizer.step(rate: rate) }
+        timer.mark(.optimizer)
         return (rate, norm)
     }
 
-    /// The step's figures as the SFT trainer reports them.
+    /// The step's figures as the SFT trainer reports them, with the timer's phases.
     func metrics(step: Int, totalSteps: Int, loss: Double, rate: Float, norm: Double, tokens: Int, targetTokens: Int,
                  since start: ContinuousClock.Instant, epoch: Int) -> StepMetrics {
         let elapsed = ContinuousClock.now - start
         return StepMetrics(step: step, totalSteps: totalSteps, loss: loss, learningRate: rate, gradientNorm: norm,
                            tokens: tokens, targetTokens: targetTokens,
                            seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18,
+                           phaseSeconds: Dictionary(uniqueKeysWithValues: timer.finish().map { ($0.key.rawValue, $0.value) }),
                            lossScale: configuration.precision == .fp16 ? scaler.scale : nil,
                            memory: backend.ledger.snapshot, epoch: epoch)
     }

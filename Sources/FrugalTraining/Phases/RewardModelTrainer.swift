@@ -67,6 +67,7 @@ public final class RewardModelTrainer: @unchecked Sendable {
     /// - Throws: `FrugalError.numericalFault` as `PhaseUpdate.apply` does.
     public func trainStep() throws -> PhaseEvent {
         let started = ContinuousClock.now
+        update.timer.start()
         let count = configuration.microBatch * configuration.gradientAccumulation
         update.zeroGradients()
         var totals = PairwiseEvaluation(pairs: count, accuracy: 0, loss: 0, margin: 0)
@@ -102,9 +103,11 @@ public final class RewardModelTrainer: @unchecked Sendable {
             dValues[c] = Float(d)
             dValues[r] = Float(-d)
         }
+        update.timer.mark(.forward)
         let dHidden = update.backend.zeros(pass.hidden.shape, .f32, .activations)
         head.backward(dValues: dValues, hidden: pass.hidden, dHidden: dHidden)
         decoder.backward(dHidden, pass, into: parameters)
+        update.timer.mark(.backward)
     }
 
     /// 1 when the chosen score is higher, ½ on a tie, else 0.
