@@ -5,7 +5,8 @@ import FrugalCore
 
 /// What quantizing a frozen base on load did: how many block projections (q, k, v, o, gate, up,
 /// down, fused ones counted by part) are stored as `dtype`, and how many were left as stored
-/// because their rows (the projection's inputs) are not a whole number of `dtype` blocks.
+/// because their rows (the projection's inputs) are not a whole number of `dtype` blocks, or
+/// their stored type is already as small (a q4 GGUF asked for q8_0).
 ///
 /// Embeddings, the head, norms and biases are never quantized: the projections hold most of a
 /// model's weights, and the others feed or read the residual stream directly.
@@ -14,10 +15,11 @@ public struct BaseQuantization: Sendable, Equatable {
     public var dtype: DType
     /// Block projections stored as `dtype`.
     public var quantized: Int
-    /// Block projections in another dtype (rows not whole blocks of `dtype`).
+    /// Block projections in another dtype (rows not whole blocks of `dtype`, or stored as small).
     public var leftAsStored: Int
 
     /// Counts the block projections of `weights` stored as `dtype` and those that are not.
+    /// - Note: a projection already stored as `dtype` counts as quantized.
     public init(_ weights: DecoderWeights, dtype: DType) {
         self.dtype = dtype
         let projections = weights.blocks.flatMap { block in ProjectionRole.allCases.compactMap { block[$0] } }
@@ -35,7 +37,8 @@ public struct BaseQuantization: Sendable, Equatable {
 
     /// The bytes of a projection weight (outputs, inputs) re-encoded as `dtype`, row by row on all
     /// cores (decoded to f32 one row at a time, so no f32 copy of the tensor exists); nil when
-    /// its rows are not whole `dtype` blocks or it already is `dtype`.
+    /// its rows are not whole `dtype` blocks or its stored rows take no more bytes than `dtype`'s
+    /// (re-encoding would add error and save nothing).
     ///
     /// - Parameters:
     ///   - stored: a 2-D tensor whose bytes match its shape and dtype.
@@ -44,8 +47,8 @@ public struct BaseQuantization: Sendable, Equatable {
     /// - Throws: `FrugalError.invalidArgument` when the tensor holds a NaN or an infinity.
     static func encode(_ stored: StoredTensor, as dtype: DType, name: String) throws -> [UInt8]? {
         let rows = stored.shape.rows, inputs = stored.shape.last
-        guard stored.dtype != dtype, inputs % dtype.blockSize == 0, let rowBytes = dtype.byteCount(elements: inputs),
-              let storedRowBytes = stored.dtype.byteCount(elements: inputs) else { return nil }
+        guard inputs % dtype.blockSize == 0, let rowBytes = dtype.byteCount(elements: inputs),
+              let storedRowBytes = stored.dtype.byteCount(elements: inputs), storedRowBytes > rowBytes else { return nil }
         precondition(stored.bytes.count == rows * storedRowBytes, "encode: \(name) holds \(stored.bytes.count) bytes")
         var out = [UInt8](repeating: 0, count: rows * rowBytes)
         let chunk = max(1, 1 << 20 / inputs), chunks = (rows + chunk - 1) / chunk

@@ -36,10 +36,11 @@ struct QuantizeOptions: ParsableArguments {
         less than f32 and 3.8× less than bf16. q8_0 is ggml's 8-bit blocks: 8.5 bits per value. \
         q, k, v, o, gate, up and down are quantized one tensor at a time on the host; embeddings, \
         head, norms and biases stay as stored, and so does a projection whose input width is not \
-        a whole number of blocks (256 values for nf4, 32 for q8_0; SmolLM2-135M's hidden 576 \
-        leaves its q, k, v, gate and up as stored under nf4). Costs: rounding error in the frozen \
-        weights (relative RMS about 10% for nf4, 0.6% for q8_0; LoRA trains around it), and \
-        every step widens the packed weights to f32 a tile at a time. Not with --method full.
+        a whole number of blocks (256 values for nf4, 32 for q8_0: SmolLM2-135M's width 576 \
+        leaves all but its MLP down projections as stored under nf4) or that is stored as small \
+        already (a q4 GGUF asked for q8_0). Costs: rounding error in the frozen weights (relative \
+        RMS about 9% for nf4, 0.5% for q8_0, on normal values; LoRA trains around it), and every \
+        step widens the packed weights to f32 a tile at a time. Not with --method full.
         """,
         valueName: "nf4|q8_0"))
     var quantize: String?
@@ -61,7 +62,7 @@ struct QuantizeOptions: ParsableArguments {
         let counts = BaseQuantization(decoder.weights, dtype: dtype)
         var line = "quantized base: \(counts.quantized) block projections as \(dtype.rawValue)"
         if counts.leftAsStored > 0 {
-            line += ", \(counts.leftAsStored) left as stored (input width not a multiple of \(dtype.blockSize))"
+            line += ", \(counts.leftAsStored) left as stored (input width not a multiple of \(dtype.blockSize), or stored as small)"
         }
         return line
     }

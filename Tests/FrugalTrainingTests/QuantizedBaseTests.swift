@@ -7,7 +7,7 @@ import Foundation
 import FrugalCore
 import FrugalCPU
 import FrugalFormats
-import FrugalModels
+@testable import FrugalModels
 import FrugalTraining
 import XCTest
 
@@ -98,6 +98,24 @@ final class QuantizedBaseTests: XCTestCase {
         print("projection memory vs f32: nf4 \(nf4Ratio), q8_0 \(q8Ratio); weights \(weights)")
         XCTAssertEqual(nf4Ratio, 134.0 / 1024, accuracy: 0.002)
         XCTAssertEqual(q8Ratio, 34.0 / 128, accuracy: 0.002)
+    }
+
+    /// A stored type as small as the target is left alone (a q4_0 projection asked for q8_0);
+    /// a larger one is re-encoded (q4_0, 4.5 bits per value, as nf4's 4.19); a NaN throws.
+    func testProjectionsStoredAsSmallAreLeftAsStored() throws {
+        var bytes = [UInt8](repeating: 0, count: DType.q4_0.byteCount(elements: 4 * 256)!)
+        for b in 0..<(bytes.count / 18) { bytes[18 * b + 1] = 0x2C }  // d = 0.0625
+        try bytes.withUnsafeBytes { raw in
+            let stored = StoredTensor(dtype: .q4_0, shape: [4, 256], bytes: raw)
+            XCTAssertNil(try BaseQuantization.encode(stored, as: .q8_0, name: "w"))
+            XCTAssertEqual(try BaseQuantization.encode(stored, as: .nf4, name: "w")?.count, DType.nf4.byteCount(elements: 4 * 256))
+        }
+        // A NaN in a file's weights is an error, not a trap.
+        var values = [Float](repeating: 0.5, count: 3 * 256)
+        values[300] = .nan
+        try values.withUnsafeBytes { raw in
+            XCTAssertThrowsError(try BaseQuantization.encode(StoredTensor(dtype: .f32, shape: [3, 256], bytes: raw), as: .nf4, name: "w"))
+        }
     }
 
     /// Loading the test models with --quantize: q8_0 quantizes every projection (plain, fused
