@@ -106,7 +106,7 @@ struct GPUChecker {
         }
     }
 
-    /// `values` encoded as `dtype` bytes (q8_0 with a per-block scale).
+    /// `values` encoded as `dtype` bytes (packed types by `BlockQuantization.quantize`).
     static func encode(_ values: [Float], _ dtype: DType) -> [UInt8] {
         var bytes = [UInt8]()
         switch dtype {
@@ -116,15 +116,9 @@ struct GPUChecker {
                 let bits = dtype == .f16 ? HalfPrecision.floatToF16(v) : HalfPrecision.floatToBF16(v)
                 bytes += [UInt8(bits & 0xFF), UInt8(bits >> 8)]
             }
-        case .q8_0:
-            for block in stride(from: 0, to: values.count, by: 32) {
-                let chunk = values[block..<block + 32]
-                let d = max(chunk.map(abs).max() ?? 0, 1e-6) / 127
-                let bits = HalfPrecision.floatToF16(d), dq = HalfPrecision.f16ToFloat(bits)
-                bytes += [UInt8(bits & 0xFF), UInt8(bits >> 8)]
-                bytes += chunk.map { UInt8(bitPattern: Int8(max(-127, min(127, ($0 / dq).rounded())))) }
-            }
-        default: preconditionFailure("GPUChecker.encode: \(dtype)")
+        default:
+            bytes = [UInt8](repeating: 0, count: dtype.byteCount(elements: values.count)!)
+            bytes.withUnsafeMutableBytes { BlockQuantization.quantize(dtype, values, $0.baseAddress!, count: values.count) }
         }
         return bytes
     }
@@ -176,10 +170,10 @@ struct GPUChecker {
     // MARK: - The checks
 
     mutating func checkLinear() {
-        let rows = 37, inputs = 64, outputs = 96
+        let rows = 37, inputs = 256, outputs = 96
         let x = random(rows * inputs), w = random(outputs * inputs, scale: 0.2), b = random(outputs)
         let dy = random(rows * outputs), dw0 = random(outputs * inputs), db0 = random(outputs)
-        for dtype in [DType.f32, .f16, .bf16, .q8_0] {
+        for dtype in [DType.f32, .f16, .bf16, .q8_0, .nf4] {
             check("linear forward, \(dtype.rawValue) weight, bias", tolerance: Self.tolerance(dtype)) { be in
                 let out = be.zeros([rows, outputs], .f32, .activations)
                 be.linear(out, Self.make(be, x, [rows, inputs]), Self.make(be, w, [outputs, inputs], dtype, .weights),
@@ -197,9 +191,9 @@ struct GPUChecker {
     }
 
     mutating func checkEmbedding() {
-        let vocabulary = 50, d = 64, tokens: [Int32] = [3, 7, 3, 49, 0, 12, 7, 7]
+        let vocabulary = 50, d = 256, tokens: [Int32] = [3, 7, 3, 49, 0, 12, 7, 7]
         let table = random(vocabulary * d), dy = random(tokens.count * d), dt0 = random(vocabulary * d)
-        for dtype in [DType.f32, .bf16, .q8_0] {
+        for dtype in [DType.f32, .bf16, .q8_0, .nf4] {
             check("embedding forward, \(dtype.rawValue) table") { be in
                 let out = be.zeros([tokens.count, d], .f32, .activations)
                 be.embedding(out, Self.make(be, table, [vocabulary, d], dtype, .weights), tokens: tokens)
@@ -355,10 +349,10 @@ struct GPUChecker {
             be.scale(product, by: -0.75)
             return ([sum, product], [])
         }
-        for dtype in [DType.f32, .f16, .bf16, .q8_0] {
+        for dtype in [DType.f32, .f16, .bf16, .q8_0, .nf4] {
             check("copy from \(dtype.rawValue) into f32 at an offset") { be in
-                let dst = be.zeros([n + 64], .f32, .activations)
-                be.copy(dst, at: 64, from: Self.make(be, Array(a.prefix(n / 32 * 32)), [n / 32 * 32], dtype))
+                let dst = be.zeros([n + 64], .f32, .activations), whole = n / dtype.blockSize * dtype.blockSize
+                be.copy(dst, at: 64, from: Self.make(be, Array(a.prefix(whole)), [whole], dtype))
                 return ([dst], [])
             }
         }

@@ -1,7 +1,8 @@
-// BlockQuantization: decodes f16/bf16 and GGUF's packed quantized blocks into floats, and
-// takes the dot product of a packed row with a float vector (the M = 1 inner loop).
+// BlockQuantization: decodes f16/bf16, GGUF's packed quantized blocks and Frugal's NF4 blocks into
+// floats, and takes the dot product of a packed row with a float vector (the M = 1 inner loop).
 
-/// Decoding of every `DType` into `Float`, laid out exactly as ggml lays out its blocks.
+/// Decoding of every `DType` into `Float`, laid out exactly as ggml lays out its blocks (and NF4
+/// as documented below).
 ///
 /// Block layouts (little-endian, no padding; `f16` is an IEEE half):
 /// - `q8_0`: `{ f16 d; i8 qs[32] }`, value `qs[i]·d`.
@@ -14,6 +15,11 @@
 /// - `q6_K`: `{ u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d }`: 6-bit values (4 low bits in
 ///   `ql`, 2 high bits in `qh`) minus 32, 16 sub-blocks of 16 with an 8-bit scale, value
 ///   `d·sc·q`.
+/// - `nf4` (Frugal's own): `{ f16 d; u8 scales[4]; u8 qs[128] }`: 4 sub-blocks of 64, each with
+///   absmax `a_j = scales[j]·d` (QLoRA's double quantization: the absmaxes quantized to 8 bits
+///   against one f16 per 256 values), value `nf4Codes[q]·a_j`. Sub-block j's codes are
+///   `qs[32j ..< 32j + 32]`, value `2l` in the high nibble of byte `l` and `2l + 1` in the low
+///   one, as bitsandbytes packs them. Both products are rounded to f32 in that order.
 ///
 /// Results are bit-identical to ggml's reference `dequantize_row_*` (the products are
 /// rounded in the same order). Sources may be unaligned.
@@ -53,8 +59,18 @@ public enum BlockQuantization {
             for b in 0..<blocks { decodeQ4_K(source + b * stride, destination + b * 256) }
         case .q6_K:
             for b in 0..<blocks { decodeQ6_K(source + b * stride, destination + b * 256) }
+        case .nf4:
+            for b in 0..<blocks { decodeNF4(source + b * stride, destination + b * 256) }
         }
     }
+
+    /// The 16 values of NormalFloat-4 (QLoRA, appendix E), exactly bitsandbytes' `nf4` code
+    /// book: quantiles of a standard normal scaled to [−1, 1], with an exact zero at code 7.
+    public static let nf4Codes = SIMD16<Float>(
+        -1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
+        -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
+        0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
+        0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0)
 
     /// The dot product `Σ_i row[i]·x[i]` of a packed row with a float vector, without
     /// materializing the row: q8_0, q4_0 and q4_1 blocks go through `prepareDot` and
@@ -335,6 +351,23 @@ public enum BlockQuantization {
                     out[l + 64] = s3 * Float(((low >> 4) | (((high >> 4) & 3) << 4)) &- 32)
                     out[l + 96] = s4 * Float(((low32 >> 4) | (((high >> 6) & 3) << 4)) &- 32)
                 }
+            }
+        }
+    }
+
+    /// `{ f16 d; u8 scales[4]; u8 qs[128] }` → 256 values `nf4Codes[q]·(scales[j]·d)`, each byte
+    /// two values of its sub-block, the first in the high nibble.
+    @inline(__always)
+    private static func decodeNF4(_ block: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+        let d = half(block, 0), codes = nf4Codes
+        for j in 0..<4 {
+            let absmax = Float(block.loadUnaligned(fromByteOffset: 2 + j, as: UInt8.self)) * d
+            let qs = block + 6 + 32 * j
+            let out = y + 64 * j
+            for l in 0..<32 {
+                let byte = Int(qs.loadUnaligned(fromByteOffset: l, as: UInt8.self))
+                out[2 * l] = codes[byte >> 4] * absmax
+                out[2 * l + 1] = codes[byte & 0x0F] * absmax
             }
         }
     }

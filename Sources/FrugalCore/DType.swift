@@ -2,12 +2,15 @@
 
 /// The element type of a tensor.
 ///
-/// Float types store one value per element. Quantized types (`q8_0`, `q4_0`, `q4_1`, `q4_K`,
-/// `q6_K`) store packed blocks of `blockSize` values in `blockBytes` bytes, laid out as GGUF
-/// does; they are used for frozen weights only.
+/// Float types store one value per element. Quantized types store packed blocks of `blockSize`
+/// values in `blockBytes` bytes, and are used for frozen weights only: `q8_0`, `q4_0`, `q4_1`,
+/// `q4_K` and `q6_K` are laid out as GGUF does; `nf4` (QLoRA's NormalFloat-4 with
+/// double-quantized scales, 4.19 bits per value) is Frugal's own, made by quantizing on load and
+/// never read from a file (`BlockQuantization` documents every layout).
 public enum DType: String, Sendable, Codable, CaseIterable {
     case f32, f16, bf16
     case q8_0, q4_0, q4_1, q4_K, q6_K
+    case nf4
 
     /// Whether this is a packed block type.
     public var isQuantized: Bool {
@@ -22,7 +25,7 @@ public enum DType: String, Sendable, Codable, CaseIterable {
         switch self {
         case .f32, .f16, .bf16: 1
         case .q8_0, .q4_0, .q4_1: 32
-        case .q4_K, .q6_K: 256
+        case .q4_K, .q6_K, .nf4: 256
         }
     }
 
@@ -36,6 +39,7 @@ public enum DType: String, Sendable, Codable, CaseIterable {
         case .q4_1: 20
         case .q4_K: 144
         case .q6_K: 210
+        case .nf4: 134
         }
     }
 

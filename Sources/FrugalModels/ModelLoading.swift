@@ -51,11 +51,23 @@ public struct ModelFiles {
     }
 
     /// Copies the weights onto `backend` and returns the decoder.
-    /// - Parameter trainable: load every weight as f32 `trainable` memory for a full fine-tune;
-    ///   otherwise weights stay as stored (f16, bf16 or packed) in `weights` memory.
-    public func decoder(on backend: Backend, trainable: Bool = false) throws -> Decoder {
+    /// - Parameters:
+    ///   - trainable: load every weight as f32 `trainable` memory for a full fine-tune;
+    ///     otherwise weights stay as stored (f16, bf16 or packed) in `weights` memory.
+    ///   - quantize: a packed type (`nf4` or `q8_0`) for the frozen block projections, quantized on
+    ///     the host one tensor at a time; those whose rows are not whole blocks stay as stored
+    ///     (`BaseQuantization` counts them).
+    /// - Throws: `FrugalError.invalidArgument` for `quantize` with `trainable` (a full fine-tune
+    ///   trains f32 weights) or a type that cannot be quantized to; the loaders' errors.
+    public func decoder(on backend: Backend, trainable: Bool = false, quantize: DType? = nil) throws -> Decoder {
+        if let quantize {
+            try BaseQuantization.check(quantize)
+            guard !trainable else {
+                throw FrugalError.invalidArgument("a full fine-tune trains every weight in f32: quantize a frozen base (LoRA) only")
+            }
+        }
         let weights = try WeightLoader(source: source, naming: naming, configuration: configuration, backend: backend,
-                                       trainable: trainable).load()
+                                       trainable: trainable, quantize: quantize).load()
         return Decoder(configuration: configuration, weights: weights, backend: backend,
                        inverseFrequencies: try ggufRopeFrequencies())
     }

@@ -51,24 +51,33 @@ extension DecoderWeights {
     /// - Parameters:
     ///   - category: `.weights` for a frozen base (LoRA), `.trainable` for a full fine-tune.
     ///   - dtype: how a frozen base's matrices are stored (f32, f16 or bf16); trainable weights are f32.
+    ///   - quantize: a packed type (`nf4`, `q8_0`) the block projections are then re-encoded as,
+    ///     where their rows are whole blocks, as `ModelFiles.decoder(quantize:)` does; frozen only.
     ///   - seed: each tensor draws from its own stream derived from it.
     /// - Note: OPT's embedding projections (`wordEmbedProjDim`) are not built.
     public static func random(_ configuration: ModelConfiguration, on backend: Backend, category: MemoryCategory = .weights,
-                              dtype: DType = .f32, std: Float = 0.02, seed: UInt64 = 0) -> DecoderWeights {
-        precondition([.f32, .f16, .bf16].contains(dtype) && (category == .weights || dtype == .f32),
+                              dtype: DType = .f32, quantize: DType? = nil, std: Float = 0.02, seed: UInt64 = 0) -> DecoderWeights {
+        precondition([.f32, .f16, .bf16].contains(dtype) && (category == .weights || dtype == .f32 && quantize == nil),
                      "random weights: \(dtype) \(category.rawValue) (trainable weights are f32)")
         let c = configuration
         var stream: UInt64 = 0
-        func matrix(_ rows: Int, _ columns: Int) -> Tensor {
+        func matrix(_ rows: Int, _ columns: Int, projection: Bool = false) -> Tensor {
             stream += 1
             let bytes = uniformBytes(rows * columns, dtype, std: std, seed: seed &+ stream &* 0x9E37_79B9)
+            if projection, let quantize, let encoded = bytes.withUnsafeBytes({
+                // Uniform values are finite: encoding cannot throw.
+                try! BaseQuantization.encode(StoredTensor(dtype: dtype, shape: [rows, columns], bytes: $0), as: quantize,
+                                             name: "random projection")
+            }) {
+                return encoded.withUnsafeBytes { backend.upload($0, [rows, columns], quantize, category) }
+            }
             return bytes.withUnsafeBytes { backend.upload($0, [rows, columns], dtype, category) }
         }
         func vector(_ count: Int, _ value: Float) -> Tensor {
             [Float](repeating: value, count: count).withUnsafeBytes { backend.upload($0, [count], .f32, category) }
         }
         func linear(_ outputs: Int, _ inputs: Int, bias: Bool) -> Linear {
-            Linear(weight: matrix(outputs, inputs), bias: bias ? vector(outputs, 0) : nil)
+            Linear(weight: matrix(outputs, inputs, projection: true), bias: bias ? vector(outputs, 0) : nil)
         }
         func norm() -> Norm {
             Norm(weight: vector(c.hiddenSize, c.normWeightOffset != 0 ? 0 : 1),
@@ -119,8 +128,9 @@ extension DecoderWeights {
 extension Decoder {
     /// A decoder of `configuration`'s shape with random weights (`DecoderWeights.random`).
     public static func random(_ configuration: ModelConfiguration, on backend: Backend, category: MemoryCategory = .weights,
-                              dtype: DType = .f32, seed: UInt64 = 0) -> Decoder {
+                              dtype: DType = .f32, quantize: DType? = nil, seed: UInt64 = 0) -> Decoder {
         Decoder(configuration: configuration,
-                weights: .random(configuration, on: backend, category: category, dtype: dtype, seed: seed), backend: backend)
+                weights: .random(configuration, on: backend, category: category, dtype: dtype, quantize: quantize, seed: seed),
+                backend: backend)
     }
 }

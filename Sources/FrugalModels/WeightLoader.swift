@@ -3,7 +3,8 @@ import FrugalCore
 import FrugalFormats
 
 /// Builds `DecoderWeights` from a `WeightSource`, splitting fused projections, transposing
-/// GPT-2's `Conv1D` weights and restoring HF rotary order for GGUF q/k rows.
+/// GPT-2's `Conv1D` weights, restoring HF rotary order for GGUF q/k rows, and quantizing the
+/// block projections when asked.
 struct WeightLoader {
     let source: WeightSource
     let naming: TensorNaming
@@ -11,6 +12,9 @@ struct WeightLoader {
     let backend: Backend
     /// Load every weight as f32 `trainable` memory (a full fine-tune) instead of frozen `weights` as stored.
     var trainable = false
+    /// Re-encode every block projection whose rows are whole blocks as this packed type
+    /// (`BaseQuantization`); nil keeps them as stored.
+    var quantize: DType?
 
     func load() throws -> DecoderWeights {
         let c = configuration
@@ -35,21 +39,21 @@ struct WeightLoader {
             let parts = try split(fused(i), rows: [q, kv, kv])
             (query, key, value) = (parts[0], parts[1], parts[2])
         } else {
-            query = try linear(naming.query(i), rotaryHeads: c.heads)
-            key = try linear(naming.key(i), rotaryHeads: c.kvHeads)
-            value = try linear(naming.value(i))
+            query = try linear(naming.query(i), rotaryHeads: c.heads, projection: true)
+            key = try linear(naming.key(i), rotaryHeads: c.kvHeads, projection: true)
+            value = try linear(naming.value(i), projection: true)
         }
         var gate: Linear?, up: Linear
         if let fused = naming.fusedGateUp {
             let parts = try split(fused(i), rows: [c.intermediateSize, c.intermediateSize])
             (gate, up) = (parts[0], parts[1])
         } else {
-            gate = try naming.gate.map { try linear($0(i)) }
-            up = try linear(naming.up(i))
+            gate = try naming.gate.map { try linear($0(i), projection: true) }
+            up = try linear(naming.up(i), projection: true)
         }
         return BlockWeights(attentionNorm: try norm(naming.attentionNorm(i)), query: query, key: key, value: value,
-                            output: try linear(naming.output(i)), mlpNorm: try norm(naming.mlpNorm(i)),
-                            gate: gate, up: up, down: try linear(naming.down(i)))
+                            output: try linear(naming.output(i), projection: true), mlpNorm: try norm(naming.mlpNorm(i)),
+                            gate: gate, up: up, down: try linear(naming.down(i), projection: true))
     }
 
     // MARK: - Pieces
@@ -58,9 +62,10 @@ struct WeightLoader {
         Norm(weight: try upload(name + ".weight"), bias: try source.tensor(name + ".bias").map { try upload($0, name: name + ".bias") })
     }
 
-    private func linear(_ name: String, rotaryHeads: Int? = nil) throws -> Linear {
+    /// The projection `name`; a block's (`projection`) is re-encoded as `quantize` when set.
+    private func linear(_ name: String, rotaryHeads: Int? = nil, projection: Bool = false) throws -> Linear {
         let weightName = name + ".weight", biasName = name + ".bias"
-        var weight = try source.require(weightName)
+        var weight = try checkedSize(try source.require(weightName), name: weightName)
         let bias = try source.tensor(biasName)
         var weightBytes: [UInt8]?, biasBytes: [UInt8]?
         if naming.transposedLinears {
@@ -70,6 +75,19 @@ struct WeightLoader {
         if naming.interleavedRotary, let heads = rotaryHeads {
             weightBytes = unpermutedRows(weightBytes ?? Array(weight.bytes), rows: weight.shape.rows, heads: heads)
             biasBytes = bias.map { unpermutedRows(Array($0.bytes), rows: $0.shape.count, heads: heads) }
+        }
+        if projection, let dtype = quantize, weight.shape.rank == 2 {
+            // The bytes as rewritten above, or as stored.
+            let encoded: [UInt8]?
+            if let rewritten = weightBytes {
+                encoded = try rewritten.withUnsafeBytes {
+                    try BaseQuantization.encode(StoredTensor(dtype: weight.dtype, shape: weight.shape, bytes: $0), as: dtype,
+                                                name: weightName)
+                }
+            } else {
+                encoded = try BaseQuantization.encode(weight, as: dtype, name: weightName)
+            }
+            if let encoded { (weightBytes, weight.dtype) = (encoded, dtype) }
         }
         return Linear(weight: try upload(weight, replacing: weightBytes, name: weightName),
                       bias: try bias.map { try upload($0, replacing: biasBytes, name: biasName) })
@@ -90,7 +108,7 @@ struct WeightLoader {
 
     /// A fused projection cut by rows into views: one `Linear` per entry of `rows`.
     private func split(_ name: String, rows: [Int]) throws -> [Linear] {
-        let whole = try linear(name)
+        let whole = try linear(name, projection: true)
         guard whole.outputs == rows.reduce(0, +) else {
             throw FrugalError.shapeMismatch(name: name + ".weight", expected: [rows.reduce(0, +), whole.inputs],
                                             found: whole.weight.shape)
@@ -108,10 +126,16 @@ struct WeightLoader {
         try upload(source.require(name), name: name)
     }
 
-    private func upload(_ stored: StoredTensor, name: String) throws -> Tensor {
+    /// `stored`, checked to hold the bytes its shape and dtype need.
+    private func checkedSize(_ stored: StoredTensor, name: String) throws -> StoredTensor {
         guard let bytes = stored.dtype.byteCount(elements: stored.shape.count), bytes == stored.bytes.count else {
             throw FrugalError.malformedFile(path: source.path, problem: "tensor '\(name)' holds \(stored.bytes.count) bytes, not \(stored.shape) of \(stored.dtype.rawValue)")
         }
+        return stored
+    }
+
+    private func upload(_ stored: StoredTensor, name: String) throws -> Tensor {
+        _ = try checkedSize(stored, name: name)
         guard trainable else { return backend.upload(stored.bytes, stored.shape, stored.dtype, .weights) }
         let widened = [Float](unsafeUninitializedCapacity: stored.shape.count) { buffer, count in
             BlockQuantization.dequantize(stored.dtype, stored.bytes.baseAddress!, buffer.baseAddress!, count: stored.shape.count)

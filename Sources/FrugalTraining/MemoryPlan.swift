@@ -10,8 +10,9 @@ import FrugalModels
 ///
 /// Every figure counts tensors the engine allocates (`Decoder.forwardForTraining`, `BlockTape`,
 /// `TrainableParameters`, `Optimizer`, the backends' scratch buffers):
-/// - weights: the frozen base's matrices in their stored dtype, norms and biases in f32; none in
-///   a full fine-tune, whose weights are all trainable;
+/// - weights: the frozen base's matrices in their stored dtype (block projections in the
+///   quantized type when quantized on load and their rows are whole blocks), norms and biases in
+///   f32; none in a full fine-tune, whose weights are all trainable;
 /// - trainable: LoRA's `A` and `B` in f32, or every weight in f32 in a full fine-tune;
 /// - gradients: one f32 value per trainable value;
 /// - optimizer: AdamW's first and second moments (SGD's momentum buffer) in f32 per trainable
@@ -35,6 +36,9 @@ public struct MemoryPlan: Sendable, Equatable {
         /// How the frozen base's matrices are stored (f32, f16, bf16 or a GGUF block type); a full
         /// fine-tune widens every weight to f32 whatever this says.
         public var baseDType: DType
+        /// The packed type the base's block projections are quantized to on load (`nf4`, `q8_0`),
+        /// or nil; ignored by a full fine-tune.
+        public var quantize: DType?
         public var method: TrainingMethod
         public var precision: PrecisionPolicy
         public var optimizer: OptimizerKind
@@ -46,10 +50,11 @@ public struct MemoryPlan: Sendable, Equatable {
         /// The backend, whose scratch memory (workspace) differs.
         public var device: DeviceKind
 
-        public init(model: ModelConfiguration, baseDType: DType = .f32, method: TrainingMethod = .lora(LoRAConfiguration()),
-                    precision: PrecisionPolicy = .fp32, optimizer: OptimizerKind = .adamW, microBatch: Int = 8,
-                    sequenceLength: Int = 256, checkpointing: Bool = false, device: DeviceKind = .cuda) {
-            self.model = model; self.baseDType = baseDType; self.method = method; self.precision = precision
+        public init(model: ModelConfiguration, baseDType: DType = .f32, quantize: DType? = nil,
+                    method: TrainingMethod = .lora(LoRAConfiguration()), precision: PrecisionPolicy = .fp32,
+                    optimizer: OptimizerKind = .adamW, microBatch: Int = 8, sequenceLength: Int = 256,
+                    checkpointing: Bool = false, device: DeviceKind = .cuda) {
+            self.model = model; self.baseDType = baseDType; self.quantize = quantize; self.method = method; self.precision = precision
             self.optimizer = optimizer; self.microBatch = microBatch; self.sequenceLength = sequenceLength
             self.checkpointing = checkpointing; self.device = device
         }
@@ -90,7 +95,7 @@ public struct MemoryPlan: Sendable, Equatable {
         // Parameters: a frozen base with f32 adapters, or every weight f32 and trainable.
         let adapterValues = c.layers * adapted.reduce(0) { $0 + rank * ($1.inputs + $1.outputs) }
         let trainableCount = full ? shapes.matrixValues.reduce(0, +) + shapes.vectorValues : adapterValues
-        let weights = full ? 0 : shapes.matrixValues.reduce(0) { $0 + storedBytes($1, configuration.baseDType) }
+        let weights = full ? 0 : shapes.storedBytes(configuration.baseDType, projections: configuration.quantize)
             + 4 * shapes.vectorValues
         let trainable = 4 * trainableCount
         let optimizerBuffers = (configuration.optimizer == .adamW ? 2 : 1) + (configuration.precision.keepsMasters ? 1 : 0)
@@ -154,6 +159,9 @@ public struct MemoryPlan: Sendable, Equatable {
         let projections: [Projection]
         /// Values of each matrix: embeddings, every block's projections, the head unless tied.
         let matrixValues: [Int]
+        /// Values of the matrices that are not block projections (embeddings, OPT's, the head).
+        let otherMatrixValues: [Int]
+        let layers: Int
         /// Values of the norms and biases.
         let vectorValues: Int
         /// Multiply-adds per token of every block's projections, and of the head.
@@ -169,15 +177,26 @@ public struct MemoryPlan: Sendable, Equatable {
             var matrices = [c.vocabSize * embedding]
             if c.learnedPositions { matrices.append((c.maxPositions + c.positionOffset) * d) }
             if embedding != d { matrices += [d * embedding, embedding * d] }  // OPT's project_in and project_out
-            matrices += Array(repeating: projections.map { $0.inputs * $0.outputs }, count: c.layers).flatMap { $0 }
             if !c.tiedEmbeddings { matrices.append(c.vocabSize * embedding) }
-            matrixValues = matrices
+            otherMatrixValues = matrices
+            layers = c.layers
+            matrixValues = matrices + Array(repeating: projections.map { $0.inputs * $0.outputs }, count: c.layers).flatMap { $0 }
             let biases = (c.attentionBias ? q + 2 * kv : 0) + (c.outputBias ? d : 0)
                 + (c.mlpBias ? (c.gatedMLP ? 2 : 1) * mlp + d : 0)
             let norms = (2 * c.layers + (c.finalNorm ? 1 : 0)) * d * (c.normKind == .layer ? 2 : 1)
             vectorValues = c.layers * biases + norms
             blockMultiplies = c.layers * projections.reduce(0) { $0 + $1.inputs * $1.outputs }
             headMultiplies = c.vocabSize * embedding
+        }
+
+        /// Bytes of every matrix stored as `dtype`, the block projections whose rows are whole blocks
+        /// of `projections` (when given) as that type.
+        func storedBytes(_ dtype: DType, projections quantized: DType?) -> Int {
+            let projectionBytes = projections.reduce(0) { sum, p in
+                let type = quantized.map { p.inputs % $0.blockSize == 0 ? $0 : dtype } ?? dtype
+                return sum + MemoryPlan.storedBytes(p.inputs * p.outputs, type)
+            }
+            return otherMatrixValues.reduce(0) { $0 + MemoryPlan.storedBytes($1, dtype) } + layers * projectionBytes
         }
     }
 
@@ -196,7 +215,9 @@ public struct MemoryPlan: Sendable, Equatable {
     /// probabilities and their gradient, or a packed weight's widened tiles.
     static func workspace(_ p: Configuration, rows: Int) -> (loss: Int, backward: Int) {
         let c = p.model, vocabulary = c.vocabSize, width = c.wordEmbedProjDim ?? c.hiddenSize, length = p.sequenceLength
+        // A packed or 16-bit base (head included), or only its block projections quantized on load.
         let packedBase = p.method != .full && p.baseDType != .f32
+        let packedProjections = packedBase || p.method != .full && p.quantize != nil
         switch p.device {
         case .cuda:
             let blas = 32 << 20, scoreBudget = 256 << 20, chunkBytes = 64 << 20
@@ -212,9 +233,9 @@ public struct MemoryPlan: Sendable, Equatable {
             let environment = ProcessInfo.processInfo.environment["FRUGAL_THREADS"].flatMap { Int($0) }
             let workers = max(1, environment ?? ProcessInfo.processInfo.activeProcessorCount)
             // Up to 256 rows of a packed weight per worker, widened to f32.
-            let tileRows = packedBase ? workers * 256 : 0
+            let headTileRows = packedBase ? workers * 256 : 0, tileRows = packedProjections ? workers * 256 : 0
             let attention = 4 * min(workers, p.microBatch * c.kvHeads) * 2 * min(length, 64) * length
-            return (4 * min(rows, 128) * vocabulary + 4 * tileRows * width,
+            return (4 * min(rows, 128) * vocabulary + 4 * headTileRows * width,
                     max(attention, 4 * tileRows * max(width, c.intermediateSize)))
         }
     }

@@ -43,7 +43,7 @@ extension Frugal.Bench {
         func run() throws {
             let files = try withCleanErrors { try ModelFiles(path: model.path) }
             let backend = CPUBackend()
-            let decoder = try withCleanErrors { try files.decoder(on: backend) }
+            let decoder = try model.decoder(files, on: backend)
             let c = files.configuration
             let threads = benchThreads()
             print("BLAS: \(backend.blas.libraryPath ?? "none (Swift fallback GEMM)"), \(threads) threads")
@@ -169,6 +169,7 @@ extension Frugal.Bench {
         @Option(help: "Timed steps.") var steps = 5
         @Option(help: "Untimed steps first.") var warmup = 2
         @Flag(help: "Activation checkpointing.") var checkpointing = false
+        @OptionGroup var quantization: QuantizeOptions
         @Option(help: "Workload name for the JSON row.") var workload = "W0"
         @Flag(help: "Print the result as one JSON row (BENCH.md's format) on the last line.") var json = false
         @Flag(help: "Time every op over the timed steps and print where the time went (on the GPU each op then waits for the device: slower steps).")
@@ -183,8 +184,11 @@ extension Frugal.Bench {
             let full = method == "full"
             let compute = try device.compute(lowPrecisionMatmul: policy != .fp32)
             let backend = compute.backend
+            guard !full || quantization.dtype == nil else { throw ValidationError("--quantize needs --method lora (a full fine-tune trains f32 weights)") }
             let baseDType: DType = full ? .f32 : policy.computeDType
-            let decoder = Decoder.random(configuration, on: backend, category: full ? .trainable : .weights, dtype: baseDType, seed: 1)
+            let decoder = Decoder.random(configuration, on: backend, category: full ? .trainable : .weights, dtype: baseDType,
+                                         quantize: quantization.dtype, seed: 1)
+            if let line = quantization.summary(decoder) { print(line) }
             let targetList = targets.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
             let lora = LoRAConfiguration(rank: rank, alpha: Float(2 * rank), dropout: 0, targets: targetList)
             let parameters = try withCleanErrors { full ? try decoder.allWeights() : try decoder.attachLoRA(lora, seed: 2) }
@@ -270,8 +274,8 @@ extension Frugal.Bench {
             }.joined(separator: ", "))
             // What `frugal plan` predicted for this run, beside what the ledger measured.
             let plan = try MemoryPlan.predict(MemoryPlan.Configuration(
-                model: configuration, baseDType: baseDType, method: training.method, precision: policy, optimizer: training.optimizer,
-                microBatch: batch, sequenceLength: seq, checkpointing: checkpointing, device: backend.device))
+                model: configuration, baseDType: baseDType, quantize: quantization.dtype, method: training.method, precision: policy,
+                optimizer: training.optimizer, microBatch: batch, sequenceLength: seq, checkpointing: checkpointing, device: backend.device))
             print(String(format: "frugal plan predicted a peak of %.2f GiB (ledger %.2f GiB, %+.1f%%)", Double(plan.peakTotal) * gib,
                          Double(memory.peakTotal) * gib, 100 * (Double(plan.peakTotal) / Double(max(memory.peakTotal, 1)) - 1)))
             if let joules {
@@ -282,7 +286,7 @@ extension Frugal.Bench {
             if json {
                 var row: [String: Any] = [
                     "workload": workload, "system": "frugal", "model": "\(shape)-shape", "method": method, "lora_r": rank,
-                    "targets": targets, "precision": precision, "batch": batch, "seq": seq, "grad_accum": gradAccum,
+                    "targets": targets, "precision": precision, "quantize": quantization.quantize ?? "none", "batch": batch, "seq": seq, "grad_accum": gradAccum,
                     "checkpointing": checkpointing, "steps_timed": timed.count,
                     "tokens_per_s": tokensPerSecond, "step_s": total / Double(max(timed.count, 1)),
                     "step_s_all": timed, "peak_gib": peak, "ledger_peak_gib": Double(memory.peakTotal) * gib,

@@ -119,7 +119,7 @@ extension Frugal {
             let compute = try device.compute()
             print("device: \(compute.description)")
             for path in (noBase ? [] : [nil]) + adapter.map(Optional.some) {
-                let decoder = try withCleanErrors { try files.decoder(on: compute.backend) }
+                let decoder = try model.decoder(files, on: compute.backend)
                 if let path {
                     try withCleanErrors { _ = try PEFTAdapter.load(from: URL(fileURLWithPath: path), into: decoder) }
                 }

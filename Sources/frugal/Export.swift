@@ -32,6 +32,9 @@ extension Frugal {
 
         func validate() throws {
             guard ["f32", "bf16", "f16"].contains(dtype) else { throw ValidationError("--dtype must be f32, bf16 or f16") }
+            if model.quantization.quantize != nil {
+                throw ValidationError("--quantize does not apply to export: the adapter merges into the weights as stored")
+            }
             if format == .peft && adapter == nil { throw ValidationError("--format peft needs --adapter") }
             if format == .peft && dtype != "f32" { throw ValidationError("PEFT adapters are written in f32; --dtype applies to merged exports") }
             if let adapter, URL(fileURLWithPath: adapter).standardized == URL(fileURLWithPath: output).standardized {

@@ -37,7 +37,7 @@ extension Frugal {
                             [$0.key.rawValue, "\($0.value.tensors)", formatCount($0.value.parameters), formatBytes($0.value.bytes)]
                         }).render())
             let backend = CPUBackend()
-            let decoder = try withCleanErrors { try files.decoder(on: backend) }
+            let decoder = try model.decoder(files, on: backend)
             let snapshot = backend.ledger.snapshot
             print("")
             print("memory on the CPU backend after loading (measured by category):")

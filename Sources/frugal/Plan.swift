@@ -36,6 +36,8 @@ extension Frugal {
             checkpointing first (nothing recomputed), then the largest batch.
             A --shape's frozen base is stored in the precision's dtype (bf16 under
             bf16, as `bench train` builds it); a --model's stays as its file stores it.
+            --quantize nf4 or q8_0 plans LoRA on a base whose block projections are
+            quantized on load (as `train --quantize` does; a full fine-tune ignores it).
               frugal plan --shape llama3.1-8b --lora-targets all-linear --budget 24
               frugal plan --shape llama3.1-8b --method lora --precision bf16 \\
                   --lora-targets all-linear --batch 4 --seq 1024 --checkpointing
@@ -47,6 +49,7 @@ extension Frugal {
         @Option(help: ArgumentHelp("A GGUF file or a Hugging Face model folder: plan its configuration and stored dtype.",
                                    valueName: "path"))
         var model: String?
+        @OptionGroup var quantization: QuantizeOptions
         @Option(help: "lora or full (default: plan both).") var method: String?
         @Option(name: .customLong("lora-rank")) var loraRank = 16
         @Option(name: .customLong("lora-targets"), help: "Comma-separated: q,k,v,o,gate,up,down or all-linear.")
@@ -87,7 +90,8 @@ extension Frugal {
                             let base = method == .full ? .f32 : storedDType ?? policy.computeDType
                             plans.append(try withCleanErrors {
                                 try MemoryPlan.predict(MemoryPlan.Configuration(
-                                    model: model, baseDType: base, method: method, precision: policy, optimizer: optimizerKind,
+                                    model: model, baseDType: base, quantize: method == .full ? nil : quantization.dtype,
+                                    method: method, precision: policy, optimizer: optimizerKind,
                                     microBatch: size, sequenceLength: seq, checkpointing: recompute, device: kind))
                             })
                         }
@@ -98,7 +102,8 @@ extension Frugal {
             let best = MemoryPlan.fastest(plans, fitting: budgetBytes)
             if json { return try printJSON(name, plans, best: best, budgetBytes: budgetBytes) }
             let c = model
-            print("\(name): \(c.layers) layers, hidden \(c.hiddenSize), MLP \(c.intermediateSize), vocabulary \(c.vocabSize); seq \(seq), \(optimizerKind == .adamW ? "AdamW" : "SGD"), on \(kind == .cuda ? "the GPU (cuda)" : "the CPU"); budget \(formatBytes(budgetBytes))")
+            print("\(name): \(c.layers) layers, hidden \(c.hiddenSize), MLP \(c.intermediateSize), vocabulary \(c.vocabSize); seq \(seq), \(optimizerKind == .adamW ? "AdamW" : "SGD"), on \(kind == .cuda ? "the GPU (cuda)" : "the CPU"); budget \(formatBytes(budgetBytes))"
+                  + (quantization.dtype.map { "; LoRA's base projections quantized to \($0.rawValue)" } ?? ""))
             if single { printOne(plans[0], budgetBytes: budgetBytes) } else { printTable(plans, best: best, budgetBytes: budgetBytes) }
         }
 
@@ -182,6 +187,7 @@ extension Frugal {
                 var row: [String: Any] = [
                     "method": p.method == .full ? "full" : "lora", "precision": p.precision.rawValue,
                     "optimizer": p.optimizer.rawValue, "base_dtype": p.method == .full ? "f32" : p.baseDType.rawValue,
+                    "quantize": p.quantize?.rawValue ?? "none",
                     "batch": p.microBatch, "seq": p.sequenceLength, "checkpointing": p.checkpointing,
                     "device": p.device.rawValue, "trainable": plan.trainableCount,
                     "peak_by_category_gib": Dictionary(uniqueKeysWithValues: MemoryCategory.allCases.map {

@@ -212,7 +212,7 @@ extension Frugal {
             print("device: \(compute.description)")
             let powerCap = try power.apply(compute)
             let governor = try power.governor(compute)
-            let decoder = try withCleanErrors { try files.decoder(on: compute.backend, trainable: configuration.method == .full) }
+            let decoder = try model.decoder(files, on: compute.backend, trainable: configuration.method == .full)
             return RunSetUp(compute: compute, powerCap: powerCap, governor: governor, decoder: decoder,
                             session: try model.chatSession(files: files, decoder: decoder))
         }

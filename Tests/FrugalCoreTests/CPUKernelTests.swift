@@ -175,6 +175,29 @@ final class CPUKernelTests: XCTestCase {
         }
     }
 
+    /// An nf4 weight (rows of 512: two blocks) gives the products its decoded f32 copy gives, by
+    /// dot products (1 and 3 rows) and by widened tiles (40 rows, 600 outputs: several tiles),
+    /// forward and backward (dx =, then +=).
+    func testLinearAndBackwardWithNF4WeightsMatchTheDecodedWeights() {
+        let inputs = 512, outputs = 600
+        let weight = backend.tensor(random(outputs * inputs, scale: 0.1), [outputs, inputs], .nf4)
+        let decoded = backend.tensor(backend.download(weight), [outputs, inputs])
+        for rows in [1, 3, 40] {
+            let x = backend.tensor(random(rows * inputs), [rows, inputs]), dy = backend.tensor(random(rows * outputs), [rows, outputs])
+            let out = backend.zeros([rows, outputs], .f32, .workspace), expected = backend.zeros([rows, outputs], .f32, .workspace)
+            backend.linear(out, x, weight, bias: nil)
+            backend.linear(expected, x, decoded, bias: nil)
+            assertClose(out.floats, expected.floats.map(Double.init), tolerance: 2e-5, "nf4 forward × \(rows) rows")
+            for accumulate in [false, true] {
+                let dx = backend.tensor(random(rows * inputs), [rows, inputs]), expectedDx = backend.tensor(backend.download(dx), [rows, inputs])
+                backend.linearBackward(dx: dx, dWeight: nil, dBias: nil, dy: dy, x: x, weight: weight, accumulate: accumulate)
+                backend.linearBackward(dx: expectedDx, dWeight: nil, dBias: nil, dy: dy, x: x, weight: decoded, accumulate: accumulate)
+                assertClose(dx.floats, expectedDx.floats.map(Double.init), tolerance: 2e-5,
+                            "nf4 dx × \(rows) rows, accumulate \(accumulate)")
+            }
+        }
+    }
+
     // MARK: - Cross-entropy
 
     func testCrossEntropyWithIgnoredTargetsGathersTheRest() {

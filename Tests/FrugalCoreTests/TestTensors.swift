@@ -4,7 +4,8 @@ import FrugalCore
 import FrugalCPU
 
 extension CPUBackend {
-    /// A workspace tensor holding `values` stored as `dtype` (f32, f16 or bf16).
+    /// A workspace tensor holding `values` stored as `dtype` (f32, f16, bf16, or quantized by
+    /// `BlockQuantization.quantize`).
     func tensor(_ values: [Float], _ shape: Shape, _ dtype: DType = .f32) -> Tensor {
         let t = zeros(shape, dtype, .workspace)
         switch dtype {
@@ -14,7 +15,7 @@ extension CPUBackend {
             for (i, v) in values.enumerated() {
                 p[i] = dtype == .f16 ? HalfPrecision.floatToF16(v) : HalfPrecision.floatToBF16(v)
             }
-        default: XCTFail("tensor(_:_:_:) takes float dtypes, not \(dtype)")
+        default: BlockQuantization.quantize(dtype, values, t.rawPointer, count: values.count)
         }
         return t
     }

@@ -9,7 +9,9 @@ final class BlockQuantizationTests: XCTestCase {
     func testDequantizationIsBitExactToTheReference() throws {
         let file = try GGUFFile(path: GGUFFixture.typesPath)
         let expected = try GGUFFixture.expectedValues()
-        XCTAssertEqual(Set(GGUFFixture.manifest.map(\.dtype)), Set(DType.allCases.map(\.rawValue)), "every dtype is covered")
+        // nf4 is Frugal's own, not a GGUF type: NF4Tests covers it.
+        XCTAssertEqual(Set(GGUFFixture.manifest.map(\.dtype)), Set(DType.allCases.filter { $0 != .nf4 }.map(\.rawValue)),
+                       "every GGUF dtype is covered")
         for entry in GGUFFixture.manifest {
             let values = try file.dequantized(entry.name)
             let reference = expected[entry.offset..<entry.offset + entry.count]

@@ -1,5 +1,5 @@
 // PlanTests: `MemoryPlan`'s predictions against measured peaks — the CPU ledger of a few Trainer
-// steps on SmolLM2's width and GPT-2's layout, and the H100 runs of BENCH.md's W1 (Llama-3.1-8B's
+// steps on SmolLM2's width (f32, bf16 and quantized bases) and GPT-2's layout, and the H100 runs of BENCH.md's W1 (Llama-3.1-8B's
 // shape) and W2 (Llama-2-7B's).
 
 import Foundation
@@ -24,7 +24,7 @@ final class PlanTests: XCTestCase {
         let backend = CPUBackend()
         let full = plan.method == .full
         let decoder = Decoder.random(plan.model, on: backend, category: full ? .trainable : .weights,
-                                     dtype: full ? .f32 : plan.baseDType, seed: 1)
+                                     dtype: full ? .f32 : plan.baseDType, quantize: full ? nil : plan.quantize, seed: 1)
         let parameters: TrainableParameters
         switch plan.method {
         case let .lora(lora): parameters = try decoder.attachLoRA(lora, seed: 2)
@@ -78,9 +78,9 @@ final class PlanTests: XCTestCase {
         compare(plan, measured: measured.peak, total: measured.peakTotal, name, file: file, line: line)
     }
 
-    private func cpu(_ method: TrainingMethod, precision: PrecisionPolicy = .fp32, base: DType = .f32,
+    private func cpu(_ method: TrainingMethod, precision: PrecisionPolicy = .fp32, base: DType = .f32, quantize: DType? = nil,
                      optimizer: OptimizerKind = .adamW, checkpointing: Bool) -> MemoryPlan.Configuration {
-        MemoryPlan.Configuration(model: Self.shape, baseDType: base, method: method, precision: precision, optimizer: optimizer,
+        MemoryPlan.Configuration(model: Self.shape, baseDType: base, quantize: quantize, method: method, precision: precision, optimizer: optimizer,
                                  microBatch: 2, sequenceLength: 64, checkpointing: checkpointing, device: .cpu)
     }
 
@@ -109,6 +109,14 @@ final class PlanTests: XCTestCase {
                                "LoRA all-linear r8 bf16 (bf16 base), batch 2 × 64")
         try checkAgainstLedger(cpu(method, precision: .bf16, base: .bf16, checkpointing: true),
                                "LoRA all-linear r8 bf16 (bf16 base), batch 2 × 64, checkpointing")
+    }
+
+    /// A base quantized on load: under nf4 only the MLP's down projection (inputs 1536) has rows of
+    /// whole blocks at SmolLM2's width 576; under q8_0 every projection does.
+    func testLoRAQuantizedBaseAgainstLedger() throws {
+        for dtype in [DType.nf4, .q8_0] {
+            try checkAgainstLedger(cpu(qkv, quantize: dtype, checkpointing: false), "LoRA q,k,v r16 fp32, \(dtype.rawValue) base projections, batch 2 × 64")
+        }
     }
 
     /// SGD keeps one buffer per value; bf16 adds the masters.

@@ -1,4 +1,4 @@
-// dequantize.cu: GGUF's packed block types (quantized.cuh) decoded to f32 (=), one thread per
+// dequantize.cu: the packed block types (quantized.cuh) decoded to f32 (=), one thread per
 // block, grid-stride over `blocks`: out[b·values ..< (b+1)·values] from data[b·bytes ...].
 #include "quantized.cuh"
 

@@ -1,5 +1,6 @@
-// quantized.cuh: decoders of GGUF's packed block types into f32, laid out exactly as ggml lays
-// them out (see BlockQuantization.swift). Each decodes one block at `block` into `y`.
+// quantized.cuh: decoders of GGUF's packed block types (laid out exactly as ggml lays them out)
+// and of Frugal's NF4 blocks into f32, bit-identical to BlockQuantization.swift. Each decodes one
+// block at `block` into `y`.
 // Blocks may sit at any even byte offset.
 #pragma once
 #include "common.cuh"
@@ -85,5 +86,27 @@ __device__ __forceinline__ void decode_q6_K(const unsigned char* block, float* o
     }
 }
 
+// NormalFloat-4's 16 values, bitsandbytes' nf4 code book (BlockQuantization.nf4Codes).
+__constant__ float nf4_codes[16] = {
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+    -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+    0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f, 0.33791524171829224f,
+    0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f, 1.0f};
+
+// nf4, 134 bytes: { f16 d; u8 scales[4]; u8 qs[128] } → nf4_codes[q]·(scales[j]·d) for sub-block
+// j of 64; byte l of its 32 holds value 2l in the high nibble and 2l + 1 in the low one.
+__device__ __forceinline__ void decode_nf4(const unsigned char* block, float* y) {
+    const float d = half_at(block);
+    for (int j = 0; j < 4; j++) {
+        const float absmax = (float)block[2 + j] * d;
+        const unsigned char* qs = block + 6 + 32 * j;
+        for (int l = 0; l < 32; l++) {
+            y[64 * j + 2 * l] = nf4_codes[qs[l] >> 4] * absmax;
+            y[64 * j + 2 * l + 1] = nf4_codes[qs[l] & 0x0F] * absmax;
+        }
+    }
+}
+
 // X(name, block values, block bytes) for every packed type.
-#define FRUGAL_QUANTIZED(X) X(q8_0, 32, 34) X(q4_0, 32, 18) X(q4_1, 32, 20) X(q4_K, 256, 144) X(q6_K, 256, 210)
+#define FRUGAL_QUANTIZED(X) X(q8_0, 32, 34) X(q4_0, 32, 18) X(q4_1, 32, 20) X(q4_K, 256, 144) X(q6_K, 256, 210) \
+    X(nf4, 256, 134)
