@@ -56,6 +56,8 @@ public protocol Backend: AnyObject, Sendable {
     func upload(_ bytes: UnsafeRawBufferPointer, _ shape: Shape, _ dtype: DType, _ category: MemoryCategory) -> Tensor
     /// The tensor's values as floats (dequantized when packed).
     func download(_ tensor: Tensor) -> [Float]
+    /// The tensor's raw bytes, in `dtype`'s layout (what `upload` takes).
+    func downloadBytes(_ tensor: Tensor) -> [UInt8]
 
     // MARK: - Linear algebra
 
@@ -95,7 +97,8 @@ public protocol Backend: AnyObject, Sendable {
     func activate(_ out: Tensor, _ x: Tensor, _ activation: Activation)
     /// `out = act(gate) · up` elementwise (out may alias gate).
     func gated(_ out: Tensor, gate: Tensor, up: Tensor, _ activation: Activation)
-    /// Copies `src` into `dst` at element offset `dstOffset`, converting dtype when needed.
+    /// Copies `src` into `dst` at element offset `dstOffset`, converting dtype when needed: into
+    /// f32 from any dtype, or into the same dtype (a packed one at a block boundary).
     func copy(_ dst: Tensor, at dstOffset: Int, from src: Tensor)
 }
 

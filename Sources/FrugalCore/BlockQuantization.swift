@@ -14,6 +14,8 @@
 /// - `q6_K`: `{ u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d }`: 6-bit values (4 low bits in
 ///   `ql`, 2 high bits in `qh`) minus 32, 16 sub-blocks of 16 with an 8-bit scale, value
 ///   `d·sc·q`.
+/// - `dynamic8`, `dynamic8Unsigned`: 8-bit AdamW's moments, `{ f32 absmax; u8 codes[256] }`
+///   (`DynamicQuantization`).
 ///
 /// Results are bit-identical to ggml's reference `dequantize_row_*` (the products are
 /// rounded in the same order). Sources may be unaligned.
@@ -53,6 +55,8 @@ public enum BlockQuantization {
             for b in 0..<blocks { decodeQ4_K(source + b * stride, destination + b * 256) }
         case .q6_K:
             for b in 0..<blocks { decodeQ6_K(source + b * stride, destination + b * 256) }
+        case .dynamic8, .dynamic8Unsigned:
+            DynamicQuantization.dequantize(dtype, source, destination, blocks: blocks)
         }
     }
 

@@ -4,10 +4,13 @@
 ///
 /// Float types store one value per element. Quantized types (`q8_0`, `q4_0`, `q4_1`, `q4_K`,
 /// `q6_K`) store packed blocks of `blockSize` values in `blockBytes` bytes, laid out as GGUF
-/// does; they are used for frozen weights only.
+/// does; they are used for frozen weights only. The `dynamic8` types hold 8-bit AdamW's moments
+/// (`DynamicQuantization`), never weights, and no model file can hold them.
 public enum DType: String, Sendable, Codable, CaseIterable {
     case f32, f16, bf16
     case q8_0, q4_0, q4_1, q4_K, q6_K
+    /// bitsandbytes' blockwise dynamic 8-bit codes, signed map (AdamW's m) and unsigned map (v).
+    case dynamic8, dynamic8Unsigned = "dynamic8u"
 
     /// Whether this is a packed block type.
     public var isQuantized: Bool {
@@ -17,12 +20,15 @@ public enum DType: String, Sendable, Codable, CaseIterable {
         }
     }
 
+    /// Whether this packed type holds optimizer state (8-bit AdamW's moments), not weights.
+    public var isOptimizerState: Bool { self == .dynamic8 || self == .dynamic8Unsigned }
+
     /// Number of values per block (1 for float types).
     public var blockSize: Int {
         switch self {
         case .f32, .f16, .bf16: 1
         case .q8_0, .q4_0, .q4_1: 32
-        case .q4_K, .q6_K: 256
+        case .q4_K, .q6_K, .dynamic8, .dynamic8Unsigned: 256
         }
     }
 
@@ -36,6 +42,7 @@ public enum DType: String, Sendable, Codable, CaseIterable {
         case .q4_1: 20
         case .q4_K: 144
         case .q6_K: 210
+        case .dynamic8, .dynamic8Unsigned: 260
         }
     }
 
