@@ -12,8 +12,9 @@
 /// negatives) or of `linspace(0.1, 1, 2^(i+1) + 1)` (unsigned), scaled by the decade; then 0
 /// and 1; sorted. So codes are dense near ±1 and still reach values 10⁻⁷ of the block's
 /// largest. A value encodes as the map entry nearest to `value / absmax` (the lower of two
-/// equally near), found by binary search; a block of zeros has absmax 0 and decodes to zeros
-/// whatever its codes, so zero-filled memory is a valid all-zero state.
+/// equally near; a nonzero value never as 0, see `encode`), found by binary search; a block of
+/// zeros has absmax 0 and decodes to zeros whatever its codes, so zero-filled memory is a valid
+/// all-zero state.
 public enum DynamicQuantization {
     /// Values per block.
     public static let blockSize = 256
@@ -104,7 +105,13 @@ public enum DynamicQuantization {
     }
 
     /// The code of the entry of `map` (256 sorted values) nearest to `x`, the lower of two
-    /// equally near; values past either end take the end's code.
+    /// equally near — except that a nonzero `x` never takes the code of 0, but the entry beside it
+    /// on `x`'s side; values past either end take the end's code.
+    ///
+    /// (bitsandbytes rounds values below half the smallest entry to 0. For v that is unsafe: an
+    /// element whose gradients are 4·10⁻⁴ of its block's largest keeps a nonzero m while its v
+    /// decodes to 0, and a step with no gradient — an embedding row its batch did not use — then
+    /// moves it by lr·m̂/ε. Kept nonzero, v decodes to at least 3.25·10⁻⁷ of absmax.)
     @inline(__always)
     public static func encode(_ x: Float, _ map: UnsafePointer<Float>) -> UInt8 {
         if x <= map[0] { return 0 }
@@ -114,6 +121,8 @@ public enum DynamicQuantization {
             let middle = (low + high) / 2
             if map[middle] <= x { low = middle } else { high = middle }
         }
+        if map[low] == 0 && x != 0 { return UInt8(high) }
+        if map[high] == 0 { return UInt8(low) }
         return UInt8(map[high] - x < x - map[low] ? high : low)
     }
 

@@ -45,16 +45,19 @@ final class DynamicQuantizationTests: XCTestCase {
         }
     }
 
-    /// `encode` is the nearest entry (the lower on a tie) — the same as a scan of the whole map —
-    /// for values between and on the entries and past both ends.
+    /// `encode` is the nearest entry (the lower on a tie) among those of `x`'s sign (0 only for 0) —
+    /// the same as a scan of the map — for values between and on the entries, past both ends, and
+    /// as small as f32 goes (which bitsandbytes would round to 0).
     func testEncodePicksTheNearestEntry() {
         for map in [DynamicQuantization.signedMap, DynamicQuantization.unsignedMap] {
-            var values: [Float] = [-2, -1, 1.5, .leastNonzeroMagnitude, -.leastNonzeroMagnitude]
+            var values: [Float] = [1.5, 0, 1e-9, .leastNonzeroMagnitude]
+            if map[0] < 0 { values += [-2, -1, -1e-9, -.leastNonzeroMagnitude] }
             values += map
             for (a, b) in zip(map, map.dropFirst()) { values += [(a + b) / 2, a + (b - a) * 0.3, a + (b - a) * 0.7] }
             map.withUnsafeBufferPointer { m in
                 for x in values {
-                    let scan = map.indices.min { abs(map[$0] - x) < abs(map[$1] - x) }!
+                    let side = map.indices.filter { x == 0 || (map[$0] != 0 && (map[$0] > 0) == (x > 0)) }
+                    let scan = side.min { abs(map[$0] - x) < abs(map[$1] - x) }!
                     XCTAssertEqual(Int(DynamicQuantization.encode(x, m.baseAddress!)), scan, "x = \(x)")
                 }
             }

@@ -3,10 +3,12 @@
 // { f32 absmax; u8 codes[256] } (260 bytes): value t is map[codes[t]]·absmax, with bitsandbytes'
 // signed dynamic map for m and its unsigned one for v. Per block: decode m and v, update p, m, v
 // as adamw.cu does, then encode the new m and v with the block's new absmax, each as the map
-// entry nearest to value/absmax (the lower of two equally near), found by binary search.
+// entry nearest to value/absmax (the lower of two equally near; a nonzero value never as 0, so
+// that v cannot decode to 0 under a nonzero m), found by binary search.
 #include "common.cuh"
 
-// The code of the entry of `map` (256 sorted values) nearest to x, the lower of two equally near.
+// The code of the entry of `map` (256 sorted values) nearest to x, the lower of two equally near;
+// a nonzero x never takes the code of 0 but its neighbour on x's side (DynamicQuantization.encode).
 __device__ __forceinline__ unsigned char dynamic8_encode(float x, const float* map) {
     if (x <= map[0]) return 0;
     if (x >= map[255]) return 255;
@@ -15,6 +17,8 @@ __device__ __forceinline__ unsigned char dynamic8_encode(float x, const float* m
         const int middle = (low + high) / 2;
         if (map[middle] <= x) low = middle; else high = middle;
     }
+    if (map[low] == 0.f && x != 0.f) return (unsigned char)high;
+    if (map[high] == 0.f) return (unsigned char)low;
     return (unsigned char)(map[high] - x < x - map[low] ? high : low);
 }
 
