@@ -97,12 +97,15 @@ public final class CPUBackend: TrainingBackend, @unchecked Sendable {
         }
     }
 
+    public func downloadBytes(_ tensor: Tensor) -> [UInt8] {
+        [UInt8](UnsafeRawBufferPointer(start: tensor.rawPointer, count: tensor.byteCount))
+    }
+
     public func copy(_ dst: Tensor, at dstOffset: Int, from src: Tensor) {
         profile.measure("copy") {
             precondition(dstOffset + src.count <= dst.count, "copy: \(src.count) values at \(dstOffset) into \(dst.count)")
-            if dst.dtype == src.dtype && !src.dtype.isQuantized {
-                let size = src.dtype.blockBytes
-                (dst.rawPointer + dstOffset * size).copyMemory(from: src.rawPointer, byteCount: src.byteCount)
+            if dst.dtype == src.dtype, let offset = dst.dtype.byteCount(elements: dstOffset) {
+                (dst.rawPointer + offset).copyMemory(from: src.rawPointer, byteCount: src.byteCount)
                 return
             }
             precondition(dst.dtype == .f32, "copy into \(dst.dtype) from \(src.dtype)")

@@ -1,4 +1,4 @@
-// CPUOptimizer: the AdamW step, gradient reductions (norm, finiteness), emulated 16-bit rounding
+// CPUOptimizer: the AdamW step (its 8-bit form in CPUAdamW8bit.swift), gradient reductions (norm, finiteness), emulated 16-bit rounding
 // and zero-filling on the CPU.
 import Foundation
 import FrugalCore
@@ -10,9 +10,7 @@ extension CPUBackend {
 
     // MARK: - AdamW
 
-    /// One AdamW step, in the order of `torch.optim.AdamW` (single-tensor, not amsgrad):
-    /// `p *= 1 − lr·wd; m += (1−β1)·(g − m); v = β2·v + (1−β2)·g²;
-    /// p −= (lr/(1−β1^step)) · m / (√v/√(1−β2^step) + ε)`.
+    /// One AdamW step (`AdamWCoefficients`: `torch.optim.AdamW`'s order).
     public func adamW(_ parameter: Tensor, gradient: Tensor, m: Tensor, v: Tensor, step: Int, learningRate: Float,
                       beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float) {
         profile.measure("adamW") {
@@ -20,16 +18,10 @@ extension CPUBackend {
                          && v.count == parameter.count, "adamW: step \(step), parameter \(parameter.shape)")
             let p = parameter.floats.baseAddress!, g = gradient.floats.baseAddress!
             let ms = m.floats.baseAddress!, vs = v.floats.baseAddress!
-            let decay = 1 - learningRate * weightDecay
-            let stepSize = Float(Double(learningRate) / (1 - pow(Double(beta1), Double(step))))
-            let correction2 = Float((1 - pow(Double(beta2), Double(step))).squareRoot())
+            let adam = AdamWCoefficients(step: step, learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon,
+                                         weightDecay: weightDecay)
             parallelChunks(parameter.count, minimumChunk: 4096) { range in
-                for i in range {
-                    let gi = g[i]
-                    ms[i] += (1 - beta1) * (gi - ms[i])
-                    vs[i] = vs[i] * beta2 + (1 - beta2) * gi * gi
-                    p[i] = p[i] * decay - stepSize * (ms[i] / (vs[i].squareRoot() / correction2 + epsilon))
-                }
+                for i in range { adam.update(&p[i], &ms[i], &vs[i], gradient: g[i]) }
             }
         }
     }

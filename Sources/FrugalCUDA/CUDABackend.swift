@@ -196,7 +196,7 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
         }
     }
 
-    /// The tensor's raw bytes (waits for the stream).
+    /// The tensor's raw bytes, in `dtype`'s layout (waits for the stream).
     public func downloadBytes(_ tensor: Tensor) -> [UInt8] {
         must("download(\(tensor.shape), \(tensor.dtype))") {
             var bytes = [UInt8](repeating: 0, count: tensor.byteCount)
@@ -219,9 +219,8 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
     public func copy(_ dst: Tensor, at dstOffset: Int, from src: Tensor) {
         precondition(dstOffset + src.count <= dst.count, "copy: \(src.count) values at \(dstOffset) into \(dst.count)")
         must("copy \(src.dtype) into \(dst.dtype)") {
-            if dst.dtype == src.dtype && !src.dtype.isQuantized {
-                try driver.copyAsync(to: dst.address + UInt64(dstOffset * src.dtype.blockBytes), from: src.address,
-                                     bytes: src.byteCount, stream: stream)
+            if dst.dtype == src.dtype, let offset = dst.dtype.byteCount(elements: dstOffset) {
+                try driver.copyAsync(to: dst.address + UInt64(offset), from: src.address, bytes: src.byteCount, stream: stream)
                 return
             }
             precondition(dst.dtype == .f32, "copy into \(dst.dtype) from \(src.dtype)")
@@ -231,6 +230,7 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
 
     /// Writes `count` values of `source` (any dtype) as f32 at `destination`.
     func convert(_ source: Tensor, into destination: DevicePointer, count: Int) throws {
+        precondition(!source.dtype.isOptimizerState, "no GPU conversion of \(source.dtype) to f32 (download decodes it)")
         if source.dtype.isQuantized {
             let blocks = count / source.dtype.blockSize
             try launch(CUDAKernels.dequantize(source.dtype), elements: blocks, [destination, source.address, Int64(blocks)])

@@ -88,13 +88,14 @@ public enum CUDAKernels {
     static let crossEntropyTotal = KernelName(file: "cross_entropy.cu", name: "cross_entropy_total")
 
     static func adamW(_ shadow: DType) -> KernelName { .init(file: "adamw.cu", name: "adamw_" + suffix(shadow)) }
+    static let adamW8bit = KernelName(file: "adamw8bit.cu", name: "adamw8bit")
     static let sgd = KernelName(file: "sgd.cu", name: "sgd")
 
     /// Every entry point the backend may launch.
     public static var allEntryPoints: [(file: String, name: String)] {
         var names: [KernelName] = [embeddingBackward, rmsNormRstd, rmsNormBackwardWeight, layerNormStatistics,
                                    layerNormBackwardParameters, sumSquaresPartial, sumPartials, allFinite, columnSum,
-                                   crossEntropyRows, crossEntropyTotal, sgd, attentionUnpack]
+                                   crossEntropyRows, crossEntropyTotal, adamW8bit, sgd, attentionUnpack]
         for t in [DType.f32, .bf16] { names += [attentionPack(t), attentionSoftmax(t), attentionSoftmaxBackward(t)] }
         for t in floatTypes {
             names += [embeddingForward(t), rmsNormForward(t), rmsNormBackwardInput(t), layerNormForward(t),
@@ -103,7 +104,7 @@ public enum CUDAKernels {
                       gatedForward(t), gatedBackward(t), add(t), multiply(t), scale(t), addRowVector(t), round(t), adamW(t)]
             names += floatTypes.map { cast(t, $0) }
         }
-        names += DType.allCases.filter(\.isQuantized).flatMap { [dequantize($0), embeddingForward($0)] }
+        names += DType.allCases.filter { $0.isQuantized && !$0.isOptimizerState }.flatMap { [dequantize($0), embeddingForward($0)] }
         return names.map { ($0.file, $0.name) }
     }
 }

@@ -1,5 +1,6 @@
-// CUDAOptimizer: the AdamW and SGD steps, gradient reductions (Σx², finiteness), emulated 16-bit
-// rounding and zero-filling on the GPU (Kernels/adamw.cu, sgd.cu, reduce.cu, cast.cu).
+// CUDAOptimizer: the AdamW (f32 or 8-bit moments) and SGD steps, gradient reductions (Σx²,
+// finiteness), emulated 16-bit rounding and zero-filling on the GPU (Kernels/adamw.cu,
+// adamw8bit.cu, sgd.cu, reduce.cu, cast.cu).
 import Foundation
 import FrugalCore
 
@@ -7,7 +8,7 @@ extension CUDABackend {
     /// Elements per block of `sumOfSquares`'s first pass.
     static let reductionChunk = 1 << 16
 
-    // MARK: - AdamW and SGD
+    // MARK: - AdamW, 8-bit AdamW and SGD
 
     public func adamW(_ parameter: Tensor, gradient: Tensor, m: Tensor, v: Tensor, step: Int, learningRate: Float,
                       beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float) {
@@ -19,15 +20,34 @@ extension CUDABackend {
     /// (the f16/bf16 weights the forward reads), in the same pass.
     public func adamW(_ parameter: Tensor, roundedCopy: Tensor?, gradient: Tensor, m: Tensor, v: Tensor, step: Int,
                       learningRate: Float, beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float) {
-        precondition(step >= 1 && gradient.count == parameter.count && m.count == parameter.count && v.count == parameter.count
+        precondition(gradient.count == parameter.count && m.count == parameter.count && v.count == parameter.count
                      && parameter.dtype == .f32 && (roundedCopy == nil || roundedCopy!.count == parameter.count),
                      "adamW: step \(step), parameter \(parameter.shape)")
-        let stepSize = Float(Double(learningRate) / (1 - pow(Double(beta1), Double(step))))
-        let correction2 = Float((1 - pow(Double(beta2), Double(step))).squareRoot())
+        let adam = AdamWCoefficients(step: step, learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon,
+                                     weightDecay: weightDecay)
         must("adamW of \(parameter.shape)") {
             try launch(CUDAKernels.adamW(roundedCopy?.dtype ?? .f32), elements: parameter.count,
                        [parameter.address, m.address, v.address, roundedCopy.address, gradient.address, Int64(parameter.count),
-                        beta1, beta2, epsilon, 1 - learningRate * weightDecay, stepSize, correction2])
+                        beta1, beta2, epsilon, adam.decay, adam.stepSize, adam.correction2])
+        }
+    }
+
+    /// One thread block per quantization block of 256 values (Kernels/adamw8bit.cu); the two maps
+    /// travel through the staging slots.
+    public func adamW8bit(_ parameter: Tensor, gradient: Tensor, m: Tensor, v: Tensor, step: Int, learningRate: Float,
+                          beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float) {
+        let n = parameter.count, size = DynamicQuantization.blockSize, blocks = (n + size - 1) / size
+        precondition(gradient.count == n && parameter.dtype == .f32 && m.dtype == .dynamic8 && v.dtype == .dynamic8Unsigned
+                     && m.count == blocks * size && v.count == blocks * size,
+                     "adamW8bit: parameter \(parameter.shape), m \(m.shape) \(m.dtype), v \(v.shape) \(v.dtype)")
+        let adam = AdamWCoefficients(step: step, learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon,
+                                     weightDecay: weightDecay)
+        guard blocks > 0 else { return }
+        must("adamW8bit of \(parameter.shape)") {
+            let maps = try stage(DynamicQuantization.signedMap + DynamicQuantization.unsignedMap)
+            try launch(CUDAKernels.adamW8bit, grid: (blocks, 1, 1), block: (size, 1, 1),
+                       [parameter.address, m.address, v.address, gradient.address, maps.address, Int64(n), beta1, beta2, epsilon,
+                        adam.decay, adam.stepSize, adam.correction2])
         }
     }
 

@@ -76,6 +76,9 @@ enum GPUCheckTolerance {
     static let sixteenBit = 1e-3
     /// Activations rounded to bf16 before a tensor-core GEMM (8 significant bits).
     static let roundedOperands = 2e-2
+    /// One step of the dynamic 8-bit map near ±1 (0.0140625 of a block's absmax): a multiply-add the
+    /// GPU fuses may land a moment on the other side of a midpoint between two codes.
+    static let dynamic8Code = 1.5e-2
 }
 
 /// The checks, run on a candidate backend (`gpu`) against a reference (`cpu`). Any two backends
@@ -106,7 +109,7 @@ struct GPUChecker {
         }
     }
 
-    /// `values` encoded as `dtype` bytes (packed types by `BlockQuantization.quantize`).
+    /// `values` encoded as `dtype` bytes (weights by `BlockQuantization.quantize`, dynamic 8-bit per block of 256).
     static func encode(_ values: [Float], _ dtype: DType) -> [UInt8] {
         var bytes = [UInt8]()
         switch dtype {
@@ -115,6 +118,18 @@ struct GPUChecker {
             for v in values {
                 let bits = dtype == .f16 ? HalfPrecision.floatToF16(v) : HalfPrecision.floatToBF16(v)
                 bytes += [UInt8(bits & 0xFF), UInt8(bits >> 8)]
+            }
+        case .dynamic8, .dynamic8Unsigned:
+            bytes = [UInt8](repeating: 0, count: dtype.byteCount(elements: values.count)!)
+            bytes.withUnsafeMutableBytes { raw in
+                DynamicQuantization.map(dtype).withUnsafeBufferPointer { map in
+                    for b in 0..<values.count / 256 {
+                        values[(256 * b)...].withUnsafeBufferPointer {
+                            DynamicQuantization.quantizeBlock($0.baseAddress!, count: 256, into: raw.baseAddress! + 260 * b,
+                                                              map: map.baseAddress!)
+                        }
+                    }
+                }
             }
         default:
             bytes = [UInt8](repeating: 0, count: dtype.byteCount(elements: values.count)!)
@@ -382,6 +397,21 @@ struct GPUChecker {
             be.adamW(pt, gradient: Self.make(be, g, [n], .f32, .gradients), m: mt, v: vt, step: 3, learningRate: 1e-3, beta1: 0.9,
                      beta2: 0.999, epsilon: 1e-8, weightDecay: 0.01)
             return ([pt, mt, vt], [])
+        }
+        // 70 000 values: 274 quantization blocks, the last one partly padding.
+        let padding = [Float](repeating: 0, count: DynamicQuantization.paddedCount(n) - n)
+        let m8 = m + padding, v8 = v + padding, shape8: Shape = [m8.count]
+        func adamW8bit(_ be: any TrainingBackend) -> (parameter: Tensor, m: Tensor, v: Tensor) {
+            let pt = Self.make(be, p, [n], .f32, .trainable)
+            let mt = Self.make(be, m8, shape8, .dynamic8, .optimizer), vt = Self.make(be, v8, shape8, .dynamic8Unsigned, .optimizer)
+            be.adamW8bit(pt, gradient: Self.make(be, g, [n], .f32, .gradients), m: mt, v: vt, step: 3, learningRate: 1e-3,
+                         beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0.01)
+            return (pt, mt, vt)
+        }
+        check("8-bit AdamW step 3: parameter") { be in ([adamW8bit(be).parameter], []) }
+        check("8-bit AdamW step 3: moments decoded (within one code)", tolerance: GPUCheckTolerance.dynamic8Code) { be in
+            let (_, mt, vt) = adamW8bit(be)
+            return ([mt, vt], [])
         }
         check("SGD with momentum and weight decay") { be in
             let pt = Self.make(be, p, [n], .f32, .trainable), bt = Self.make(be, m, [n], .f32, .optimizer)

@@ -58,6 +58,8 @@ public protocol Backend: AnyObject, Sendable {
     func download(_ tensor: Tensor) -> [Float]
     /// A timer of a step's phases in this device's order of work (the host clock by default).
     func makePhaseTimer() -> PhaseTimer
+    /// The tensor's raw bytes, in `dtype`'s layout (what `upload` takes).
+    func downloadBytes(_ tensor: Tensor) -> [UInt8]
 
     // MARK: - Linear algebra
 
@@ -100,7 +102,8 @@ public protocol Backend: AnyObject, Sendable {
     func activate(_ out: Tensor, _ x: Tensor, _ activation: Activation)
     /// `out = act(gate) · up` elementwise (out may alias gate).
     func gated(_ out: Tensor, gate: Tensor, up: Tensor, _ activation: Activation)
-    /// Copies `src` into `dst` at element offset `dstOffset`, converting dtype when needed.
+    /// Copies `src` into `dst` at element offset `dstOffset`, converting dtype when needed: into
+    /// f32 from any dtype, or into the same dtype (a packed one at a block boundary).
     func copy(_ dst: Tensor, at dstOffset: Int, from src: Tensor)
 }
 

@@ -20,6 +20,8 @@
 ///   against one f16 per 256 values), value `nf4Codes[q]·a_j`. Sub-block j's codes are
 ///   `qs[32j ..< 32j + 32]`, value `2l` in the high nibble of byte `l` and `2l + 1` in the low
 ///   one, as bitsandbytes packs them. Both products are rounded to f32 in that order.
+/// - `dynamic8`, `dynamic8Unsigned`: 8-bit AdamW's moments, `{ f32 absmax; u8 codes[256] }`
+///   (`DynamicQuantization`).
 ///
 /// Results are bit-identical to ggml's reference `dequantize_row_*` (the products are
 /// rounded in the same order). Sources may be unaligned.
@@ -61,6 +63,8 @@ public enum BlockQuantization {
             for b in 0..<blocks { decodeQ6_K(source + b * stride, destination + b * 256) }
         case .nf4:
             for b in 0..<blocks { decodeNF4(source + b * stride, destination + b * 256) }
+        case .dynamic8, .dynamic8Unsigned:
+            DynamicQuantization.dequantize(dtype, source, destination, blocks: blocks)
         }
     }
 

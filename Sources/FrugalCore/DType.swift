@@ -3,14 +3,17 @@
 /// The element type of a tensor.
 ///
 /// Float types store one value per element. Quantized types store packed blocks of `blockSize`
-/// values in `blockBytes` bytes, and are used for frozen weights only: `q8_0`, `q4_0`, `q4_1`,
-/// `q4_K` and `q6_K` are laid out as GGUF does; `nf4` (QLoRA's NormalFloat-4 with
-/// double-quantized scales, 4.19 bits per value) is Frugal's own, made by quantizing on load and
-/// never read from a file (`BlockQuantization` documents every layout).
+/// values in `blockBytes` bytes. For frozen weights: `q8_0`, `q4_0`, `q4_1`, `q4_K` and `q6_K`
+/// laid out as GGUF does; `nf4` (QLoRA's NormalFloat-4 with double-quantized scales, 4.19 bits
+/// per value), Frugal's own, made by quantizing on load and never read from a file
+/// (`BlockQuantization` documents every layout). The `dynamic8` types hold 8-bit AdamW's
+/// moments (`DynamicQuantization`), never weights, and no model file can hold them.
 public enum DType: String, Sendable, Codable, CaseIterable {
     case f32, f16, bf16
     case q8_0, q4_0, q4_1, q4_K, q6_K
     case nf4
+    /// bitsandbytes' blockwise dynamic 8-bit codes, signed map (AdamW's m) and unsigned map (v).
+    case dynamic8, dynamic8Unsigned = "dynamic8u"
 
     /// Whether this is a packed block type.
     public var isQuantized: Bool {
@@ -20,12 +23,15 @@ public enum DType: String, Sendable, Codable, CaseIterable {
         }
     }
 
+    /// Whether this packed type holds optimizer state (8-bit AdamW's moments), not weights.
+    public var isOptimizerState: Bool { self == .dynamic8 || self == .dynamic8Unsigned }
+
     /// Number of values per block (1 for float types).
     public var blockSize: Int {
         switch self {
         case .f32, .f16, .bf16: 1
         case .q8_0, .q4_0, .q4_1: 32
-        case .q4_K, .q6_K, .nf4: 256
+        case .q4_K, .q6_K, .nf4, .dynamic8, .dynamic8Unsigned: 256
         }
     }
 
@@ -40,6 +46,7 @@ public enum DType: String, Sendable, Codable, CaseIterable {
         case .q4_K: 144
         case .q6_K: 210
         case .nf4: 134
+        case .dynamic8, .dynamic8Unsigned: 260
         }
     }
 

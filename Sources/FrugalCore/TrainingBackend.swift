@@ -44,6 +44,12 @@ public protocol TrainingBackend: Backend {
     /// `m = β1·m + (1-β1)·g; v = β2·v + (1-β2)·g²; p -= lr·(m̂/(√v̂+ε) + wd·p)`, bias-corrected by `step` (1-based).
     func adamW(_ parameter: Tensor, gradient: Tensor, m: Tensor, v: Tensor, step: Int, learningRate: Float,
                beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float)
+    /// One AdamW step with 8-bit moments (bitsandbytes' blockwise 8-bit AdamW): per block of 256
+    /// values, decodes m (`dynamic8`) and v (`dynamic8Unsigned`), applies `adamW`'s arithmetic to
+    /// the f32 parameter, and encodes the new moments with the block's new absmax. m and v hold
+    /// `parameter.count` values rounded up to whole blocks (the padding stays zero).
+    func adamW8bit(_ parameter: Tensor, gradient: Tensor, m: Tensor, v: Tensor, step: Int, learningRate: Float,
+                   beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float)
     /// One SGD step with momentum (PyTorch's rule): `g += wd·p; b = μ·b + g; p -= lr·b`.
     func sgd(_ parameter: Tensor, gradient: Tensor, momentumBuffer: Tensor, learningRate: Float, momentum: Float,
              weightDecay: Float)

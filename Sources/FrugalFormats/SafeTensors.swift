@@ -85,6 +85,18 @@ public final class SafeTensorsFile: @unchecked Sendable {
         return UnsafeRawBufferPointer(start: mapping + dataStart + entry.begin, count: entry.byteCount)
     }
 
+    /// The bytes of U8 tensor `name` (an opaque buffer, such as packed optimizer state), valid
+    /// while this file object lives.
+    /// - Throws: `FrugalError.missingTensor` when absent, `FrugalError.malformedFile` when it is
+    ///   not a U8 tensor of one dimension.
+    public func rawBytes(_ name: String) throws -> UnsafeRawBufferPointer {
+        guard let entry = entries[name] else { throw FrugalError.missingTensor(name: name, path: path) }
+        guard entry.dtypeName == "U8", entry.shape.rank == 1 else {
+            throw FrugalError.malformedFile(path: path, problem: "tensor '\(name)' is \(entry.dtypeName) \(entry.shape), expected a U8 byte buffer")
+        }
+        return UnsafeRawBufferPointer(start: mapping + dataStart + entry.begin, count: entry.byteCount)
+    }
+
     /// The values of tensor `name` as floats (f16 and bf16 converted exactly).
     /// - Throws: as `info(_:)`.
     public func floats(_ name: String) throws -> [Float] {
@@ -272,44 +284,53 @@ public enum SafeTensorsWriter {
     /// is written, flushed to disk, then renamed over `url`.
     /// - Parameters:
     ///   - tensors: name, dtype (f32, f16 or bf16), shape, and the little-endian bytes.
+    ///   - buffers: name and bytes of opaque buffers (packed optimizer state), written last as U8
+    ///     tensors of one dimension (`SafeTensorsFile.rawBytes` reads them).
     ///   - metadata: the `__metadata__` strings, if any.
     ///   - url: the file to create or replace.
     /// - Throws: `FrugalError.invalidArgument` for a duplicate or reserved name, a quantized
     ///   dtype, bytes that do not match the shape, or when the file cannot be written.
     public static func write(_ tensors: [(name: String, dtype: DType, shape: Shape, bytes: [UInt8])],
-                             metadata: [String: String]? = nil, to url: URL) throws {
+                             buffers: [(name: String, bytes: [UInt8])] = [], metadata: [String: String]? = nil,
+                             to url: URL) throws {
         let ordered = tensors.sorted { a, b in
             a.dtype == b.dtype ? a.name < b.name : layoutRank(a.dtype) < layoutRank(b.dtype)
         }
+        let orderedBuffers = buffers.sorted { $0.name < $1.name }
         var seen = Set<String>()
-        for tensor in tensors where !seen.insert(tensor.name).inserted {
-            throw FrugalError.invalidArgument("safetensors: tensor name '\(tensor.name)' is used twice")
+        for name in tensors.map(\.name) + buffers.map(\.name) where !seen.insert(name).inserted {
+            throw FrugalError.invalidArgument("safetensors: tensor name '\(name)' is used twice")
         }
-        var header = "{"
+        var entries = [String]()
         if let metadata {
             let fields = metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }
-            header += "\"__metadata__\":{" + fields.joined(separator: ",") + "}"
-            if !ordered.isEmpty { header += "," }
+            entries.append("\"__metadata__\":{" + fields.joined(separator: ",") + "}")
         }
         var offset = 0
-        for (index, tensor) in ordered.enumerated() {
-            try check(tensor)
-            let dims = tensor.shape.dims.map(String.init).joined(separator: ",")
-            header += "\(jsonString(tensor.name)):{\"dtype\":\"\(tensor.dtype.rawValue.uppercased())\",\"shape\":[\(dims)],"
-            header += "\"data_offsets\":[\(offset),\(offset + tensor.bytes.count)]}"
-            if index < ordered.count - 1 { header += "," }
-            offset += tensor.bytes.count
+        func entry(_ name: String, _ dtype: String, _ dims: [Int], bytes: Int) {
+            entries.append("\(jsonString(name)):{\"dtype\":\"\(dtype)\",\"shape\":[\(dims.map(String.init).joined(separator: ","))],"
+                           + "\"data_offsets\":[\(offset),\(offset + bytes)]}")
+            offset += bytes
         }
-        header += "}"
-        var headerBytes = Array(header.utf8)
+        for tensor in ordered {
+            try check(tensor)
+            entry(tensor.name, tensor.dtype.rawValue.uppercased(), tensor.shape.dims, bytes: tensor.bytes.count)
+        }
+        for buffer in orderedBuffers {
+            guard buffer.name != "__metadata__" else {
+                throw FrugalError.invalidArgument("safetensors: tensor name '__metadata__' is reserved")
+            }
+            entry(buffer.name, "U8", [buffer.bytes.count], bytes: buffer.bytes.count)
+        }
+        var headerBytes = Array(("{" + entries.joined(separator: ",") + "}").utf8)
         while headerBytes.count % 8 != 0 { headerBytes.append(UInt8(ascii: " ")) }
 
         try AtomicFile.write(to: url) { file in
             var length = UInt64(headerBytes.count).littleEndian
             try withUnsafeBytes(of: &length) { try file.append($0) }
             try headerBytes.withUnsafeBytes { try file.append($0) }
-            for tensor in ordered {
-                try tensor.bytes.withUnsafeBytes { try file.append($0) }
+            for bytes in ordered.map(\.bytes) + orderedBuffers.map(\.bytes) {
+                try bytes.withUnsafeBytes { try file.append($0) }
             }
         }
     }

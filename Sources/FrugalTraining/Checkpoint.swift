@@ -28,7 +28,8 @@ struct CheckpointManifest: Codable {
 }
 
 /// Saves and restores a `Trainer`: trainable weights (as computed with, and f32 masters),
-/// optimizer moments, step, dropout stream, data position, loss scale, configuration.
+/// optimizer moments (f32, or 8-bit AdamW's packed blocks byte for byte), step, dropout stream,
+/// data position, loss scale, configuration.
 ///
 /// A checkpoint is a folder `step-NNNNNN` with `tensors.safetensors`, `state.json` and
 /// `manifest.json`. It is written in a temporary folder, flushed, then renamed into place, and
@@ -50,11 +51,15 @@ public enum Checkpoint {
         try? fm.removeItem(at: temporary)
         try fm.createDirectory(at: temporary, withIntermediateDirectories: true)
 
-        let tensors = trainer.optimizer.stateTensors.map { name, t in
-            (name: name, dtype: DType.f32, shape: t.shape, bytes: trainer.backend.download(t).withUnsafeBytes { Array($0) })
-        }
-        try SafeTensorsWriter.write(tensors, metadata: ["format": "frugal-checkpoint"],
-                                    to: temporary.appendingPathComponent("tensors.safetensors"))
+        // Float tensors as themselves; packed ones (8-bit moments) as U8 buffers, their dtype in the metadata.
+        let tensors = trainer.optimizer.stateTensors
+        let packed = tensors.filter { $0.1.dtype.isQuantized }, floats = tensors.filter { !$0.1.dtype.isQuantized }
+        var metadata = ["format": "frugal-checkpoint"]
+        for (name, t) in packed { metadata[dtypeKey(name)] = t.dtype.rawValue }
+        try SafeTensorsWriter.write(floats.map { (name: $0, dtype: $1.dtype, shape: $1.shape,
+                                                  bytes: trainer.backend.downloadBytes($1)) },
+                                    buffers: packed.map { (name: $0, bytes: trainer.backend.downloadBytes($1)) },
+                                    metadata: metadata, to: temporary.appendingPathComponent("tensors.safetensors"))
         let state = TrainerState(step: trainer.step, updates: trainer.optimizer.updates, random: trainer.random,
                                  loader: trainer.loader.state, scaler: trainer.scaler, configuration: trainer.configuration)
         let encoder = JSONEncoder()
@@ -129,21 +134,29 @@ public enum Checkpoint {
         let tensorsURL = folder.appendingPathComponent("tensors.safetensors")
         let file = try SafeTensorsFile(url: tensorsURL)
         // Check everything before changing anything, so a bad checkpoint leaves the trainer as it was.
-        let targets = trainer.optimizer.stateTensors
-        for (name, tensor) in targets {
+        var restored = [(Tensor, UnsafeRawBufferPointer)]()
+        for (name, tensor) in trainer.optimizer.stateTensors {
             guard file.contains(name) else {
                 throw FrugalError.malformedFile(path: tensorsURL.path, problem: "no tensor '\(name)' (a checkpoint of another run?)")
             }
-            let info = try file.info(name)
-            guard info.shape == tensor.shape, info.dtype == .f32 else {
-                throw FrugalError.malformedFile(path: tensorsURL.path, problem: "tensor '\(name)' is \(info.shape) \(info.dtype.rawValue), expected \(tensor.shape) f32")
+            if tensor.dtype.isQuantized {
+                let bytes = try file.rawBytes(name), dtype = file.metadata[dtypeKey(name)] ?? "none"
+                guard dtype == tensor.dtype.rawValue, bytes.count == tensor.byteCount else {
+                    throw FrugalError.malformedFile(path: tensorsURL.path, problem: "tensor '\(name)' is \(bytes.count) bytes of \(dtype), expected \(tensor.byteCount) of \(tensor.dtype.rawValue)")
+                }
+                restored.append((tensor, bytes))
+            } else {
+                let info = try file.info(name)
+                guard info.shape == tensor.shape, info.dtype == tensor.dtype else {
+                    throw FrugalError.malformedFile(path: tensorsURL.path, problem: "tensor '\(name)' is \(info.shape) \(info.dtype.rawValue), expected \(tensor.shape) \(tensor.dtype.rawValue)")
+                }
+                restored.append((tensor, try file.data(name)))
             }
         }
         var loader = trainer.loader
         try loader.resume(from: state.loader)
-        for (name, tensor) in targets {
-            let restored = trainer.backend.upload(try file.data(name), tensor.shape, .f32, .workspace)
-            trainer.backend.copy(tensor, at: 0, from: restored)
+        for (tensor, bytes) in restored {
+            trainer.backend.copy(tensor, at: 0, from: trainer.backend.upload(bytes, tensor.shape, tensor.dtype, .workspace))
         }
         trainer.loader = loader
         trainer.step = state.step
@@ -151,6 +164,9 @@ public enum Checkpoint {
         trainer.random = state.random
         trainer.scaler = state.scaler
     }
+
+    /// The metadata key naming the dtype of packed state tensor `name`.
+    private static func dtypeKey(_ name: String) -> String { "dtype:" + name }
 
     private static func entry(_ url: URL) throws -> CheckpointManifest.Entry {
         let data = try Data(contentsOf: url)

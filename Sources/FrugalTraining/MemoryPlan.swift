@@ -15,8 +15,9 @@ import FrugalModels
 ///   f32; none in a full fine-tune, whose weights are all trainable;
 /// - trainable: LoRA's `A` and `B` in f32, or every weight in f32 in a full fine-tune;
 /// - gradients: one f32 value per trainable value;
-/// - optimizer: AdamW's first and second moments (SGD's momentum buffer) in f32 per trainable
-///   value, plus an f32 master copy under fp16 and bf16;
+/// - optimizer: AdamW's first and second moments in f32 per trainable value (8-bit AdamW's in
+///   260-byte blocks of 256 values, per tensor; SGD's momentum buffer in f32), plus an f32
+///   master copy under fp16 and bf16;
 /// - activations: f32, `batch × seq` rows. Without checkpointing every block's tape is live when
 ///   backward starts (block input, normed inputs, q, k, v, attention output and log-sum-exp, the
 ///   residual sums, up, gate and their product, each adapter's hidden); with it, only each
@@ -98,7 +99,11 @@ public struct MemoryPlan: Sendable, Equatable {
         let weights = full ? 0 : shapes.storedBytes(configuration.baseDType, projections: configuration.quantize)
             + 4 * shapes.vectorValues
         let trainable = 4 * trainableCount
-        let optimizerBuffers = (configuration.optimizer == .adamW ? 2 : 1) + (configuration.precision.keepsMasters ? 1 : 0)
+        // The optimizer's state, tensor by tensor (8-bit moments come in whole blocks), and f32 masters.
+        let trainableTensors = full ? shapes.matrixValues + shapes.vectors
+            : Array(repeating: adapted.flatMap { [rank * $0.inputs, $0.outputs * rank] }, count: c.layers).flatMap { $0 }
+        let optimizer = trainableTensors.reduce(0) { $0 + configuration.optimizer.stateBytes(values: $1) }
+            + (configuration.precision.keepsMasters ? trainable : 0)
 
         // Activations, in f32 values per token.
         let d = c.hiddenSize, q = c.heads * c.headDim, kv = c.kvHeads * c.headDim, mlp = c.intermediateSize
@@ -121,10 +126,10 @@ public struct MemoryPlan: Sendable, Equatable {
         let atLoss = 4 * rows * (kept + ends)
 
         let (lossWorkspace, backwardWorkspace) = workspace(configuration, rows: rows)
-        let persistent = weights + trainable * (2 + optimizerBuffers)
+        let persistent = weights + 2 * trainable + optimizer
         return MemoryPlan(
             configuration: configuration,
-            peak: [.weights: weights, .trainable: trainable, .gradients: trainable, .optimizer: optimizerBuffers * trainable,
+            peak: [.weights: weights, .trainable: trainable, .gradients: trainable, .optimizer: optimizer,
                    .activations: activations, .workspace: max(lossWorkspace, backwardWorkspace)],
             peakTotal: persistent + max(atLoss + lossWorkspace, activations + backwardWorkspace),
             trainableCount: trainableCount,
@@ -162,8 +167,10 @@ public struct MemoryPlan: Sendable, Equatable {
         /// Values of the matrices that are not block projections (embeddings, OPT's, the head).
         let otherMatrixValues: [Int]
         let layers: Int
-        /// Values of the norms and biases.
-        let vectorValues: Int
+        /// Values of each norm and bias.
+        let vectors: [Int]
+        /// Values of the norms and biases in all.
+        var vectorValues: Int { vectors.reduce(0, +) }
         /// Multiply-adds per token of every block's projections, and of the head.
         let blockMultiplies: Int, headMultiplies: Int
 
@@ -181,10 +188,10 @@ public struct MemoryPlan: Sendable, Equatable {
             otherMatrixValues = matrices
             layers = c.layers
             matrixValues = matrices + Array(repeating: projections.map { $0.inputs * $0.outputs }, count: c.layers).flatMap { $0 }
-            let biases = (c.attentionBias ? q + 2 * kv : 0) + (c.outputBias ? d : 0)
-                + (c.mlpBias ? (c.gatedMLP ? 2 : 1) * mlp + d : 0)
-            let norms = (2 * c.layers + (c.finalNorm ? 1 : 0)) * d * (c.normKind == .layer ? 2 : 1)
-            vectorValues = c.layers * biases + norms
+            let biases = (c.attentionBias ? [q, kv, kv] : []) + (c.outputBias ? [d] : [])
+                + (c.mlpBias ? Array(repeating: mlp, count: c.gatedMLP ? 2 : 1) + [d] : [])
+            let norms = (2 * c.layers + (c.finalNorm ? 1 : 0)) * (c.normKind == .layer ? 2 : 1)
+            vectors = Array(repeating: biases, count: c.layers).flatMap { $0 } + Array(repeating: d, count: norms)
             blockMultiplies = c.layers * projections.reduce(0) { $0 + $1.inputs * $1.outputs }
             headMultiplies = c.vocabSize * embedding
         }

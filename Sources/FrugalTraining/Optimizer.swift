@@ -1,4 +1,4 @@
-// Optimizer: AdamW or SGD over the trainable set, with f32 masters under mixed precision.
+// Optimizer: AdamW (f32 or 8-bit moments) or SGD over the trainable set, with f32 masters under mixed precision.
 import FrugalCore
 import FrugalModels
 
@@ -13,9 +13,9 @@ public final class Optimizer: @unchecked Sendable {
         let parameter: TrainableParameters.Parameter
         /// f32 master copy, when the policy keeps one.
         let master: Tensor?
-        /// AdamW first moment, or SGD momentum buffer.
+        /// AdamW first moment (f32, or 8-bit `dynamic8` in whole blocks), or SGD momentum buffer.
         let first: Tensor
-        /// AdamW second moment.
+        /// AdamW second moment (f32, or 8-bit `dynamic8Unsigned` in whole blocks).
         let second: Tensor?
     }
 
@@ -38,9 +38,17 @@ public final class Optimizer: @unchecked Sendable {
                 master = m
             }
             backend.roundInPlace(p.value, to: policy.computeDType)
-            let first = backend.zeros(p.value.shape, .f32, .optimizer)
-            let second = configuration.optimizer == .adamW ? backend.zeros(p.value.shape, .f32, .optimizer) : nil
-            return Slot(parameter: p, master: master, first: first, second: second)
+            let shape = p.value.shape, padded: Shape = [DynamicQuantization.paddedCount(shape.count)]
+            return switch configuration.optimizer {
+            case .adamW:
+                Slot(parameter: p, master: master, first: backend.zeros(shape, .f32, .optimizer),
+                     second: backend.zeros(shape, .f32, .optimizer))
+            case .adamW8bit:
+                Slot(parameter: p, master: master, first: backend.zeros(padded, .dynamic8, .optimizer),
+                     second: backend.zeros(padded, .dynamic8Unsigned, .optimizer))
+            case .sgd:
+                Slot(parameter: p, master: master, first: backend.zeros(shape, .f32, .optimizer), second: nil)
+            }
         }
     }
 
@@ -54,6 +62,10 @@ public final class Optimizer: @unchecked Sendable {
             case .adamW:
                 backend.adamW(target, gradient: slot.parameter.gradient, m: slot.first, v: slot.second!, step: updates,
                               learningRate: rate, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon, weightDecay: c.weightDecay)
+            case .adamW8bit:
+                backend.adamW8bit(target, gradient: slot.parameter.gradient, m: slot.first, v: slot.second!, step: updates,
+                                  learningRate: rate, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon,
+                                  weightDecay: c.weightDecay)
             case .sgd:
                 backend.sgd(target, gradient: slot.parameter.gradient, momentumBuffer: slot.first, learningRate: rate,
                             momentum: c.momentum, weightDecay: c.weightDecay)

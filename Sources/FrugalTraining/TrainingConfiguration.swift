@@ -28,8 +28,23 @@ public enum PrecisionPolicy: String, Sendable, Codable, CaseIterable {
 
 /// The optimizer.
 public enum OptimizerKind: String, Sendable, Codable, CaseIterable {
+    /// AdamW with f32 moments: 8 bytes of state per trainable value.
     case adamW = "adamw"
+    /// AdamW with blockwise dynamic 8-bit moments, as bitsandbytes' 8-bit AdamW: 2 × 260/256 bytes
+    /// of state per trainable value.
+    case adamW8bit = "adamw8bit"
+    /// SGD with momentum: 4 bytes of state per trainable value.
     case sgd
+
+    /// Bytes of state this optimizer keeps for a tensor of `count` trainable values (f32 masters
+    /// aside): two f32 moments, two 8-bit moments in whole blocks of 256, or one f32 buffer.
+    public func stateBytes(values count: Int) -> Int {
+        switch self {
+        case .adamW: 8 * count
+        case .adamW8bit: 2 * DType.dynamic8.byteCount(elements: DynamicQuantization.paddedCount(count))!
+        case .sgd: 4 * count
+        }
+    }
 }
 
 /// How the learning rate changes over steps (after the linear warm-up).

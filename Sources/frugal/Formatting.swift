@@ -59,6 +59,32 @@ func describe(_ method: TrainingMethod) -> String {
     }
 }
 
+/// "AdamW", "8-bit AdamW" or "SGD".
+func describe(_ optimizer: OptimizerKind) -> String {
+    switch optimizer {
+    case .adamW: "AdamW"
+    case .adamW8bit: "8-bit AdamW"
+    case .sgd: "SGD"
+    }
+}
+
+/// The help of `--optimizer`: the choices and the state each keeps.
+let optimizerHelp = ArgumentHelp(
+    "adamw, adamw8bit or sgd.",
+    discussion: """
+    adamw keeps two f32 moments per trainable value (8 bytes); adamw8bit keeps them as blockwise \
+    8-bit codes, as bitsandbytes' 8-bit AdamW (2 × 260/256 ≈ 2.03 bytes, a quarter); sgd keeps one \
+    f32 momentum buffer (4 bytes). f32 masters under fp16 and bf16 add 4 bytes to each.
+    """)
+
+/// An `--optimizer` value.
+func parseOptimizer(_ text: String) throws -> OptimizerKind {
+    guard let kind = OptimizerKind(rawValue: text) else {
+        throw ValidationError("unknown optimizer '\(text)' (adamw, adamw8bit, sgd)")
+    }
+    return kind
+}
+
 /// A `--precision` value.
 func parsePrecision(_ text: String) throws -> PrecisionPolicy {
     guard let policy = PrecisionPolicy(rawValue: text) else {

@@ -17,8 +17,9 @@ extension Frugal {
               weights      the frozen base as stored (none in a full fine-tune)
               trainable    LoRA's A and B, or every weight, in f32
               gradients    one f32 value per trainable value
-              optimizer    AdamW's two moments (SGD's one buffer) in f32, and f32
-                           masters under fp16 and bf16
+              optimizer    AdamW's two moments in f32 (8-bit codes in 260-byte
+                           blocks of 256 with --optimizer adamw8bit; SGD's one
+                           buffer in f32), and f32 masters under fp16 and bf16
               activations  what forward keeps for backward: every block's tensors,
                            or with --checkpointing each block's input and the one
                            block being recomputed
@@ -56,7 +57,7 @@ extension Frugal {
         var loraTargets = "q,k,v,o"
         @Option(help: "fp32, fp16, bf16 or pure-bf16 (default: plan fp32, bf16 and pure-bf16; fp16 needs what bf16 does).")
         var precision: String?
-        @Option(help: "adamw or sgd.") var optimizer = "adamw"
+        @Option(help: optimizerHelp) var optimizer = "adamw"
         @Option(help: "Sequences per micro-batch (when planning several configurations, the largest tried).") var batch = 8
         @Option(help: "Tokens per sequence.") var seq = 1024
         @Flag(inversion: .prefixedNo, help: "Activation checkpointing (default: plan with and without).") var checkpointing: Bool?
@@ -69,9 +70,7 @@ extension Frugal {
             guard let kind = DeviceKind(rawValue: device.lowercased()) else {
                 throw ValidationError("unknown --device '\(device)' (cuda or cpu)")
             }
-            guard let optimizerKind = OptimizerKind(rawValue: optimizer) else {
-                throw ValidationError("unknown optimizer '\(optimizer)' (adamw or sgd)")
-            }
+            let optimizerKind = try parseOptimizer(optimizer)
             guard batch > 0, seq > 0, budget > 0 else { throw ValidationError("--batch, --seq and --budget must be positive") }
             let lora = LoRAConfiguration(rank: loraRank, alpha: Float(2 * loraRank),
                                          targets: loraTargets.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
@@ -102,7 +101,7 @@ extension Frugal {
             let best = MemoryPlan.fastest(plans, fitting: budgetBytes)
             if json { return try printJSON(name, plans, best: best, budgetBytes: budgetBytes) }
             let c = model
-            print("\(name): \(c.layers) layers, hidden \(c.hiddenSize), MLP \(c.intermediateSize), vocabulary \(c.vocabSize); seq \(seq), \(optimizerKind == .adamW ? "AdamW" : "SGD"), on \(kind == .cuda ? "the GPU (cuda)" : "the CPU"); budget \(formatBytes(budgetBytes))"
+            print("\(name): \(c.layers) layers, hidden \(c.hiddenSize), MLP \(c.intermediateSize), vocabulary \(c.vocabSize); seq \(seq), \(describe(optimizerKind)), on \(kind == .cuda ? "the GPU (cuda)" : "the CPU"); budget \(formatBytes(budgetBytes))"
                   + (quantization.dtype.map { "; LoRA's base projections quantized to \($0.rawValue)" } ?? ""))
             if single { printOne(plans[0], budgetBytes: budgetBytes) } else { printTable(plans, best: best, budgetBytes: budgetBytes) }
         }

@@ -52,7 +52,7 @@ extension Frugal {
         @Option(name: .customLong("lr"), help: "Peak learning rate.") var learningRate: Float = 2e-3
         @Option(help: "constant, linear or cosine.") var schedule = "cosine"
         @Option(help: "Warm-up steps.") var warmup = 5
-        @Option(help: "adamw or sgd.") var optimizer = "adamw"
+        @Option(help: optimizerHelp) var optimizer = "adamw"
         @Option(name: .customLong("weight-decay")) var weightDecay: Float = 0
         @Option(name: .customLong("max-grad-norm"), help: "Clip the global gradient norm (0 = off).") var maxGradNorm: Float = 1
         @Option(help: "fp32, fp16, bf16 or pure-bf16.") var precision = "fp32"
@@ -296,8 +296,7 @@ extension Frugal {
             guard let s = ScheduleKind(rawValue: schedule) else { throw FrugalError.invalidArgument("--schedule must be constant, linear or cosine") }
             c.schedule = s
             c.warmupSteps = warmup
-            guard let o = OptimizerKind(rawValue: optimizer) else { throw FrugalError.invalidArgument("--optimizer must be adamw or sgd") }
-            c.optimizer = o
+            c.optimizer = try parseOptimizer(optimizer)
             c.weightDecay = weightDecay
             c.maxGradientNorm = maxGradNorm
             guard let p = PrecisionPolicy(rawValue: precision) else {

@@ -95,6 +95,21 @@ final class CheckpointTests: XCTestCase {
         try checkResume(c, split: 3)
     }
 
+    /// 8-bit AdamW's packed moments are saved byte for byte: a full fine-tune (norm vectors pad to
+    /// a block) with bf16 masters and weight decay, and LoRA with dropout over shuffled data.
+    func testResumeIsExactWithAdamW8bit() throws {
+        var c = TinyTraining.configuration(.full, steps: 5, microBatch: 2)
+        c.optimizer = .adamW8bit
+        c.precision = .bf16
+        c.learningRate = 1e-3
+        c.weightDecay = 0.01
+        try checkResume(c, split: 2)
+        c = TinyTraining.configuration(.lora(LoRAConfiguration(rank: 4, alpha: 8, dropout: 0.1, targets: ["all-linear"])),
+                                       steps: 8, microBatch: 2)
+        c.optimizer = .adamW8bit
+        try checkResume(c, split: 5)
+    }
+
     // MARK: - Integrity
 
     /// A trainer of one step and its checkpoint.
@@ -157,6 +172,21 @@ final class CheckpointTests: XCTestCase {
     func testCheckpointOfAnotherRunIsRejected() throws {
         let (_, folder) = try savedCheckpoint()
         try assertRestoreFails(folder, naming: "tensors.safetensors", rank: 2)
+    }
+
+    /// A checkpoint of f32 AdamW does not fit a trainer with 8-bit moments (its moments are F32
+    /// tensors, not packed buffers), and the trainer is left as it was.
+    func testCheckpointOfAnotherOptimizerIsRejected() throws {
+        let (_, folder) = try savedCheckpoint()
+        var c = TinyTraining.configuration(steps: 4)
+        c.optimizer = .adamW8bit
+        let fresh = try TinyTraining.trainer(c, TinyTraining.sequences(4, lengths: 6...10))
+        let before = TinyTraining.optimizerState(fresh)
+        XCTAssertThrowsError(try Checkpoint.restore(fresh, from: folder)) { error in
+            guard case let FrugalError.malformedFile(path, _, _) = error else { return XCTFail("\(error)") }
+            XCTAssertEqual(path, folder.appendingPathComponent("tensors.safetensors").path)
+        }
+        XCTAssertEqual(TinyTraining.optimizerState(fresh), before)
     }
 
     /// After two saves `latest` names the second; the first is byte-for-byte as it was and

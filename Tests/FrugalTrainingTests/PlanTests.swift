@@ -125,6 +125,12 @@ final class PlanTests: XCTestCase {
                                "full bf16 SGD, batch 2 × 64, checkpointing")
     }
 
+    /// 8-bit AdamW keeps its moments in 260-byte blocks of 256 values per tensor (norms pad).
+    func testFullAdamW8bitAgainstLedger() throws {
+        try checkAgainstLedger(cpu(.full, optimizer: .adamW8bit, checkpointing: true),
+                               "full fp32 8-bit AdamW, batch 2 × 64, checkpointing")
+    }
+
     /// GPT-2's layout (LayerNorm with biases, a plain GELU MLP, biases everywhere, learned
     /// positions, tied embeddings) at a small width.
     func testGPT2LayoutAgainstLedger() throws {

@@ -419,7 +419,7 @@ final class TrainerTests: XCTestCase {
         let trainer = try TinyTraining.trainer(c, TinyTraining.sequences(12, lengths: 10...16))
         let metrics = try TinyTraining.step(trainer)
         let phases = try XCTUnwrap(metrics.phaseSeconds)
-        XCTAssertEqual(Set(phases.keys), Set(StepPhase.allCases.map(\.rawValue)))
+        XCTAssertEqual(Set(phases.keys), ["forward", "backward", "optimizer"])
         for (phase, seconds) in phases { XCTAssertGreaterThan(seconds, 0, phase) }
         let sum = phases.values.reduce(0, +)
         XCTAssertLessThanOrEqual(sum, metrics.seconds)
