@@ -8,14 +8,17 @@ extension Decoder {
     ///   - configuration: rank, alpha, dropout, targets, rsLoRA.
     ///   - seed: seeds the initial `A` matrices (each adapter draws from its own stream).
     ///   - frozenLayers: block indices that get no adapters.
+    ///   - shareBlockGradients: one block's gradient tensors for every block (for the fused
+    ///     optimizer step).
     /// - Throws: `FrugalError.invalidArgument` for an unknown target or a non-positive rank.
-    public func attachLoRA(_ lora: LoRAConfiguration, seed: UInt64, frozenLayers: Set<Int> = []) throws -> TrainableParameters {
+    public func attachLoRA(_ lora: LoRAConfiguration, seed: UInt64, frozenLayers: Set<Int> = [],
+                           shareBlockGradients: Bool = false) throws -> TrainableParameters {
         let backend = try trainingBackend()
         guard lora.rank > 0 else { throw FrugalError.invalidArgument("LoRA rank must be positive, found \(lora.rank)") }
         guard lora.dropout >= 0 && lora.dropout < 1 else { throw FrugalError.invalidArgument("LoRA dropout must be in [0, 1)") }
         let roles = try ProjectionRole.parse(lora.targets)
         let naming = TensorNaming.huggingFace(configuration.architecture)
-        var named = [(String, Tensor)]()
+        var named = [(name: String, tensor: Tensor, block: Int?)]()
         for index in weights.blocks.indices where !frozenLayers.contains(index) {
             for role in ProjectionRole.allCases where roles.contains(role) {
                 guard let linear = weights.blocks[index][role] else { continue }
@@ -23,26 +26,27 @@ extension Decoder {
                                           seed: seed &+ UInt64(index * 16 + role.ordinal))
                 weights.blocks[index][role]?.lora = adapter
                 let module = naming.module(role, index)
-                named.append((module + ".lora_A.weight", adapter.a))
-                named.append((module + ".lora_B.weight", adapter.b))
+                named.append((module + ".lora_A.weight", adapter.a, index))
+                named.append((module + ".lora_B.weight", adapter.b, index))
             }
         }
-        return TrainableParameters(backend: backend, named: named)
+        return TrainableParameters(backend: backend, named: named, shareBlockGradients: shareBlockGradients)
     }
 
     /// Every weight of the model as the trainable set (a full fine-tune), except those of
     /// `frozenLayers`. The weights must be f32 (load with `trainable: true`).
-    public func allWeights(frozenLayers: Set<Int> = []) throws -> TrainableParameters {
+    /// - Parameter shareBlockGradients: one block's gradient tensors for every block (for the
+    ///   fused optimizer step).
+    public func allWeights(frozenLayers: Set<Int> = [], shareBlockGradients: Bool = false) throws -> TrainableParameters {
         let backend = try trainingBackend()
-        let named = weights.namedTensors.filter { name, _ in
-            guard name.hasPrefix("blocks.") else { return true }
-            let index = Int(name.split(separator: ".")[1]) ?? -1
-            return !frozenLayers.contains(index)
-        }
-        for (name, tensor) in named where tensor.dtype != .f32 {
+        let named = weights.namedTensors.map { name, tensor -> (name: String, tensor: Tensor, block: Int?) in
+            let block = name.hasPrefix("blocks.") ? Int(name.split(separator: ".")[1]) : nil
+            return (name, tensor, block)
+        }.filter { $0.block.map { !frozenLayers.contains($0) } ?? true }
+        for (name, tensor, _) in named where tensor.dtype != .f32 {
             throw FrugalError.invalidArgument("weight '\(name)' is \(tensor.dtype.rawValue): a full fine-tune needs the model loaded with trainable f32 weights")
         }
-        return TrainableParameters(backend: backend, named: named)
+        return TrainableParameters(backend: backend, named: named, shareBlockGradients: shareBlockGradients)
     }
 
     /// Turns every LoRA adapter on or off (off gives the base model, e.g. as a frozen reference).

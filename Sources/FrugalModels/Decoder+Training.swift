@@ -78,16 +78,18 @@ extension Decoder {
     /// - Parameters:
     ///   - random: the dropout stream, advanced by the pass.
     ///   - timer: marks the end of forward (with the loss) and of backward.
+    ///   - blockDone: as for `backward`.
     /// - Returns: the summed cross-entropy (nats) over the target tokens, unscaled.
     public func accumulateGradients(_ batch: TrainingBatch, into parameters: TrainableParameters, options: PassOptions,
-                                    random: inout SplitMix64, timer: PhaseTimer? = nil) -> Double {
+                                    random: inout SplitMix64, timer: PhaseTimer? = nil,
+                                    blockDone: ((Int) -> Void)? = nil) -> Double {
         guard let backend = backend as? TrainingBackend else { preconditionFailure("backend cannot train") }
         let pass = forwardForTraining(batch, options: options, random: &random)
         let dHidden = backend.empty(pass.hidden.shape, .f32, .activations)
         let loss = backend.crossEntropy(hidden: pass.hidden, head: weights.head, targets: batch.targets, dHidden: dHidden,
                                         dHead: parameters.gradient(of: weights.head), gradientScale: options.gradientScale)
         timer?.mark(.forward)
-        backward(dHidden, pass, into: parameters)
+        backward(dHidden, pass, into: parameters, blockDone: blockDone)
         timer?.mark(.backward)
         return loss
     }
@@ -113,7 +115,10 @@ extension Decoder {
 
     /// Backward from the gradient of the hidden states a `forwardForTraining` returned,
     /// accumulating parameter gradients (+=). A pass can be backpropagated once.
-    public func backward(_ dHidden: Tensor, _ pass: TrainingPass, into parameters: TrainableParameters) {
+    /// - Parameter blockDone: called with a block's index as soon as that block's gradients are
+    ///   complete (blocks finish last to first), before any other block's backward writes to them.
+    public func backward(_ dHidden: Tensor, _ pass: TrainingPass, into parameters: TrainableParameters,
+                         blockDone: ((Int) -> Void)? = nil) {
         guard let backend = backend as? TrainingBackend else { preconditionFailure("backend cannot train") }
         var tapes = pass.tapes
         var dx = finishBackward(dHidden, pass.finish, parameters, backend)
@@ -125,6 +130,7 @@ extension Decoder {
                 tape = recomputed
             }
             dx = blockBackward(index, dx, tape, pass.input, parameters, backend)
+            blockDone?(index)
         }
         embedBackward(dx, pass.input, parameters, backend)
     }

@@ -108,7 +108,7 @@ public enum PEFTAdapter {
             moduleNames.insert(module)
         }
         let modules = Dictionary(PEFTModule.all(of: decoder).map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        var named: [(String, Tensor)] = []
+        var named: [(name: String, tensor: Tensor, block: Int?)] = []
         let naming = TensorNaming.huggingFace(decoder.configuration.architecture)
         for moduleName in moduleNames.sorted(by: Self.modelOrder) {
             guard let module = modules[moduleName] else {
@@ -141,8 +141,8 @@ public enum PEFTAdapter {
                 row += linear.outputs
                 decoder.weights.blocks[part.block][part.role]?.lora = adapter
                 let path = naming.module(part.role, part.block)
-                named.append((path + ".lora_A.weight", adapter.a))
-                named.append((path + ".lora_B.weight", adapter.b))
+                named.append((path + ".lora_A.weight", adapter.a, part.block))
+                named.append((path + ".lora_B.weight", adapter.b, part.block))
             }
         }
         guard !named.isEmpty else { throw fail("no LoRA weights") }

@@ -4,6 +4,10 @@ import FrugalFormats
 
 /// The trainable tensors of a model (LoRA adapters, or weights in a full fine-tune) and their
 /// f32 gradients, allocated once as `gradients` memory and accumulated into by backward.
+///
+/// With gradients shared across blocks, every block's k-th parameter uses the same gradient
+/// tensor: only one block's gradients exist at a time, which is enough when each block's update is
+/// applied as soon as backward finishes that block (the fused optimizer step).
 public final class TrainableParameters: @unchecked Sendable {
     /// One trainable tensor and its gradient.
     public struct Parameter: @unchecked Sendable {
@@ -13,6 +17,8 @@ public final class TrainableParameters: @unchecked Sendable {
         public let value: Tensor
         /// Its gradient (f32, same shape).
         public let gradient: Tensor
+        /// The decoder block it belongs to; nil for embeddings, the final norm, the head, a value head.
+        public let block: Int?
     }
 
     private struct Location: Hashable {
@@ -21,15 +27,37 @@ public final class TrainableParameters: @unchecked Sendable {
     }
 
     public let parameters: [Parameter]
+    /// Whether blocks share their gradient tensors (see the type's description).
+    public let sharesBlockGradients: Bool
     private let index: [Location: Int]
     private let backend: TrainingBackend
 
     /// Allocates a zeroed gradient for each named tensor.
-    public init(backend: TrainingBackend, named: [(String, Tensor)]) {
+    /// - Parameters:
+    ///   - named: each tensor with its name and, for a block's tensor, the block's index.
+    ///   - shareBlockGradients: give the k-th parameter of every block one gradient tensor
+    ///     (blocks must list their parameters in the same order and shapes).
+    public init(backend: TrainingBackend, named: [(name: String, tensor: Tensor, block: Int?)], shareBlockGradients: Bool = false) {
         self.backend = backend
-        parameters = named.map { name, tensor in
+        sharesBlockGradients = shareBlockGradients
+        var shared = [Int: Tensor](), position = [Int: Int]()
+        parameters = named.map { name, tensor, block in
             precondition(tensor.dtype == .f32, "trainable tensor '\(name)' must be f32, found \(tensor.dtype)")
-            return Parameter(name: name, value: tensor, gradient: backend.zeros(tensor.shape, .f32, .gradients))
+            var gradient: Tensor
+            if shareBlockGradients, let block {
+                let k = position[block, default: 0]
+                position[block] = k + 1
+                if let existing = shared[k] {
+                    precondition(existing.shape == tensor.shape, "'\(name)' \(tensor.shape) cannot share the gradient of \(existing.shape)")
+                    gradient = existing
+                } else {
+                    gradient = backend.zeros(tensor.shape, .f32, .gradients)
+                    shared[k] = gradient
+                }
+            } else {
+                gradient = backend.zeros(tensor.shape, .f32, .gradients)
+            }
+            return Parameter(name: name, value: tensor, gradient: gradient, block: block)
         }
         var index = [Location: Int]()
         for (i, p) in parameters.enumerated() {
@@ -49,8 +77,12 @@ public final class TrainableParameters: @unchecked Sendable {
     /// Number of trainable values.
     public var count: Int { parameters.reduce(0) { $0 + $1.value.count } }
 
-    /// Sets every gradient to zero.
+    /// Sets every gradient to zero (each shared tensor once).
     public func zeroGradients() {
-        for p in parameters { backend.zero(p.gradient) }
+        var zeroed = Set<ObjectIdentifier>()
+        for p in parameters where zeroed.insert(ObjectIdentifier(p.gradient.storage)).inserted { backend.zero(p.gradient) }
     }
+
+    /// The parameters of block `index`, in order.
+    public func block(_ index: Int) -> [Parameter] { parameters.filter { $0.block == index } }
 }

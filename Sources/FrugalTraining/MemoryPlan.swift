@@ -48,16 +48,19 @@ public struct MemoryPlan: Sendable, Equatable {
         /// Tokens per sequence.
         public var sequenceLength: Int
         public var checkpointing: Bool
+        /// The optimizer step fused into backward with one block's gradient tensors shared by
+        /// every block (`TrainingConfiguration.fusedOptimizerStep`).
+        public var fusedOptimizerStep: Bool
         /// The backend, whose scratch memory (workspace) differs.
         public var device: DeviceKind
 
         public init(model: ModelConfiguration, baseDType: DType = .f32, quantize: DType? = nil,
                     method: TrainingMethod = .lora(LoRAConfiguration()), precision: PrecisionPolicy = .fp32,
                     optimizer: OptimizerKind = .adamW, microBatch: Int = 8, sequenceLength: Int = 256,
-                    checkpointing: Bool = false, device: DeviceKind = .cuda) {
+                    checkpointing: Bool = false, fusedOptimizerStep: Bool = false, device: DeviceKind = .cuda) {
             self.model = model; self.baseDType = baseDType; self.quantize = quantize; self.method = method; self.precision = precision
             self.optimizer = optimizer; self.microBatch = microBatch; self.sequenceLength = sequenceLength
-            self.checkpointing = checkpointing; self.device = device
+            self.checkpointing = checkpointing; self.fusedOptimizerStep = fusedOptimizerStep; self.device = device
         }
     }
 
@@ -99,6 +102,10 @@ public struct MemoryPlan: Sendable, Equatable {
         let weights = full ? 0 : shapes.storedBytes(configuration.baseDType, projections: configuration.quantize)
             + 4 * shapes.vectorValues
         let trainable = 4 * trainableCount
+        // Gradients: one per trainable value, or with the fused step one block's and those outside the blocks.
+        let perBlock = full ? shapes.projections.reduce(0) { $0 + $1.inputs * $1.outputs } + shapes.blockVectorValues
+            : adapterValues / c.layers
+        let gradients = 4 * (configuration.fusedOptimizerStep ? trainableCount - (c.layers - 1) * perBlock : trainableCount)
         // The optimizer's state, tensor by tensor (8-bit moments come in whole blocks), and f32 masters.
         let trainableTensors = full ? shapes.matrixValues + shapes.vectors
             : Array(repeating: adapted.flatMap { [rank * $0.inputs, $0.outputs * rank] }, count: c.layers).flatMap { $0 }
@@ -126,10 +133,10 @@ public struct MemoryPlan: Sendable, Equatable {
         let atLoss = 4 * rows * (kept + ends)
 
         let (lossWorkspace, backwardWorkspace) = workspace(configuration, rows: rows)
-        let persistent = weights + 2 * trainable + optimizer
+        let persistent = weights + trainable + gradients + optimizer
         return MemoryPlan(
             configuration: configuration,
-            peak: [.weights: weights, .trainable: trainable, .gradients: trainable, .optimizer: optimizer,
+            peak: [.weights: weights, .trainable: trainable, .gradients: gradients, .optimizer: optimizer,
                    .activations: activations, .workspace: max(lossWorkspace, backwardWorkspace)],
             peakTotal: persistent + max(atLoss + lossWorkspace, activations + backwardWorkspace),
             trainableCount: trainableCount,
@@ -171,6 +178,8 @@ public struct MemoryPlan: Sendable, Equatable {
         let vectors: [Int]
         /// Values of the norms and biases in all.
         var vectorValues: Int { vectors.reduce(0, +) }
+        /// Values of one block's norms and biases.
+        let blockVectorValues: Int
         /// Multiply-adds per token of every block's projections, and of the head.
         let blockMultiplies: Int, headMultiplies: Int
 
@@ -192,6 +201,7 @@ public struct MemoryPlan: Sendable, Equatable {
                 + (c.mlpBias ? Array(repeating: mlp, count: c.gatedMLP ? 2 : 1) + [d] : [])
             let norms = (2 * c.layers + (c.finalNorm ? 1 : 0)) * (c.normKind == .layer ? 2 : 1)
             vectors = Array(repeating: biases, count: c.layers).flatMap { $0 } + Array(repeating: d, count: norms)
+            blockVectorValues = biases.reduce(0, +) + 2 * d * (c.normKind == .layer ? 2 : 1)
             blockMultiplies = c.layers * projections.reduce(0) { $0 + $1.inputs * $1.outputs }
             headMultiplies = c.vocabSize * embedding
         }

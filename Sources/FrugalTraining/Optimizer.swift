@@ -54,9 +54,18 @@ public final class Optimizer: @unchecked Sendable {
 
     /// Applies one update with learning rate `rate` from the current gradients.
     public func step(rate: Float) {
-        updates += 1
+        beginUpdate()
+        apply(rate: rate, to: slots.indices)
+    }
+
+    /// Counts a new update (AdamW's bias-correction step); `apply(rate:to:)` then applies it to the
+    /// parameters a part at a time (the fused step: each block as backward finishes it).
+    func beginUpdate() { updates += 1 }
+
+    /// Applies the current update to the parameters at `indices` (of the trainable set).
+    func apply(rate: Float, to indices: some Sequence<Int>) {
         let c = configuration
-        for slot in slots {
+        for slot in indices.map({ slots[$0] }) {
             let target = slot.master ?? slot.parameter.value
             switch c.optimizer {
             case .adamW:

@@ -34,6 +34,11 @@ public final class Trainer: @unchecked Sendable {
         guard configuration.steps > 0, configuration.gradientAccumulation > 0 else {
             throw FrugalError.invalidArgument("steps and gradient accumulation must be positive")
         }
+        if configuration.fusedOptimizerStep {
+            try FusedStep.check(configuration)
+        } else if parameters.sharesBlockGradients {
+            throw FrugalError.invalidArgument("blocks share gradient tensors, which only the fused optimizer step can use")
+        }
         self.decoder = decoder
         self.parameters = parameters
         self.configuration = configuration
@@ -62,6 +67,7 @@ public final class Trainer: @unchecked Sendable {
         let fp16 = configuration.precision == .fp16
         let lossScale = fp16 ? scaler.scale : 1
         parameters.zeroGradients()
+        let fused = configuration.fusedOptimizerStep ? FusedStep(self, rate: schedule.rate(at: step)) : nil
         var lossSum = 0.0
         for m in micro {
             let b = m.batch
@@ -69,10 +75,15 @@ public final class Trainer: @unchecked Sendable {
                                       batch: b.batch)
             lossSum += decoder.accumulateGradients(batch, into: parameters, options: PassOptions(
                 checkpointing: configuration.checkpointing, gradientScale: lossScale / Float(max(targets, 1)),
-                training: true), random: &random, timer: phaseTimer)
+                training: true), random: &random, timer: phaseTimer, blockDone: fused.map { f in { f.blockDone($0) } })
         }
         step += 1
         let loss = lossSum / Double(max(targets, 1))
+        if let fused {
+            let norm = try fused.finish(loss: loss, step: step)
+            phaseTimer.mark(.optimizer)
+            return .step(metrics(loss: loss, rate: fused.rate, norm: norm, tokens: tokens, targets: targets, since: started))
+        }
         if fp16 {
             // Gradients stored in f16 overflow to infinity, as on the GPU.
             for p in parameters.parameters { backend.roundInPlace(p.gradient, to: .f16) }
@@ -100,13 +111,20 @@ public final class Trainer: @unchecked Sendable {
         let rate = schedule.rate(at: step - 1)
         optimizer.step(rate: rate)
         phaseTimer.mark(.optimizer)
+        return .step(metrics(loss: loss, rate: rate, norm: norm, tokens: tokens, targets: targets, since: started))
+    }
+
+    /// The figures of the step just applied.
+    private func metrics(loss: Double, rate: Float, norm: Double, tokens: Int, targets: Int,
+                         since started: ContinuousClock.Instant) -> StepMetrics {
         let phases = phaseTimer.finish()
         let elapsed = ContinuousClock.now - started
-        return .step(StepMetrics(
+        return StepMetrics(
             step: step, totalSteps: configuration.steps, loss: loss, learningRate: rate, gradientNorm: norm,
             tokens: tokens, targetTokens: targets,
             seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18,
             phaseSeconds: Dictionary(uniqueKeysWithValues: phases.map { ($0.key.rawValue, $0.value) }),
-            lossScale: fp16 ? scaler.scale : nil, memory: backend.ledger.snapshot, epoch: loader.state.epoch))
+            lossScale: configuration.precision == .fp16 ? scaler.scale : nil, memory: backend.ledger.snapshot,
+            epoch: loader.state.epoch)
     }
 }

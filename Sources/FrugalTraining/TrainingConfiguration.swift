@@ -86,6 +86,10 @@ public struct TrainingConfiguration: Sendable, Codable, Equatable {
     public var precision: PrecisionPolicy = .fp32
     /// Keep only block inputs and recompute blocks in backward.
     public var checkpointing = false
+    /// Update each block's weights as soon as backward has its gradients (the optimizer step
+    /// fused into backward), so one block's gradients live at a time. Needs gradient
+    /// accumulation 1, no clipping and no fp16 loss scaling: all three need every gradient first.
+    public var fusedOptimizerStep = false
     /// Initial loss scale under fp16, and how it adapts.
     public var lossScale = LossScaler.Settings()
     /// Seeds adapters, dropout and data order.

@@ -169,6 +169,8 @@ extension Frugal.Bench {
         @Option(help: "Timed steps.") var steps = 5
         @Option(help: "Untimed steps first.") var warmup = 2
         @Flag(help: "Activation checkpointing.") var checkpointing = false
+        @Option(help: optimizerHelp) var optimizer = "adamw"
+        @Flag(name: .customLong("fused-step"), help: fusedStepHelp) var fusedStep = false
         @OptionGroup var quantization: QuantizeOptions
         @Option(help: "Workload name for the JSON row.") var workload = "W0"
         @Flag(help: "Print the result as one JSON row (BENCH.md's format) on the last line.") var json = false
@@ -191,7 +193,9 @@ extension Frugal.Bench {
             if let line = quantization.summary(decoder) { print(line) }
             let targetList = targets.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
             let lora = LoRAConfiguration(rank: rank, alpha: Float(2 * rank), dropout: 0, targets: targetList)
-            let parameters = try withCleanErrors { full ? try decoder.allWeights() : try decoder.attachLoRA(lora, seed: 2) }
+            let parameters = try withCleanErrors {
+                full ? try decoder.allWeights(shareBlockGradients: fusedStep) : try decoder.attachLoRA(lora, seed: 2, shareBlockGradients: fusedStep)
+            }
             var training = TrainingConfiguration()
             training.method = full ? .full : .lora(lora)
             training.steps = warmup + steps
@@ -202,6 +206,8 @@ extension Frugal.Bench {
             training.schedule = .constant
             training.maxGradientNorm = 0
             training.checkpointing = checkpointing
+            training.optimizer = try parseOptimizer(optimizer)
+            training.fusedOptimizerStep = fusedStep
             // Random sequences of seq + 1 tokens: the first seq are the input, the last seq the targets.
             var random = SplitMix64(seed: 3)
             let sequences = (0..<(2 * batch * gradAccum)).map { _ in
@@ -275,7 +281,8 @@ extension Frugal.Bench {
             // What `frugal plan` predicted for this run, beside what the ledger measured.
             let plan = try MemoryPlan.predict(MemoryPlan.Configuration(
                 model: configuration, baseDType: baseDType, quantize: quantization.dtype, method: training.method, precision: policy,
-                optimizer: training.optimizer, microBatch: batch, sequenceLength: seq, checkpointing: checkpointing, device: backend.device))
+                optimizer: training.optimizer, microBatch: batch, sequenceLength: seq, checkpointing: checkpointing,
+                fusedOptimizerStep: fusedStep, device: backend.device))
             print(String(format: "frugal plan predicted a peak of %.2f GiB (ledger %.2f GiB, %+.1f%%)", Double(plan.peakTotal) * gib,
                          Double(memory.peakTotal) * gib, 100 * (Double(plan.peakTotal) / Double(max(memory.peakTotal, 1)) - 1)))
             if let joules {

@@ -16,7 +16,8 @@ extension Frugal {
             and `frugal bench train` measures them, in six categories:
               weights      the frozen base as stored (none in a full fine-tune)
               trainable    LoRA's A and B, or every weight, in f32
-              gradients    one f32 value per trainable value
+              gradients    one f32 value per trainable value (one block's and those
+                           outside the blocks with --fused-step)
               optimizer    AdamW's two moments in f32 (8-bit codes in 260-byte
                            blocks of 256 with --optimizer adamw8bit; SGD's one
                            buffer in f32), and f32 masters under fp16 and bf16
@@ -61,6 +62,7 @@ extension Frugal {
         @Option(help: "Sequences per micro-batch (when planning several configurations, the largest tried).") var batch = 8
         @Option(help: "Tokens per sequence.") var seq = 1024
         @Flag(inversion: .prefixedNo, help: "Activation checkpointing (default: plan with and without).") var checkpointing: Bool?
+        @Flag(name: .customLong("fused-step"), help: fusedStepHelp) var fusedStep = false
         @Option(help: "cuda or cpu: the backend whose workspace is counted.") var device = "cuda"
         @Option(help: "Memory budget in GiB.") var budget: Double = 80
         @Flag(help: "Print the predictions as JSON.") var json = false
@@ -91,7 +93,8 @@ extension Frugal {
                                 try MemoryPlan.predict(MemoryPlan.Configuration(
                                     model: model, baseDType: base, quantize: method == .full ? nil : quantization.dtype,
                                     method: method, precision: policy, optimizer: optimizerKind,
-                                    microBatch: size, sequenceLength: seq, checkpointing: recompute, device: kind))
+                                    microBatch: size, sequenceLength: seq, checkpointing: recompute,
+                                    fusedOptimizerStep: fusedStep, device: kind))
                             })
                         }
                     }

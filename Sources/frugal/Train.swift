@@ -57,6 +57,7 @@ extension Frugal {
         @Option(name: .customLong("max-grad-norm"), help: "Clip the global gradient norm (0 = off).") var maxGradNorm: Float = 1
         @Option(help: "fp32, fp16, bf16 or pure-bf16.") var precision = "fp32"
         @Flag(help: "Activation checkpointing: recompute each block in backward.") var checkpointing = false
+        @Flag(name: .customLong("fused-step"), help: fusedStepHelp) var fusedStep = false
         @Flag(name: .customLong("auto-batch"), help: ArgumentHelp(
             "Halve --batch until `frugal plan` predicts the run fits the free memory (or --memory-limit), raising --grad-accum to keep each step's sequences the same."))
         var autoBatch = false
@@ -114,8 +115,9 @@ extension Frugal {
             if let task { report("before", task, session) }
             let parameters = try withCleanErrors {
                 switch configuration.method {
-                case let .lora(lora): try decoder.attachLoRA(lora, seed: seed, frozenLayers: configuration.frozenLayers)
-                case .full: try decoder.allWeights(frozenLayers: configuration.frozenLayers)
+                case let .lora(lora):
+                    try decoder.attachLoRA(lora, seed: seed, frozenLayers: configuration.frozenLayers, shareBlockGradients: fusedStep)
+                case .full: try decoder.allWeights(frozenLayers: configuration.frozenLayers, shareBlockGradients: fusedStep)
                 }
             }
             print("training \(formatCount(parameters.count)) parameters (\(describe(configuration.method))) on \(loader.sequenceCount) sequences, \(configuration.steps) steps of \(configuration.microBatch)×\(configuration.gradientAccumulation), \(configuration.precision.rawValue)\(checkpointing ? ", checkpointing" : "")")
@@ -233,7 +235,8 @@ extension Frugal {
         /// The settings that tell runs of a sweep apart.
         func settings(_ c: TrainingConfiguration) -> [String: String] {
             var s = ["method": method, "precision": c.precision.rawValue, "grad_accum": "\(c.gradientAccumulation)",
-                     "batch": "\(c.microBatch)", "checkpointing": "\(c.checkpointing)", "optimizer": c.optimizer.rawValue]
+                     "batch": "\(c.microBatch)", "checkpointing": "\(c.checkpointing)", "optimizer": c.optimizer.rawValue,
+                     "fused_step": "\(c.fusedOptimizerStep)"]
             if case let .lora(l) = c.method {
                 s["lora_r"] = "\(l.rank)"
                 s["targets"] = l.targets.joined(separator: ",")
@@ -304,6 +307,7 @@ extension Frugal {
             }
             c.precision = p
             c.checkpointing = checkpointing
+            c.fusedOptimizerStep = fusedStep
             c.seed = seed
             c.checkpointEvery = checkpointEvery
             return c

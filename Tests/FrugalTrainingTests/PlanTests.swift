@@ -27,8 +27,8 @@ final class PlanTests: XCTestCase {
                                      dtype: full ? .f32 : plan.baseDType, quantize: full ? nil : plan.quantize, seed: 1)
         let parameters: TrainableParameters
         switch plan.method {
-        case let .lora(lora): parameters = try decoder.attachLoRA(lora, seed: 2)
-        case .full: parameters = try decoder.allWeights()
+        case let .lora(lora): parameters = try decoder.attachLoRA(lora, seed: 2, shareBlockGradients: plan.fusedOptimizerStep)
+        case .full: parameters = try decoder.allWeights(shareBlockGradients: plan.fusedOptimizerStep)
         }
         var training = TrainingConfiguration()
         training.method = plan.method
@@ -37,6 +37,7 @@ final class PlanTests: XCTestCase {
         training.precision = plan.precision
         training.optimizer = plan.optimizer
         training.checkpointing = plan.checkpointing
+        training.fusedOptimizerStep = plan.fusedOptimizerStep
         training.schedule = .constant
         training.learningRate = 1e-4
         training.maxGradientNorm = 0
@@ -129,6 +130,26 @@ final class PlanTests: XCTestCase {
     func testFullAdamW8bitAgainstLedger() throws {
         try checkAgainstLedger(cpu(.full, optimizer: .adamW8bit, checkpointing: true),
                                "full fp32 8-bit AdamW, batch 2 × 64, checkpointing")
+    }
+
+    /// The optimizer step fused into backward: one block's gradients and those outside the blocks
+    /// (the tied embedding, the final norm), with 8-bit AdamW — the 8B full fine-tune's recipe.
+    func testFullFusedStepAgainstLedger() throws {
+        var configuration = cpu(.full, optimizer: .adamW8bit, checkpointing: true)
+        configuration.fusedOptimizerStep = true
+        try checkAgainstLedger(configuration, "full fp32 8-bit AdamW, fused step, batch 2 × 64, checkpointing")
+        var lora = cpu(qkv, checkpointing: false)
+        lora.fusedOptimizerStep = true
+        try checkAgainstLedger(lora, "LoRA q,k,v r16 fp32, fused step, batch 2 × 64")
+        // At Llama-3.1-8B's shape the gradients shrink from every weight's (30 GiB) to one block's and
+        // the untied embedding and head's (5 GiB).
+        var eight = MemoryPlan.Configuration(model: ModelConfiguration.named("llama3.1-8b")!, method: .full, precision: .pureBF16,
+                                             optimizer: .adamW8bit, microBatch: 1, sequenceLength: 2048, checkpointing: true)
+        let unfused = try MemoryPlan.predict(eight).peak[.gradients]!
+        eight.fusedOptimizerStep = true
+        let fused = try MemoryPlan.predict(eight).peak[.gradients]!
+        XCTAssertGreaterThan(Double(unfused) / Double(1 << 30), 29)
+        XCTAssertLessThan(Double(fused) / Double(1 << 30), 5.5)
     }
 
     /// GPT-2's layout (LayerNorm with biases, a plain GELU MLP, biases everywhere, learned

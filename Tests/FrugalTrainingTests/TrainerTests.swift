@@ -55,9 +55,12 @@ enum TinyTraining {
                         shuffle: Bool = false) throws -> Trainer {
         let files = try ModelFiles(path: models.appendingPathComponent(family).path)
         let decoder = try files.decoder(on: CPUBackend(), trainable: configuration.method == .full)
+        // The fused step shares one block's gradient tensors, as `frugal train --fused-step` does.
+        let share = configuration.fusedOptimizerStep
         let parameters = switch configuration.method {
-        case let .lora(lora): try decoder.attachLoRA(lora, seed: configuration.seed, frozenLayers: configuration.frozenLayers)
-        case .full: try decoder.allWeights(frozenLayers: configuration.frozenLayers)
+        case let .lora(lora):
+            try decoder.attachLoRA(lora, seed: configuration.seed, frozenLayers: configuration.frozenLayers, shareBlockGradients: share)
+        case .full: try decoder.allWeights(frozenLayers: configuration.frozenLayers, shareBlockGradients: share)
         }
         let loader = try DataLoader(sequences: sequences, batchSize: configuration.microBatch, strategy: strategy,
                                     shuffle: shuffle, seed: configuration.seed)

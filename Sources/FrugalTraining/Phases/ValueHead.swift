@@ -23,7 +23,7 @@ public final class ValueHead: @unchecked Sendable {
             let uploaded = values.withUnsafeBytes { backend.upload($0, [1, width], .f32, .workspace) }
             backend.copy(weight, at: 0, from: uploaded)
         }
-        parameters = TrainableParameters(backend: backend, named: [("v_head.weight", weight)])
+        parameters = TrainableParameters(backend: backend, named: [("v_head.weight", weight, nil)])
     }
 
     /// The value at every row of `hidden` (rows, embedding dim).

@@ -1,0 +1,81 @@
+// FusedStep: the optimizer step fused into backward — each block's weights are checked and
+// updated as soon as backward has their gradients, so one block's gradients live at a time.
+import FrugalCore
+import FrugalModels
+
+/// One step's update applied block by block during backward (as torchtune's optimizer-in-backward
+/// does), then to the parameters outside the blocks (embeddings, final norm, head) at the end.
+///
+/// With `TrainableParameters.sharesBlockGradients`, every block writes its gradients into the
+/// same tensors, zeroed again after each block's update: the gradients then take one block's
+/// memory instead of the model's. The arithmetic of each update is the unfused one's, so the
+/// weights come out bit-identical. What needs every gradient first is ruled out: gradient
+/// accumulation, global-norm clipping, fp16's loss-scale check. A non-finite gradient stops the
+/// step at that block (the blocks after it, updated already, keep their update) and `finish`
+/// reports it.
+final class FusedStep {
+    let rate: Float
+    private let optimizer: Optimizer
+    private let parameters: TrainableParameters
+    private let backend: TrainingBackend
+    /// The indices of each block's parameters in the trainable set.
+    private let blockSlots: [Int: [Int]]
+    private var updated = Set<Int>()
+    private var squares = 0.0
+    private var fault: String?
+
+    /// Starts the update of `trainer`'s next step at learning rate `rate`.
+    init(_ trainer: Trainer, rate: Float) {
+        self.rate = rate
+        optimizer = trainer.optimizer
+        parameters = trainer.parameters
+        backend = trainer.backend
+        var slots = [Int: [Int]]()
+        for (i, p) in parameters.parameters.enumerated() {
+            if let block = p.block { slots[block, default: []].append(i) }
+        }
+        blockSlots = slots
+        optimizer.beginUpdate()
+    }
+
+    /// - Throws: `FrugalError.invalidArgument` for what the fused step cannot do.
+    static func check(_ configuration: TrainingConfiguration) throws {
+        var conflicts = [String]()
+        if configuration.gradientAccumulation > 1 { conflicts.append("gradient accumulation (\(configuration.gradientAccumulation))") }
+        if configuration.maxGradientNorm > 0 { conflicts.append("gradient clipping (max norm \(configuration.maxGradientNorm))") }
+        if configuration.precision == .fp16 { conflicts.append("fp16 loss scaling") }
+        guard conflicts.isEmpty else {
+            throw FrugalError.invalidArgument("the fused optimizer step updates each block before the others have gradients, so it cannot do "
+                + conflicts.joined(separator: ", ") + "; turn those off or the fused step")
+        }
+    }
+
+    /// Backward finished block `index`: check and update its parameters.
+    func blockDone(_ index: Int) {
+        update(blockSlots[index] ?? [], zeroAfter: parameters.sharesBlockGradients)
+    }
+
+    /// Updates the parameters outside the blocks.
+    /// - Returns: the global gradient norm (every parameter's, each counted once).
+    /// - Throws: `FrugalError.numericalFault` naming the first non-finite gradient, or the loss.
+    func finish(loss: Double, step: Int) throws -> Double {
+        update(parameters.parameters.indices.filter { !updated.contains($0) }, zeroAfter: false)
+        if let fault { throw FrugalError.numericalFault(step: step, detail: "non-finite gradient in '\(fault)' (fused step: the blocks after it were updated)") }
+        guard loss.isFinite else { throw FrugalError.numericalFault(step: step, detail: "the loss is \(loss)") }
+        return squares.squareRoot()
+    }
+
+    private func update(_ indices: [Int], zeroAfter: Bool) {
+        guard fault == nil, !indices.isEmpty else { return }
+        let gradients = indices.map { parameters.parameters[$0].gradient }
+        let sums = backend.sumsOfSquares(gradients)
+        if let bad = sums.firstIndex(where: { !$0.isFinite }) {
+            fault = parameters.parameters[indices[bad]].name
+            return
+        }
+        squares += sums.reduce(0, +)
+        optimizer.apply(rate: rate, to: indices)
+        updated.formUnion(indices)
+        if zeroAfter { for gradient in gradients { backend.zero(gradient) } }
+    }
+}
