@@ -23,7 +23,7 @@ let package = Package(
                 linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "FrugalFormats", dependencies: ["FrugalCore"], swiftSettings: optimized),
         .target(name: "FrugalModels", dependencies: ["FrugalCore", "FrugalFormats"]),
-        .target(name: "FrugalTraining", dependencies: ["FrugalCore", "FrugalFormats", "FrugalModels"]),
+        .target(name: "FrugalTraining", dependencies: ["FrugalCore", "FrugalCPU", "FrugalFormats", "FrugalModels"]),
         .target(name: "FrugalMeasure", dependencies: ["FrugalCore"]),
         .target(name: "FrugalEval", dependencies: ["FrugalCore", "FrugalFormats", "FrugalModels"]),
         .executableTarget(name: "frugal", dependencies: [

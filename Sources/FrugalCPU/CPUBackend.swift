@@ -12,7 +12,10 @@ import FrugalCore
 /// unsafe buffers, split across cores.
 public final class CPUBackend: TrainingBackend, @unchecked Sendable {
     public let device = DeviceKind.cpu
-    public let ledger = MemoryLedger()
+    public let ledger: MemoryLedger
+    /// The offloaded copies, apart from `ledger`: the CPU stands in for a device whose memory is
+    /// not the host's, so a test measures what offloading takes off the device.
+    public let hostLedger = MemoryLedger()
     /// The GEMM provider.
     public let blas: BLAS
     /// Wall time per op, when enabled (`profile.enabled = true`).
@@ -25,8 +28,11 @@ public final class CPUBackend: TrainingBackend, @unchecked Sendable {
     static let weightTileRows = 256
 
     /// A CPU backend; `blas` defaults to the system's OpenBLAS when it can be loaded.
-    public init(blas: BLAS = BLAS()) {
+    /// - Parameter ledger: where its allocations are counted (a device's `hostLedger`, for the
+    ///   host memory of an offloaded optimizer).
+    public init(blas: BLAS = BLAS(), ledger: MemoryLedger = MemoryLedger()) {
         self.blas = blas
+        self.ledger = ledger
     }
 
     // MARK: - Memory
@@ -99,6 +105,19 @@ public final class CPUBackend: TrainingBackend, @unchecked Sendable {
 
     public func downloadBytes(_ tensor: Tensor) -> [UInt8] {
         [UInt8](UnsafeRawBufferPointer(start: tensor.rawPointer, count: tensor.byteCount))
+    }
+
+    /// A copy in memory of its own, counted in `hostLedger`.
+    public func offload(_ tensor: Tensor) -> HostCopy {
+        let bytes = tensor.byteCount, pointer = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 1), alignment: 64)
+        pointer.copyMemory(from: tensor.rawPointer, byteCount: bytes)
+        let storage = TensorStorage(pointer: pointer, byteCount: bytes, category: tensor.storage.category, device: .cpu,
+                                    ledger: hostLedger, release: { $0.deallocate() })
+        return HostCopy(storage: storage, shape: tensor.shape, dtype: tensor.dtype)
+    }
+
+    public func restore(_ copy: HostCopy) -> Tensor {
+        upload(copy.bytes, copy.shape, copy.dtype, copy.storage.category)
     }
 
     public func copy(_ dst: Tensor, at dstOffset: Int, from src: Tensor) {

@@ -15,6 +15,7 @@ import FrugalCore
 public final class CUDABackend: TrainingBackend, @unchecked Sendable {
     public let device = DeviceKind.cuda
     public let ledger = MemoryLedger()
+    public let hostLedger = MemoryLedger()
     /// Wall time per op while enabled: each op then waits for the GPU to finish it.
     public let profile = OpProfile()
     public let driver: CUDADriver
@@ -31,6 +32,8 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
     let stream: CUDADriver.Handle
     let allocator: CUDAAllocator
     let staging: HostStaging
+    /// Pinned buffers of offloaded activations (CUDAOffload.swift).
+    let pinnedPool: PinnedPool
     public let multiprocessors: Int
     /// cuBLASLt's scratch memory.
     private(set) var blasWorkspace: Tensor!
@@ -88,6 +91,7 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
         blas = try CuBLASLt(folders: folders)
         allocator = CUDAAllocator(driver: driver)
         staging = try HostStaging(driver: driver)
+        pinnedPool = PinnedPool(driver: driver)
         blasWorkspace = zeros([options.blasWorkspaceBytes / 4], .f32, .workspace)
     }
 
@@ -196,14 +200,13 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
         }
     }
 
-    /// The tensor's raw bytes, in `dtype`'s layout (waits for the stream).
+    /// The tensor's raw bytes, in `dtype`'s layout (waits for the stream); a host tensor's too.
     public func downloadBytes(_ tensor: Tensor) -> [UInt8] {
         must("download(\(tensor.shape), \(tensor.dtype))") {
             var bytes = [UInt8](repeating: 0, count: tensor.byteCount)
             try bytes.withUnsafeMutableBytes {
-                try driver.copyAsync(to: $0.baseAddress!, from: tensor.address, bytes: tensor.byteCount, stream: stream)
+                try transfer(to: $0.baseAddress!, on: .cpu, from: tensor.rawPointer, on: tensor.storage.device, bytes: tensor.byteCount)
             }
-            try driver.synchronize(stream)
             return bytes
         }
     }
@@ -220,10 +223,12 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
         precondition(dstOffset + src.count <= dst.count, "copy: \(src.count) values at \(dstOffset) into \(dst.count)")
         must("copy \(src.dtype) into \(dst.dtype)") {
             if dst.dtype == src.dtype, let offset = dst.dtype.byteCount(elements: dstOffset) {
-                try driver.copyAsync(to: dst.address + UInt64(offset), from: src.address, bytes: src.byteCount, stream: stream)
+                try transfer(to: dst.rawPointer + offset, on: dst.storage.device, from: src.rawPointer, on: src.storage.device,
+                             bytes: src.byteCount)
                 return
             }
-            precondition(dst.dtype == .f32, "copy into \(dst.dtype) from \(src.dtype)")
+            precondition(dst.dtype == .f32 && dst.storage.device == .cuda && src.storage.device == .cuda,
+                         "copy into \(dst.storage.device) \(dst.dtype) from \(src.storage.device) \(src.dtype)")
             try convert(src, into: dst.address + UInt64(dstOffset * 4), count: src.count)
         }
     }

@@ -45,6 +45,9 @@ public protocol Backend: AnyObject, Sendable {
     var device: DeviceKind { get }
     /// Bytes allocated, current and peak, by category.
     var ledger: MemoryLedger { get }
+    /// Host memory held for this device's work (offloaded activations, an offloaded optimizer's
+    /// state), by category: apart from `ledger`, which counts the device's own memory.
+    var hostLedger: MemoryLedger { get }
 
     // MARK: - Memory
 
@@ -60,6 +63,12 @@ public protocol Backend: AnyObject, Sendable {
     func makePhaseTimer() -> PhaseTimer
     /// The tensor's raw bytes, in `dtype`'s layout (what `upload` takes).
     func downloadBytes(_ tensor: Tensor) -> [UInt8]
+    /// Moves `tensor`'s bytes to host memory counted in `hostLedger` (on a GPU: pinned, copied
+    /// asynchronously after the queued work), so the caller can drop the device tensor.
+    func offload(_ tensor: Tensor) -> HostCopy
+    /// A new device tensor, in the category the copy was made from, holding `copy`'s bytes
+    /// (on a GPU: copied asynchronously after the queued work).
+    func restore(_ copy: HostCopy) -> Tensor
 
     // MARK: - Linear algebra
 
@@ -103,7 +112,10 @@ public protocol Backend: AnyObject, Sendable {
     /// `out = act(gate) · up` elementwise (out may alias gate).
     func gated(_ out: Tensor, gate: Tensor, up: Tensor, _ activation: Activation)
     /// Copies `src` into `dst` at element offset `dstOffset`, converting dtype when needed: into
-    /// f32 from any dtype, or into the same dtype (a packed one at a block boundary).
+    /// f32 from any dtype, or into the same dtype (a packed one at a block boundary). Either may be
+    /// a host tensor (storage on the CPU, as a host `CPUBackend` allocates it) when the dtypes
+    /// match: the bytes then cross between host and device, and the host may read or reuse them
+    /// when `copy` returns.
     func copy(_ dst: Tensor, at dstOffset: Int, from src: Tensor)
 }
 

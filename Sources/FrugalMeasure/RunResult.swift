@@ -26,6 +26,9 @@ public struct RunResult: Codable, Sendable {
     /// Frugal's own peak (sum over categories at its highest) and the peak of each category, bytes.
     public var peakBytes: Int?
     public var peakByCategory: [String: Int]?
+    /// Peak host memory held for the device by category (an offloaded optimizer, offloaded
+    /// activations); nil when nothing was offloaded.
+    public var hostPeakByCategory: [String: Int]?
     /// `frugal plan`'s prediction of `peakBytes` for this run, made before it started.
     public var predictedPeakBytes: Int?
     /// The process's peak resident memory (bytes), as the OS counts it.
@@ -49,10 +52,12 @@ public struct RunResult: Codable, Sendable {
         self.settings = settings
     }
 
-    /// Fills the memory figures from a ledger snapshot and the process's peak RSS.
-    public mutating func record(memory: MemorySnapshot) {
+    /// Fills the memory figures from the device's ledger snapshot, the host's (what was offloaded),
+    /// and the process's peak RSS.
+    public mutating func record(memory: MemorySnapshot, host: MemorySnapshot = MemorySnapshot()) {
         peakBytes = memory.peakTotal
         peakByCategory = Dictionary(uniqueKeysWithValues: memory.peak.map { ($0.key.rawValue, $0.value) })
+        hostPeakByCategory = host.peakTotal > 0 ? Dictionary(uniqueKeysWithValues: host.peak.map { ($0.key.rawValue, $0.value) }) : nil
         peakResidentBytes = Self.processPeakResidentBytes()
     }
 

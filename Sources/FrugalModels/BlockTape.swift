@@ -23,6 +23,8 @@ final class BlockTape {
     let startRandom: SplitMix64
 
     var input: Tensor!, h1: Tensor!, s1: Tensor!, mid: Tensor!, h2: Tensor!, s2: Tensor!
+    /// A checkpoint's input while it waits in host memory (activation offload), instead of `input`.
+    var offloaded: HostCopy?
     /// Query, key (after rotary) and value; attention output before the output projection.
     var q: Tensor!, k: Tensor!, v: Tensor!, attended: Tensor!
     /// The attention forward's log-sum-exp per query row, when the backend wrote it.

@@ -42,14 +42,19 @@ public struct TrainingPass: @unchecked Sendable {
 public struct PassOptions: Sendable {
     /// Keep only each block's input and recompute the block in backward.
     public var checkpointing = false
+    /// With checkpointing, move each kept block input to host memory (`Backend.offload`) until
+    /// backward recomputes that block.
+    public var offloadActivations = false
     /// Multiplies the gradient of the summed loss (1/target tokens of the whole accumulated
     /// batch, times the loss scale under fp16).
     public var gradientScale: Float = 1
     /// Apply LoRA dropout.
     public var training = true
 
-    public init(checkpointing: Bool = false, gradientScale: Float = 1, training: Bool = true) {
-        self.checkpointing = checkpointing; self.gradientScale = gradientScale; self.training = training
+    public init(checkpointing: Bool = false, offloadActivations: Bool = false, gradientScale: Float = 1, training: Bool = true) {
+        precondition(checkpointing || !offloadActivations, "activation offload moves checkpointed block inputs: it needs checkpointing")
+        self.checkpointing = checkpointing; self.offloadActivations = offloadActivations
+        self.gradientScale = gradientScale; self.training = training
     }
 }
 
@@ -106,8 +111,9 @@ extension Decoder {
             let tape = BlockTape(training: options.training, random: random)
             x = blockForward(index, x, input, cache: nil, tape: tape)
             random = tape.random
-            // With checkpointing, keep the block input only; the block is recomputed in backward.
-            tapes.append(options.checkpointing ? tape.checkpoint() : tape)
+            // With checkpointing, keep the block input only (on the host when offloading); the block
+            // is recomputed in backward.
+            tapes.append(options.checkpointing ? tape.checkpoint(offloadingTo: options.offloadActivations ? backend : nil) : tape)
         }
         let (hidden, finalTape) = finishWithTape(x)
         return TrainingPass(hidden: hidden, input: input, tapes: tapes, finish: finalTape)
@@ -126,7 +132,7 @@ extension Decoder {
             var tape = tapes.removeLast()
             if tape.h1 == nil {
                 let recomputed = BlockTape(training: tape.training, random: tape.random)
-                _ = blockForward(index, tape.input, pass.input, cache: nil, tape: recomputed)
+                _ = blockForward(index, tape.offloaded.map(backend.restore) ?? tape.input, pass.input, cache: nil, tape: recomputed)
                 tape = recomputed
             }
             dx = blockBackward(index, dx, tape, pass.input, parameters, backend)
@@ -285,10 +291,11 @@ extension Decoder {
 }
 
 extension BlockTape {
-    /// A tape holding only the block input and the dropout stream at the block's start.
-    func checkpoint() -> BlockTape {
+    /// A tape holding only the block input and the dropout stream at the block's start; the input
+    /// moved to host memory when `backend` is given.
+    func checkpoint(offloadingTo backend: Backend?) -> BlockTape {
         let kept = BlockTape(training: training, random: startRandom)
-        kept.input = input
+        if let backend { kept.offloaded = backend.offload(input) } else { kept.input = input }
         return kept
     }
 }

@@ -28,6 +28,12 @@ import FrugalModels
 ///   chunk of scores; on the CPU the cross-entropy's chunk of logits, or the attention
 ///   backward's per-worker scratch.
 ///
+/// Offloaded (`hostPeak`): with the optimizer offloaded, its state and an f32 copy of every
+/// trainable value (the master, or the weight itself) move to the host with one f32 buffer as long
+/// as the largest trainable tensor for the gradient in transit, and the device holds no optimizer
+/// memory; with activations offloaded, every checkpointed block input moves to the host and the
+/// device keeps only the last block's output and the one input brought back for its block.
+///
 /// Assumes no LoRA dropout (dropout keeps a mask and a dropped-out input per adapter), every
 /// layer trained, and one micro-batch live at a time (gradient accumulation costs no memory).
 public struct MemoryPlan: Sendable, Equatable {
@@ -51,22 +57,31 @@ public struct MemoryPlan: Sendable, Equatable {
         /// The optimizer step fused into backward with one block's gradient tensors shared by
         /// every block (`TrainingConfiguration.fusedOptimizerStep`).
         public var fusedOptimizerStep: Bool
+        /// The optimizer's state and f32 weights in host memory (`TrainingConfiguration.offloadOptimizer`).
+        public var offloadOptimizer: Bool
+        /// Checkpointed block inputs in host memory (`TrainingConfiguration.offloadActivations`).
+        public var offloadActivations: Bool
         /// The backend, whose scratch memory (workspace) differs.
         public var device: DeviceKind
 
         public init(model: ModelConfiguration, baseDType: DType = .f32, quantize: DType? = nil,
                     method: TrainingMethod = .lora(LoRAConfiguration()), precision: PrecisionPolicy = .fp32,
                     optimizer: OptimizerKind = .adamW, microBatch: Int = 8, sequenceLength: Int = 256,
-                    checkpointing: Bool = false, fusedOptimizerStep: Bool = false, device: DeviceKind = .cuda) {
+                    checkpointing: Bool = false, fusedOptimizerStep: Bool = false, offloadOptimizer: Bool = false,
+                    offloadActivations: Bool = false, device: DeviceKind = .cuda) {
             self.model = model; self.baseDType = baseDType; self.quantize = quantize; self.method = method; self.precision = precision
             self.optimizer = optimizer; self.microBatch = microBatch; self.sequenceLength = sequenceLength
-            self.checkpointing = checkpointing; self.fusedOptimizerStep = fusedOptimizerStep; self.device = device
+            self.checkpointing = checkpointing; self.fusedOptimizerStep = fusedOptimizerStep
+            self.offloadOptimizer = offloadOptimizer; self.offloadActivations = offloadActivations; self.device = device
         }
     }
 
     public let configuration: Configuration
     /// Predicted peak bytes of each category, each at its own peak.
     public let peak: [MemoryCategory: Int]
+    /// Predicted peak bytes of host memory by category (the backend's `hostLedger`): what offloading
+    /// moved off the device; empty without offload.
+    public let hostPeak: [MemoryCategory: Int]
     /// Predicted peak of the sum over categories: the persistent categories plus the higher of a
     /// step's two high points, the loss (forward activations kept, logits workspace) and the
     /// deepest point of backward.
@@ -80,11 +95,14 @@ public struct MemoryPlan: Sendable, Equatable {
 
     /// The prediction for `configuration`.
     /// - Throws: `FrugalError.invalidArgument` for an unknown LoRA target, a non-positive rank,
-    ///   batch or sequence length.
+    ///   batch or sequence length, or activation offload without checkpointing.
     public static func predict(_ configuration: Configuration) throws -> MemoryPlan {
         let c = configuration.model, rows = configuration.microBatch * configuration.sequenceLength
         guard configuration.microBatch > 0, configuration.sequenceLength > 0 else {
             throw FrugalError.invalidArgument("batch and sequence length must be positive")
+        }
+        guard configuration.checkpointing || !configuration.offloadActivations else {
+            throw FrugalError.invalidArgument("activation offload moves checkpointed block inputs: it needs checkpointing")
         }
         let shapes = Shapes(c)
         var adapted = [Projection](), rank = 0
@@ -109,8 +127,10 @@ public struct MemoryPlan: Sendable, Equatable {
         // The optimizer's state, tensor by tensor (8-bit moments come in whole blocks), and f32 masters.
         let trainableTensors = full ? shapes.matrixValues + shapes.vectors
             : Array(repeating: adapted.flatMap { [rank * $0.inputs, $0.outputs * rank] }, count: c.layers).flatMap { $0 }
-        let optimizer = trainableTensors.reduce(0) { $0 + configuration.optimizer.stateBytes(values: $1) }
-            + (configuration.precision.keepsMasters ? trainable : 0)
+        let state = trainableTensors.reduce(0) { $0 + configuration.optimizer.stateBytes(values: $1) }
+        let optimizer = state + (configuration.precision.keepsMasters ? trainable : 0)
+        // Offloaded, the host always keeps an f32 copy of every weight, and one largest tensor's gradient.
+        let hostOptimizer = state + trainable, hostGradients = 4 * (trainableTensors.max() ?? 0)
 
         // Activations, in f32 values per token.
         let d = c.hiddenSize, q = c.heads * c.headDim, kv = c.kvHeads * c.headDim, mlp = c.intermediateSize
@@ -119,8 +139,10 @@ public struct MemoryPlan: Sendable, Equatable {
         // output), q, k, v, the attention output, its log-sum-exp (one per head), up, gate and
         // their product, and each adapter's hidden.
         let tape = 4 * d + 2 * q + 2 * kv + c.heads + mlpWidths + rank * adapted.count
-        // The embedding output, then every tape or, checkpointed, every block's output.
-        let kept = d + c.layers * (configuration.checkpointing ? d : tape)
+        // The embedding output, then every tape or, checkpointed, every block's output; offloaded, the
+        // last block's output (the others on the host) and in backward the input brought back.
+        let offloaded = configuration.offloadActivations ? c.layers * d : 0
+        let kept = d + c.layers * (configuration.checkpointing ? d : tape) - offloaded
         // The final norm's output and the gradient of the hidden states, live through backward.
         let ends = (c.finalNorm ? d : 0) + d
         // Deepest point of a block's backward: in the MLP, the incoming gradient, the gradients of
@@ -129,15 +151,21 @@ public struct MemoryPlan: Sendable, Equatable {
         // gradient not yet freed (a debug build holds locals to the end of their scope; an
         // optimized one frees them sooner, so this can overstate by a few hidden-wide rows).
         let backward = max(2 * d + mlpWidths, mlp + 6 * d + 2 * q + 2 * kv)
-        let activations = 4 * rows * (kept + ends + (configuration.checkpointing ? tape : 0) + backward)
+        let restored = configuration.offloadActivations ? d : 0
+        let activations = 4 * rows * (kept + restored + ends + (configuration.checkpointing ? tape : 0) + backward)
         let atLoss = 4 * rows * (kept + ends)
 
         let (lossWorkspace, backwardWorkspace) = workspace(configuration, rows: rows)
-        let persistent = weights + trainable + gradients + optimizer
+        let deviceOptimizer = configuration.offloadOptimizer ? 0 : optimizer
+        let persistent = weights + trainable + gradients + deviceOptimizer
+        var host = [MemoryCategory: Int]()
+        if configuration.offloadOptimizer { host[.optimizer] = hostOptimizer; host[.gradients] = hostGradients }
+        if configuration.offloadActivations { host[.activations] = 4 * rows * offloaded }
         return MemoryPlan(
             configuration: configuration,
-            peak: [.weights: weights, .trainable: trainable, .gradients: gradients, .optimizer: optimizer,
+            peak: [.weights: weights, .trainable: trainable, .gradients: gradients, .optimizer: deviceOptimizer,
                    .activations: activations, .workspace: max(lossWorkspace, backwardWorkspace)],
+            hostPeak: host,
             peakTotal: persistent + max(atLoss + lossWorkspace, activations + backwardWorkspace),
             trainableCount: trainableCount,
             flopsPerToken: flops(configuration, shapes, adapterValues: adapterValues, full: full))

@@ -1,5 +1,7 @@
-// Optimizer: AdamW (f32 or 8-bit moments) or SGD over the trainable set, with f32 masters under mixed precision.
+// Optimizer: AdamW (f32 or 8-bit moments) or SGD over the trainable set, with f32 masters under mixed
+// precision, on the device or offloaded to host memory.
 import FrugalCore
+import FrugalCPU
 import FrugalModels
 
 /// Updates trainable tensors from their gradients.
@@ -7,11 +9,18 @@ import FrugalModels
 /// Under fp16/bf16 the model computes with weights rounded to the compute dtype while the
 /// optimizer updates f32 masters and copies them back rounded; under pure bf16 the weights
 /// themselves are rounded after every update (small updates can be lost, as on the GPU).
+///
+/// With `offloadOptimizer` the state lives in host memory, on a `CPUBackend` of its own counted in
+/// the device's `hostLedger`, and always with an f32 copy of each weight (the master, or under fp32
+/// and pure bf16 the weight itself, rounded as the device's is). An update copies the gradient
+/// into a host buffer, runs the same arithmetic there, and copies the rounded weight back: the
+/// device's weights come out bit-identical to an update on the device where both compute alike.
 public final class Optimizer: @unchecked Sendable {
     /// One parameter's optimizer state.
     struct Slot {
         let parameter: TrainableParameters.Parameter
-        /// f32 master copy, when the policy keeps one.
+        /// The f32 copy the update applies to: the master under fp16 and bf16, the weight's host copy
+        /// when offloaded; nil when the update applies to the weight itself.
         let master: Tensor?
         /// AdamW first moment (f32, or 8-bit `dynamic8` in whole blocks), or SGD momentum buffer.
         let first: Tensor
@@ -22,33 +31,47 @@ public final class Optimizer: @unchecked Sendable {
     let slots: [Slot]
     let configuration: TrainingConfiguration
     let backend: TrainingBackend
+    /// The host backend holding the state when offloaded.
+    let host: CPUBackend?
+    /// Offloaded: the host buffer each gradient is copied into (as long as the largest weight), which
+    /// then holds the rounded weight on its way back.
+    private let hostGradient: Tensor?
     /// Updates applied so far (AdamW's bias-correction step).
     public internal(set) var updates = 0
 
-    /// Allocates the state (as `optimizer` memory) and rounds the weights to the compute dtype.
+    /// Allocates the state (as `optimizer` memory, on the host when offloaded) and rounds the
+    /// weights to the compute dtype.
     public init(_ parameters: TrainableParameters, configuration: TrainingConfiguration, backend: TrainingBackend) {
         self.configuration = configuration
         self.backend = backend
+        let host = configuration.offloadOptimizer ? CPUBackend(ledger: backend.hostLedger) : nil
+        let state: TrainingBackend = host ?? backend
         let policy = configuration.precision
+        /// An f32 copy of `value` on the state's backend.
+        func copy(of value: Tensor) -> Tensor {
+            let copy = state.zeros(value.shape, .f32, .optimizer)
+            backend.copy(copy, at: 0, from: value)
+            return copy
+        }
         slots = parameters.parameters.map { p in
-            var master: Tensor?
-            if policy.keepsMasters {
-                let m = backend.zeros(p.value.shape, .f32, .optimizer)
-                backend.copy(m, at: 0, from: p.value)
-                master = m
-            }
+            var master = policy.keepsMasters ? copy(of: p.value) : nil
             backend.roundInPlace(p.value, to: policy.computeDType)
+            if host != nil, master == nil { master = copy(of: p.value) }
             let shape = p.value.shape, padded: Shape = [DynamicQuantization.paddedCount(shape.count)]
             return switch configuration.optimizer {
             case .adamW:
-                Slot(parameter: p, master: master, first: backend.zeros(shape, .f32, .optimizer),
-                     second: backend.zeros(shape, .f32, .optimizer))
+                Slot(parameter: p, master: master, first: state.zeros(shape, .f32, .optimizer),
+                     second: state.zeros(shape, .f32, .optimizer))
             case .adamW8bit:
-                Slot(parameter: p, master: master, first: backend.zeros(padded, .dynamic8, .optimizer),
-                     second: backend.zeros(padded, .dynamic8Unsigned, .optimizer))
+                Slot(parameter: p, master: master, first: state.zeros(padded, .dynamic8, .optimizer),
+                     second: state.zeros(padded, .dynamic8Unsigned, .optimizer))
             case .sgd:
-                Slot(parameter: p, master: master, first: backend.zeros(shape, .f32, .optimizer), second: nil)
+                Slot(parameter: p, master: master, first: state.zeros(shape, .f32, .optimizer), second: nil)
             }
+        }
+        self.host = host
+        hostGradient = host.map { host in
+            host.empty([parameters.parameters.map(\.value.count).max() ?? 0], .f32, .gradients)
         }
     }
 
@@ -64,23 +87,31 @@ public final class Optimizer: @unchecked Sendable {
 
     /// Applies the current update to the parameters at `indices` (of the trainable set).
     func apply(rate: Float, to indices: some Sequence<Int>) {
-        let c = configuration
+        let c = configuration, state: TrainingBackend = host ?? backend
         for slot in indices.map({ slots[$0] }) {
-            let target = slot.master ?? slot.parameter.value
+            // Where the update reads the gradient and leaves the weight as computed with.
+            var gradient = slot.parameter.gradient, weight = slot.parameter.value
+            if let hostGradient {
+                gradient = Tensor(storage: hostGradient.storage, shape: weight.shape, dtype: .f32)
+                backend.copy(gradient, at: 0, from: slot.parameter.gradient)
+                // The master rounded into the spent gradient's place, or the weight's host copy itself.
+                weight = c.precision.keepsMasters ? gradient : slot.master!
+            }
+            let target = slot.master ?? weight
             switch c.optimizer {
             case .adamW:
-                backend.adamW(target, gradient: slot.parameter.gradient, m: slot.first, v: slot.second!, step: updates,
-                              learningRate: rate, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon, weightDecay: c.weightDecay)
+                state.adamW(target, gradient: gradient, m: slot.first, v: slot.second!, step: updates,
+                            learningRate: rate, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon, weightDecay: c.weightDecay)
             case .adamW8bit:
-                backend.adamW8bit(target, gradient: slot.parameter.gradient, m: slot.first, v: slot.second!, step: updates,
-                                  learningRate: rate, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon,
-                                  weightDecay: c.weightDecay)
+                state.adamW8bit(target, gradient: gradient, m: slot.first, v: slot.second!, step: updates,
+                                learningRate: rate, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon, weightDecay: c.weightDecay)
             case .sgd:
-                backend.sgd(target, gradient: slot.parameter.gradient, momentumBuffer: slot.first, learningRate: rate,
-                            momentum: c.momentum, weightDecay: c.weightDecay)
+                state.sgd(target, gradient: gradient, momentumBuffer: slot.first, learningRate: rate,
+                          momentum: c.momentum, weightDecay: c.weightDecay)
             }
-            if let master = slot.master { backend.copy(slot.parameter.value, at: 0, from: master) }
-            backend.roundInPlace(slot.parameter.value, to: c.precision.computeDType)
+            if c.precision.keepsMasters { state.copy(weight, at: 0, from: target) }
+            state.roundInPlace(weight, to: c.precision.computeDType)
+            if host != nil { backend.copy(slot.parameter.value, at: 0, from: weight) }
         }
     }
 

@@ -34,6 +34,9 @@ public final class Trainer: @unchecked Sendable {
         guard configuration.steps > 0, configuration.gradientAccumulation > 0 else {
             throw FrugalError.invalidArgument("steps and gradient accumulation must be positive")
         }
+        if configuration.offloadActivations && !configuration.checkpointing {
+            throw FrugalError.invalidArgument("activation offload moves the block inputs checkpointing keeps: it needs checkpointing")
+        }
         if configuration.fusedOptimizerStep {
             try FusedStep.check(configuration)
         } else if parameters.sharesBlockGradients {
@@ -74,7 +77,8 @@ public final class Trainer: @unchecked Sendable {
             let batch = TrainingBatch(tokens: b.tokens, targets: b.targets, positions: b.positions, segments: b.segments,
                                       batch: b.batch)
             lossSum += decoder.accumulateGradients(batch, into: parameters, options: PassOptions(
-                checkpointing: configuration.checkpointing, gradientScale: lossScale / Float(max(targets, 1)),
+                checkpointing: configuration.checkpointing, offloadActivations: configuration.offloadActivations,
+                gradientScale: lossScale / Float(max(targets, 1)),
                 training: true), random: &random, timer: phaseTimer, blockDone: fused.map { f in { f.blockDone($0) } })
         }
         step += 1

@@ -90,6 +90,13 @@ public struct TrainingConfiguration: Sendable, Codable, Equatable {
     /// fused into backward), so one block's gradients live at a time. Needs gradient
     /// accumulation 1, no clipping and no fp16 loss scaling: all three need every gradient first.
     public var fusedOptimizerStep = false
+    /// Keep the optimizer's f32 weights and moments in host memory and update there, on the CPU
+    /// (ZeRO-Offload): each update copies the gradients to the host and the weights, rounded to
+    /// the compute dtype, back to the device. With the fused step, block by block during backward.
+    public var offloadOptimizer = false
+    /// With checkpointing, keep each block's input in host memory until backward recomputes the
+    /// block (pinned and copied asynchronously on a GPU).
+    public var offloadActivations = false
     /// Initial loss scale under fp16, and how it adapts.
     public var lossScale = LossScaler.Settings()
     /// Seeds adapters, dropout and data order.

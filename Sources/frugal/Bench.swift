@@ -171,6 +171,8 @@ extension Frugal.Bench {
         @Flag(help: "Activation checkpointing.") var checkpointing = false
         @Option(help: optimizerHelp) var optimizer = "adamw"
         @Flag(name: .customLong("fused-step"), help: fusedStepHelp) var fusedStep = false
+        @Flag(name: .customLong("offload-optimizer"), help: offloadOptimizerHelp) var offloadOptimizer = false
+        @Flag(name: .customLong("offload-activations"), help: offloadActivationsHelp) var offloadActivations = false
         @OptionGroup var quantization: QuantizeOptions
         @Option(help: "Workload name for the JSON row.") var workload = "W0"
         @Flag(help: "Print the result as one JSON row (BENCH.md's format) on the last line.") var json = false
@@ -208,6 +210,8 @@ extension Frugal.Bench {
             training.checkpointing = checkpointing
             training.optimizer = try parseOptimizer(optimizer)
             training.fusedOptimizerStep = fusedStep
+            training.offloadOptimizer = offloadOptimizer
+            training.offloadActivations = offloadActivations
             // Random sequences of seq + 1 tokens: the first seq are the input, the last seq the targets.
             var random = SplitMix64(seed: 3)
             let sequences = (0..<(2 * batch * gradAccum)).map { _ in
@@ -278,11 +282,14 @@ extension Frugal.Bench {
             print("peak by category: " + MemoryCategory.allCases.map {
                 "\($0.rawValue) \(formatBytes(memory.peak[$0, default: 0]))"
             }.joined(separator: ", "))
+            let hostMemory = backend.hostLedger.snapshot
+            if hostMemory.peakTotal > 0 { print("offloaded to host memory, peak: " + describePeaks(hostMemory)) }
             // What `frugal plan` predicted for this run, beside what the ledger measured.
             let plan = try MemoryPlan.predict(MemoryPlan.Configuration(
                 model: configuration, baseDType: baseDType, quantize: quantization.dtype, method: training.method, precision: policy,
                 optimizer: training.optimizer, microBatch: batch, sequenceLength: seq, checkpointing: checkpointing,
-                fusedOptimizerStep: fusedStep, device: backend.device))
+                fusedOptimizerStep: fusedStep, offloadOptimizer: offloadOptimizer, offloadActivations: offloadActivations,
+                device: backend.device))
             print(String(format: "frugal plan predicted a peak of %.2f GiB (ledger %.2f GiB, %+.1f%%)", Double(plan.peakTotal) * gib,
                          Double(memory.peakTotal) * gib, 100 * (Double(plan.peakTotal) / Double(max(memory.peakTotal, 1)) - 1)))
             if let joules {
@@ -294,7 +301,8 @@ extension Frugal.Bench {
                 var row: [String: Any] = [
                     "workload": workload, "system": "frugal", "model": "\(shape)-shape", "method": method, "lora_r": rank,
                     "targets": targets, "precision": precision, "quantize": quantization.quantize ?? "none", "batch": batch, "seq": seq, "grad_accum": gradAccum,
-                    "checkpointing": checkpointing, "steps_timed": timed.count,
+                    "checkpointing": checkpointing, "offload_optimizer": offloadOptimizer, "offload_activations": offloadActivations,
+                    "steps_timed": timed.count,
                     "tokens_per_s": tokensPerSecond, "step_s": total / Double(max(timed.count, 1)),
                     "step_s_all": timed, "peak_gib": peak, "ledger_peak_gib": Double(memory.peakTotal) * gib,
                     "peak_by_category_gib": byCategory, "loss_first": losses.first ?? 0, "loss_last": losses.last ?? 0,
@@ -307,6 +315,9 @@ extension Frugal.Bench {
                     row["avg_watts"] = joules.averageWatts
                 }
                 if let gpu { row["reserved_peak_gib"] = Double(gpu.reservedMemory.peak) * gib }
+                if hostMemory.peakTotal > 0 {
+                    row["host_peak_by_category_gib"] = Dictionary(uniqueKeysWithValues: hostMemory.peak.map { ($0.key.rawValue, Double($0.value) * gib) })
+                }
                 if cpuBackend != nil {
                     row["threads"] = benchThreads()
                     row["cpu_s_per_step"] = cpu.reduce(0, +) / Double(max(cpu.count, 1))

@@ -72,6 +72,21 @@ func describe(_ optimizer: OptimizerKind) -> String {
 let fusedStepHelp = ArgumentHelp(
     "Fuse the optimizer step into backward: update each block as soon as its gradients are complete, so one block's gradients exist at a time (a full fine-tune of an 8B model: 1 GiB instead of 30). Needs --grad-accum 1, --max-grad-norm 0 and no fp16.")
 
+/// The categories of `memory` that peaked above zero, with their peaks: "optimizer 1.0 GiB, gradients 4.0 MiB".
+func describePeaks(_ memory: MemorySnapshot) -> String {
+    MemoryCategory.allCases.compactMap { category in
+        memory.peak[category].flatMap { $0 > 0 ? "\(category.rawValue) \(formatBytes($0))" : nil }
+    }.joined(separator: ", ")
+}
+
+/// The help of `--offload-optimizer`.
+let offloadOptimizerHelp = ArgumentHelp(
+    "Keep the optimizer's state and f32 weights in host memory and update on the CPU (ZeRO-Offload): no optimizer memory on the device; each update copies the gradients to the host and the rounded weights back.")
+
+/// The help of `--offload-activations`.
+let offloadActivationsHelp = ArgumentHelp(
+    "With --checkpointing, keep each block's input in host memory (pinned on the GPU) until backward recomputes the block: the device keeps about one block input instead of one per layer.")
+
 /// The help of `--optimizer`: the choices and the state each keeps.
 let optimizerHelp = ArgumentHelp(
     "adamw, adamw8bit or sgd.",

@@ -26,6 +26,10 @@ extension Frugal {
                            block being recomputed
               workspace    scratch: the GPU's cuBLASLt and attention buffers, the
                            CPU's chunk of logits
+            --offload-optimizer moves the optimizer's state, an f32 copy of every
+            trainable value and one gradient buffer to host memory (no optimizer memory
+            on the device); --offload-activations (with --checkpointing) moves every
+            checkpointed block input there. Host memory is shown apart from the device's.
             Activations grow with batch × seq and usually dominate. Checkpointing cuts
             them to about one block's worth, at the cost of every block's forward
             running twice (Llama-3.1-8B LoRA on an H100: 36% slower). Predictions match
@@ -63,6 +67,8 @@ extension Frugal {
         @Option(help: "Tokens per sequence.") var seq = 1024
         @Flag(inversion: .prefixedNo, help: "Activation checkpointing (default: plan with and without).") var checkpointing: Bool?
         @Flag(name: .customLong("fused-step"), help: fusedStepHelp) var fusedStep = false
+        @Flag(name: .customLong("offload-optimizer"), help: offloadOptimizerHelp) var offloadOptimizer = false
+        @Flag(name: .customLong("offload-activations"), help: offloadActivationsHelp) var offloadActivations = false
         @Option(help: "cuda or cpu: the backend whose workspace is counted.") var device = "cuda"
         @Option(help: "Memory budget in GiB.") var budget: Double = 80
         @Flag(help: "Print the predictions as JSON.") var json = false
@@ -74,6 +80,9 @@ extension Frugal {
             }
             let optimizerKind = try parseOptimizer(optimizer)
             guard batch > 0, seq > 0, budget > 0 else { throw ValidationError("--batch, --seq and --budget must be positive") }
+            guard !offloadActivations || checkpointing != false else {
+                throw ValidationError("--offload-activations moves the block inputs --checkpointing keeps: it needs checkpointing")
+            }
             let lora = LoRAConfiguration(rank: loraRank, alpha: Float(2 * loraRank),
                                          targets: loraTargets.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
             let methods: [TrainingMethod] = try method.map { [try parseMethod($0, lora)] } ?? [.lora(lora), .full]
@@ -94,7 +103,8 @@ extension Frugal {
                                     model: model, baseDType: base, quantize: method == .full ? nil : quantization.dtype,
                                     method: method, precision: policy, optimizer: optimizerKind,
                                     microBatch: size, sequenceLength: seq, checkpointing: recompute,
-                                    fusedOptimizerStep: fusedStep, device: kind))
+                                    fusedOptimizerStep: fusedStep, offloadOptimizer: offloadOptimizer,
+                                    offloadActivations: offloadActivations && recompute, device: kind))
                             })
                         }
                     }
@@ -138,13 +148,20 @@ extension Frugal {
         /// One configuration, category by category.
         private func printOne(_ plan: MemoryPlan, budgetBytes: Int) {
             let p = plan.configuration
-            print("\(describe(p.method)) (\(formatCount(plan.trainableCount)) trainable), \(p.precision.rawValue), base \(p.method == .full ? "f32 (trainable)" : p.baseDType.rawValue), batch \(p.microBatch) × \(p.sequenceLength), \(p.checkpointing ? "checkpointing" : "no checkpointing")")
+            let switches = [p.fusedOptimizerStep ? "fused step" : nil, p.offloadOptimizer ? "optimizer offloaded" : nil,
+                            p.offloadActivations ? "activations offloaded" : nil].compactMap { $0 }
+            print("\(describe(p.method)) (\(formatCount(plan.trainableCount)) trainable), \(p.precision.rawValue), base \(p.method == .full ? "f32 (trainable)" : p.baseDType.rawValue), batch \(p.microBatch) × \(p.sequenceLength), \(p.checkpointing ? "checkpointing" : "no checkpointing")"
+                  + switches.map { ", " + $0 }.joined())
             var rows = MemoryCategory.allCases.map { category in
                 let bytes = plan.peak[category, default: 0]
                 return [category.rawValue, formatBytes(bytes), String(format: "%.1f%%", 100 * Double(bytes) / Double(max(plan.peakTotal, 1)))]
             }
             rows.append(["peak", formatBytes(plan.peakTotal), ""])
             print(Table(header: ["category", "predicted", "of peak"], rows: rows).render())
+            if !plan.hostPeak.isEmpty {
+                let host = MemoryCategory.allCases.compactMap { category in plan.hostPeak[category].map { "\(category.rawValue) \(formatBytes($0))" } }
+                print("offloaded to host memory: \(host.joined(separator: ", ")) (\(formatBytes(plan.hostPeak.values.reduce(0, +))) in all)")
+            }
             let spare = budgetBytes - plan.peakTotal
             print(spare >= 0 ? "fits the budget of \(formatBytes(budgetBytes)) with \(formatBytes(spare)) to spare"
                              : "does not fit the budget of \(formatBytes(budgetBytes)): \(formatBytes(-spare)) over")
@@ -195,6 +212,8 @@ extension Frugal {
                     "peak_by_category_gib": Dictionary(uniqueKeysWithValues: MemoryCategory.allCases.map {
                         ($0.rawValue, Double(plan.peak[$0, default: 0]) * gib)
                     }),
+                    "host_by_category_gib": Dictionary(uniqueKeysWithValues: plan.hostPeak.map { ($0.key.rawValue, Double($0.value) * gib) }),
+                    "offload_optimizer": p.offloadOptimizer, "offload_activations": p.offloadActivations,
                     "peak_gib": Double(plan.peakTotal) * gib, "fits": plan.peakTotal <= budgetBytes,
                     "gflop_per_token": plan.flopsPerToken / 1e9, "recommended": plan == best,
                 ]

@@ -58,6 +58,8 @@ extension Frugal {
         @Option(help: "fp32, fp16, bf16 or pure-bf16.") var precision = "fp32"
         @Flag(help: "Activation checkpointing: recompute each block in backward.") var checkpointing = false
         @Flag(name: .customLong("fused-step"), help: fusedStepHelp) var fusedStep = false
+        @Flag(name: .customLong("offload-optimizer"), help: offloadOptimizerHelp) var offloadOptimizer = false
+        @Flag(name: .customLong("offload-activations"), help: offloadActivationsHelp) var offloadActivations = false
         @Flag(name: .customLong("auto-batch"), help: ArgumentHelp(
             "Halve --batch until `frugal plan` predicts the run fits the free memory (or --memory-limit), raising --grad-accum to keep each step's sequences the same."))
         var autoBatch = false
@@ -176,8 +178,9 @@ extension Frugal {
                 try withCleanErrors { try PEFTAdapter.export(decoder: decoder, parameters: parameters, baseModel: files.path, to: adapter) }
                 print("PEFT adapter: \(adapter.path)")
             }
-            let memory = backend.ledger.snapshot
+            let memory = backend.ledger.snapshot, hostMemory = backend.hostLedger.snapshot
             print("peak memory by category: " + MemoryCategory.allCases.map { "\($0.rawValue) \(formatBytes(memory.peak[$0, default: 0]))" }.joined(separator: ", "))
+            if hostMemory.peakTotal > 0 { print("offloaded to host memory, peak: " + describePeaks(hostMemory)) }
             if let first = losses.first, let last = losses.last {
                 print(String(format: "loss %.4f (step %d) → %.4f (step %d)", first.1, first.0, last.1, last.0))
             }
@@ -188,7 +191,7 @@ extension Frugal {
                 run.tokens = trainedTokens
                 run.seconds = Double(loopTime.components.seconds) + Double(loopTime.components.attoseconds) * 1e-18
                 run.tokensPerSecond = run.seconds! > 0 ? Double(trainedTokens) / run.seconds! : nil
-                run.record(memory: memory)
+                run.record(memory: memory, host: hostMemory)
                 run.predictedPeakBytes = predictedPeak
                 run.lossFirst = losses.first?.1
                 run.lossLast = losses.last?.1
@@ -236,7 +239,8 @@ extension Frugal {
         func settings(_ c: TrainingConfiguration) -> [String: String] {
             var s = ["method": method, "precision": c.precision.rawValue, "grad_accum": "\(c.gradientAccumulation)",
                      "batch": "\(c.microBatch)", "checkpointing": "\(c.checkpointing)", "optimizer": c.optimizer.rawValue,
-                     "fused_step": "\(c.fusedOptimizerStep)"]
+                     "fused_step": "\(c.fusedOptimizerStep)", "offload_optimizer": "\(c.offloadOptimizer)",
+                     "offload_activations": "\(c.offloadActivations)"]
             if case let .lora(l) = c.method {
                 s["lora_r"] = "\(l.rank)"
                 s["targets"] = l.targets.joined(separator: ",")
@@ -308,6 +312,8 @@ extension Frugal {
             c.precision = p
             c.checkpointing = checkpointing
             c.fusedOptimizerStep = fusedStep
+            c.offloadOptimizer = offloadOptimizer
+            c.offloadActivations = offloadActivations
             c.seed = seed
             c.checkpointEvery = checkpointEvery
             return c

@@ -19,8 +19,9 @@ final class PlanTests: XCTestCase {
     }()
 
     /// Runs two Trainer steps of `plan`'s configuration on the CPU with random weights and
-    /// random tokens, built as `frugal bench train` builds them, and returns the ledger.
-    private func measure(_ plan: MemoryPlan.Configuration) throws -> MemorySnapshot {
+    /// random tokens, built as `frugal bench train` builds them, and returns the device's ledger
+    /// and the host's (what was offloaded).
+    private func measure(_ plan: MemoryPlan.Configuration) throws -> (device: MemorySnapshot, host: MemorySnapshot) {
         let backend = CPUBackend()
         let full = plan.method == .full
         let decoder = Decoder.random(plan.model, on: backend, category: full ? .trainable : .weights,
@@ -38,6 +39,8 @@ final class PlanTests: XCTestCase {
         training.optimizer = plan.optimizer
         training.checkpointing = plan.checkpointing
         training.fusedOptimizerStep = plan.fusedOptimizerStep
+        training.offloadOptimizer = plan.offloadOptimizer
+        training.offloadActivations = plan.offloadActivations
         training.schedule = .constant
         training.learningRate = 1e-4
         training.maxGradientNorm = 0
@@ -50,7 +53,7 @@ final class PlanTests: XCTestCase {
                                     strategy: .padding(length: plan.sequenceLength), shuffle: false)
         let trainer = try Trainer(decoder: decoder, parameters: parameters, configuration: training, loader: loader)
         while !trainer.isFinished { _ = try trainer.trainStep() }
-        return backend.ledger.snapshot
+        return (backend.ledger.snapshot, backend.hostLedger.snapshot)
     }
 
     /// Prints predicted against measured peaks, category by category, and asserts weights,
@@ -76,7 +79,14 @@ final class PlanTests: XCTestCase {
                                     file: StaticString = #filePath, line: UInt = #line) throws {
         let plan = try MemoryPlan.predict(configuration)
         let measured = try measure(configuration)
-        compare(plan, measured: measured.peak, total: measured.peakTotal, name, file: file, line: line)
+        compare(plan, measured: measured.device.peak, total: measured.device.peakTotal, name, file: file, line: line)
+        // Host memory: exact counts of what was offloaded (persistent, or every block input at once).
+        for category in MemoryCategory.allCases {
+            let p = plan.hostPeak[category, default: 0], m = measured.host.peak[category, default: 0]
+            if p > 0 || m > 0 { print("  host \(category.rawValue): predicted \(p) bytes, measured \(m)") }
+            XCTAssertEqual(Double(p), Double(m), accuracy: 0.01 * Double(max(m, 1)), "\(name): host \(category.rawValue)",
+                           file: file, line: line)
+        }
     }
 
     private func cpu(_ method: TrainingMethod, precision: PrecisionPolicy = .fp32, base: DType = .f32, quantize: DType? = nil,
@@ -150,6 +160,22 @@ final class PlanTests: XCTestCase {
         let fused = try MemoryPlan.predict(eight).peak[.gradients]!
         XCTAssertGreaterThan(Double(unfused) / Double(1 << 30), 29)
         XCTAssertLessThan(Double(fused) / Double(1 << 30), 5.5)
+    }
+
+    /// The optimizer offloaded: no optimizer memory on the device, its state, an f32 copy of every
+    /// weight and one gradient buffer on the host; with activation offload too, the block inputs.
+    func testOffloadAgainstLedger() throws {
+        var full = cpu(.full, optimizer: .adamW8bit, checkpointing: true)
+        full.fusedOptimizerStep = true
+        full.offloadOptimizer = true
+        full.offloadActivations = true
+        try checkAgainstLedger(full, "full fp32 8-bit AdamW, fused step, optimizer and activations offloaded, batch 2 × 64, checkpointing")
+        var lora = cpu(qkv, precision: .bf16, checkpointing: false)
+        lora.offloadOptimizer = true
+        try checkAgainstLedger(lora, "LoRA q,k,v r16 bf16, optimizer offloaded, batch 2 × 64")
+        var activations = cpu(qkv, checkpointing: true)
+        activations.offloadActivations = true
+        try checkAgainstLedger(activations, "LoRA q,k,v r16 fp32, activations offloaded, batch 2 × 64, checkpointing")
     }
 
     /// GPT-2's layout (LayerNorm with biases, a plain GELU MLP, biases everywhere, learned
