@@ -180,6 +180,7 @@ struct GPUChecker {
         checkElementwise()
         checkCrossEntropy()
         checkOptimizers()
+        checkOffload()
     }
 
     // MARK: - The checks
@@ -385,6 +386,38 @@ struct GPUChecker {
                                            targets: targets, dHidden: dHidden, dHead: dHead, gradientScale: 1 / 43)
                 return ([dHidden, dHead], [loss])
             }
+        }
+    }
+
+    /// Offload's transfers: a tensor through (pinned) host memory and back unchanged while later work
+    /// reuses its device memory, counted on the host meanwhile; and the offloaded optimizer's round
+    /// trip — the gradient into a host tensor, the host's AdamW, the rounded weight back into the
+    /// device's tensor, the host tensors read back (as checkpoints read them) — exact, as the
+    /// arithmetic is the host's on both sides.
+    mutating func checkOffload() {
+        let n = 70_000, p = random(n), g = random(n), host = cpu
+        check("offload to host memory and restore: bytes unchanged, held on the host", tolerance: 0) { be in
+            let before = be.hostLedger.snapshot.current[.activations, default: 0]
+            var copy: HostCopy? = be.offload(Self.make(be, p, [n]))
+            let reuse = be.zeros([n], .f32, .activations)
+            be.scale(reuse, by: 2)
+            let held = be.hostLedger.snapshot.current[.activations, default: 0] - before
+            let restored = be.restore(copy!)
+            copy = nil
+            return ([restored, reuse], [Double(held), Double(be.hostLedger.snapshot.current[.activations, default: 0] - before)])
+        }
+        check("offloaded AdamW: gradient to the host, the host's step, bf16-rounded weight back", tolerance: 0) { be in
+            let weight = Self.make(be, p, [n], .f32, .trainable), gradient = Self.make(be, g, [n], .f32, .gradients)
+            let master = host.zeros([n], .f32, .optimizer), hostGradient = host.empty([n], .f32, .gradients)
+            let m = host.zeros([n], .f32, .optimizer), v = host.zeros([n], .f32, .optimizer)
+            be.copy(master, at: 0, from: weight)
+            be.copy(hostGradient, at: 0, from: gradient)
+            host.adamW(master, gradient: hostGradient, m: m, v: v, step: 1, learningRate: 1e-3, beta1: 0.9, beta2: 0.999,
+                       epsilon: 1e-8, weightDecay: 0.01)
+            host.copy(hostGradient, at: 0, from: master)
+            host.roundInPlace(hostGradient, to: .bf16)
+            be.copy(weight, at: 0, from: hostGradient)
+            return ([weight, master], [])
         }
     }
 

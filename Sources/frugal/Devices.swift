@@ -5,6 +5,7 @@ import FrugalCore
 import FrugalCPU
 import FrugalCUDA
 import FrugalModels
+import FrugalTraining
 
 extension Frugal {
     struct Devices: ParsableCommand {
@@ -30,12 +31,15 @@ extension Frugal {
     struct GPUCheck: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "gpu-check",
-            abstract: "Check the CUDA backend against the CPU: every op forward and backward, then whole models; one PASS/FAIL line per check.",
+            abstract: "Check the CUDA backend against the CPU: every op forward and backward, whole models, then offload; one PASS/FAIL line per check.",
             discussion: """
             Whole models: each folder under --models holding a fixture model (config.json,
             model.safetensors, expected.safetensors, gradients.safetensors from
             scripts/make_gradient_fixtures.py) runs on the GPU and is compared with the CPU and
             with the logits, losses and LoRA gradients transformers + PEFT stored there.
+            Offload: a few full fine-tune steps of a small random model on the GPU with the
+            optimizer offloaded to the CPU, or the checkpointed activations to pinned host
+            memory, against the same steps without.
             """,
             shouldDisplay: false)
 
@@ -48,6 +52,7 @@ extension Frugal {
             var results = [CheckResult]()
             if !skipOps { results += runGPUChecks(reference: CPUBackend()) { print($0.description) } }
             results += try modelChecks()
+            results += try OffloadAgreement.run(makeBackend: { try CUDABackend() }) { print($0.description) }
             let failed = results.filter { !$0.passed }.count
             print("\(results.count - failed) passed, \(failed) failed")
             if let json {

@@ -121,6 +121,16 @@ final class OffloadTests: XCTestCase {
         }
     }
 
+    /// What `frugal gpu-check` runs on the GPU, here on the CPU: every case passes, bit for bit.
+    func testOffloadAgreementOnTheCPU() throws {
+        let results = try OffloadAgreement.run(makeBackend: { CPUBackend() })
+        XCTAssertEqual(results.count, 4)
+        for result in results {
+            XCTAssertTrue(result.passed, result.description)
+            XCTAssertEqual(result.maxError, 0, result.description)
+        }
+    }
+
     /// The backend seam itself: a host copy holds the bytes in the host ledger, and comes back equal
     /// in the original category.
     func testOffloadAndRestoreRoundTrip() {
