@@ -82,7 +82,10 @@ extension Frugal {
                 try Self.fromYAML(config).run()
                 return
             }
-            if phases.phase != "sft" { return try runPhase() }  // reward, dpo, ppo: TrainPhases.swift
+            if phases.phase != "sft" {
+                guard !offloadActivations else { throw ValidationError("--offload-activations: only the sft phase offloads activations") }
+                return try runPhase()  // reward, dpo, ppo: TrainPhases.swift
+            }
             let files = try withCleanErrors { try ModelFiles(path: model.path) }
             var configuration = try withCleanErrors { try trainingConfiguration() }
             let task = data == nil ? InitialsTask() : nil

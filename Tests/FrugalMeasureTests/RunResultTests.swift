@@ -23,6 +23,22 @@ final class RunResultTests: XCTestCase {
         XCTAssertNil(read.energyJoules)
     }
 
+    /// Host memory (what was offloaded) reaches the file beside the device's; nothing offloaded, no field.
+    func testRecordsOffloadedHostMemory() throws {
+        var result = RunResult(name: "offload", device: "CPU", command: "frugal train", settings: [:])
+        var memory = MemorySnapshot(), host = MemorySnapshot()
+        memory.peak[.trainable] = 100
+        memory.peakTotal = 100
+        result.record(memory: memory)
+        XCTAssertNil(result.hostPeakByCategory)
+        host.peak[.optimizer] = 800
+        host.peakTotal = 800
+        result.record(memory: memory, host: host)
+        let read = try JSONDecoder().decode(RunResult.self, from: JSONEncoder().encode(result))
+        XCTAssertEqual(read.hostPeakByCategory, ["optimizer": 800])
+        XCTAssertEqual(read.peakByCategory?["trainable"], 100)
+    }
+
     /// A meter that counts 10 J per reading.
     private final class CountingMeter: EnergyMeter, @unchecked Sendable {
         let name = "counting"
