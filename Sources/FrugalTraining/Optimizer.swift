@@ -116,7 +116,8 @@ public final class Optimizer: @unchecked Sendable {
     }
 
     /// Every state tensor by name, for checkpoints: `<name>` (the weight as computed with),
-    /// `<name>.master`, `<name>.m`, `<name>.v`.
+    /// `<name>.master` (offloaded, also the weight's host copy), `<name>.m`, `<name>.v` — host
+    /// tensors when offloaded, which the device backend reads and writes with `copy`.
     var stateTensors: [(String, Tensor)] {
         slots.flatMap { slot -> [(String, Tensor)] in
             let name = slot.parameter.name
