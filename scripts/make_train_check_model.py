@@ -4,7 +4,11 @@ training check (scripts/gpu-train-check): config.json, model.safetensors, the by
 tokenizer of Frugal's tokenizer fixtures (1000 tokens) and a tokenizer_config.json with a chat
 template — a real folder in the format users download, small enough to make anywhere.
 
-    python3 scripts/make_train_check_model.py OUT_FOLDER
+    python3 scripts/make_train_check_model.py OUT_FOLDER [--shape llama2-7b]
+
+With --shape llama2-7b the folder holds the seeds' model shape instead (Llama-2-7B: 32 layers of
+4096, MLP 11008, 32 heads, vocabulary 32000, bf16, 13.5 GB), initialized on the GPU when there is
+one; the tokenizer stays the small one (its 1000 tokens index the first rows of the embedding).
 """
 import json
 import os
@@ -24,13 +28,25 @@ TEMPLATE = ("{{ bos_token }}{% for message in messages %}<|start_header_id|>{{ m
 
 def main() -> None:
     folder = sys.argv[1]
+    seeds_shape = sys.argv[2:] == ["--shape", "llama2-7b"]
+    if len(sys.argv) > 2 and not seeds_shape:
+        raise SystemExit("usage: make_train_check_model.py OUT_FOLDER [--shape llama2-7b]")
     os.makedirs(folder, exist_ok=True)
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=704, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=64, max_position_embeddings=2048,
-                         rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=0,
-                         eos_token_id=2, hidden_act="silu")
-    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    common = dict(rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False, bos_token_id=0, eos_token_id=2,
+                  hidden_act="silu")
+    if seeds_shape:
+        config = LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                             num_attention_heads=32, num_key_value_heads=32, head_dim=128, max_position_embeddings=4096,
+                             **common)
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            model = LlamaForCausalLM(config).to(torch.bfloat16)
+    else:
+        config = LlamaConfig(vocab_size=1000, hidden_size=256, intermediate_size=704, num_hidden_layers=4,
+                             num_attention_heads=4, num_key_value_heads=2, head_dim=64, max_position_embeddings=2048,
+                             **common)
+        model = LlamaForCausalLM(config)
+    model.save_pretrained(folder, safe_serialization=True)
     shutil.copy(TOKENIZER, os.path.join(folder, "tokenizer.json"))
     with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
         json.dump({"chat_template": TEMPLATE, "bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>"}, f)
