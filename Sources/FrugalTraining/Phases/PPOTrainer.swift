@@ -93,7 +93,7 @@ public final class PPOTrainer: @unchecked Sendable {
     public let settings: PPOSettings
     public let padTokenID: Int32
     /// Rollout batches done so far.
-    public private(set) var step = 0
+    public internal(set) var step = 0
     var sampler: EpochSampler<[Int32]>
     let update: PhaseUpdate
     var random: SplitMix64
@@ -122,7 +122,7 @@ public final class PPOTrainer: @unchecked Sendable {
         self.settings = settings
         self.padTokenID = padTokenID
         sampler = EpochSampler(prompts, seed: configuration.seed)
-        update = PhaseUpdate([parameters, critic.parameters], configuration: configuration, backend: backend,
+        update = PhaseUpdate([("actor", parameters), ("critic", critic.parameters)], configuration: configuration, backend: backend,
                              totalUpdates: configuration.steps * settings.epochs)
         random = SplitMix64(seed: configuration.seed ^ 0x5A3B1E)
     }
