@@ -136,8 +136,9 @@ public enum Checkpoint {
 
     /// Restores `trainer` from a checkpoint folder, after checking every file against the manifest.
     /// - Throws: `FrugalError.malformedFile` naming the file that is missing, altered, or does
-    ///   not fit the trainer (another phase, other tensors, other shapes); the trainer is then
-    ///   unchanged.
+    ///   not fit the trainer (another phase, other tensors, other shapes);
+    ///   `FrugalError.invalidArgument` when the data position does not fit the trainer's data.
+    ///   Either way the trainer is unchanged.
     public static func restore<T: Checkpointable>(_ trainer: T, from folder: URL) throws {
         let manifestURL = folder.appendingPathComponent("manifest.json")
         guard let manifestData = try? Data(contentsOf: manifestURL) else {
