@@ -55,6 +55,8 @@ public struct ConfigurationSummary: Codable, Sendable {
     /// `frugal plan`'s predicted peak, when the runs recorded it.
     public var predictedPeakBytes: Statistic?
     public var peakByCategory: [String: Statistic]
+    /// Seconds in each step phase over the run (forward, backward, optimizer, rollout).
+    public var phaseSeconds: [String: Statistic] = [:]
     public var energyJoules: Statistic?
     public var averageWatts: Statistic?
     public var lossFirst: Statistic?
@@ -150,8 +152,12 @@ public struct SweepReport: Codable, Sendable {
         for key in Set(good.flatMap { $0.peakByCategory?.keys.map { $0 } ?? [] }) {
             categories[key] = statistic { $0.peakByCategory?[key].map(Double.init) }
         }
+        var phases = [String: Statistic]()
+        for key in Set(good.flatMap { $0.phaseSeconds?.keys.map { $0 } ?? [] }) {
+            phases[key] = statistic { $0.phaseSeconds?[key] }
+        }
         let last = runs.last!
-        return ConfigurationSummary(
+        var summary = ConfigurationSummary(
             name: name, options: planned?.options ?? last.options, levels: planned?.levels ?? [:], isBaseline: isBaseline,
             runs: runs.count, outOfMemoryRuns: runs.filter(\.result.outOfMemory).count,
             failedRuns: runs.filter { !$0.result.outOfMemory && $0.result.error != nil }.count,
@@ -163,6 +169,8 @@ public struct SweepReport: Codable, Sendable {
             peakByCategory: categories,
             energyJoules: statistic(\.energyJoules), averageWatts: statistic(\.averageWatts),
             lossFirst: statistic(\.lossFirst), lossLast: statistic(\.lossLast))
+        summary.phaseSeconds = phases
+        return summary
     }
 
     private mutating func computeRatios() {
