@@ -13,7 +13,8 @@ extension CPUBackend {
 
     /// For each (sequence, head, block of queries): `S = scale·Q·Kᵀ` over the keys the block's
     /// last query may see (one GEMM), `P = softmax(S)` row by row under the causal and segment
-    /// masks, `out = P·V` (one GEMM). `logSumExp` is left alone: the backward recomputes `P`.
+    /// masks, `out = P·V` (one GEMM). `logSumExp` is left alone: the backward recomputes `P`
+    /// (`usesAttentionStatistics` is false).
     public func attention(_ out: Tensor, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout, logSumExp: Tensor?) {
         profile.measure("attention") {
             let l = layout, d = l.headDim, group = l.heads / l.kvHeads

@@ -12,6 +12,8 @@ import FrugalCore
 /// unsafe buffers, split across cores.
 public final class CPUBackend: TrainingBackend, @unchecked Sendable {
     public let device = DeviceKind.cpu
+    /// The attention backward recomputes the probabilities: no statistics kept.
+    public let usesAttentionStatistics = false
     public let ledger: MemoryLedger
     /// The offloaded copies, apart from `ledger`: the CPU stands in for a device whose memory is
     /// not the host's, so a test measures what offloading takes off the device.

@@ -14,6 +14,8 @@ import FrugalCore
 /// out of memory names the request, the device's free memory and `frugal plan`.
 public final class CUDABackend: TrainingBackend, @unchecked Sendable {
     public let device = DeviceKind.cuda
+    /// The attention backward reuses the forward's output and log-sum-exp.
+    public let usesAttentionStatistics = true
     public let ledger = MemoryLedger()
     public let hostLedger = MemoryLedger()
     /// Wall time per op while enabled: each op then waits for the GPU to finish it.

@@ -23,6 +23,8 @@ public final class NVML: @unchecked Sendable {
     private let nvmlDeviceGetPowerManagementLimitConstraints: @convention(c) (Device?, UnsafeMutablePointer<UInt32>,
                                                                                UnsafeMutablePointer<UInt32>) -> Int32
     private let nvmlDeviceSetPowerManagementLimit: @convention(c) (Device?, UInt32) -> Int32
+    /// Writes `nvmlMemory_t`: total, free and used bytes, three `unsigned long long`.
+    private let nvmlDeviceGetMemoryInfo: @convention(c) (Device?, UnsafeMutablePointer<UInt64>) -> Int32
 
     /// `NVML_ERROR_NO_PERMISSION`.
     public static let noPermission: Int32 = 4
@@ -47,6 +49,7 @@ public final class NVML: @unchecked Sendable {
         nvmlDeviceGetPowerManagementLimit = try s("nvmlDeviceGetPowerManagementLimit")
         nvmlDeviceGetPowerManagementLimitConstraints = try s("nvmlDeviceGetPowerManagementLimitConstraints")
         nvmlDeviceSetPowerManagementLimit = try s("nvmlDeviceSetPowerManagementLimit")
+        nvmlDeviceGetMemoryInfo = try s("nvmlDeviceGetMemoryInfo")
         try check(nvmlInit(), "nvmlInit")
     }
 
@@ -101,6 +104,13 @@ public final class NVML: @unchecked Sendable {
         var millijoules: UInt64 = 0
         try check(nvmlDeviceGetTotalEnergyConsumption(device, &millijoules), "nvmlDeviceGetTotalEnergyConsumption")
         return millijoules
+    }
+
+    /// The device memory in use by every process, in bytes.
+    public func memoryUsed(_ device: Device) throws -> Int {
+        var memory = [UInt64](repeating: 0, count: 3)
+        try check(nvmlDeviceGetMemoryInfo(device, &memory), "nvmlDeviceGetMemoryInfo")
+        return Int(memory[2])
     }
 
     /// The power limit in force, in milliwatts.

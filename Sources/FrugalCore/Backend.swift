@@ -61,6 +61,9 @@ public protocol Backend: AnyObject, Sendable {
     func download(_ tensor: Tensor) -> [Float]
     /// A timer of a step's phases in this device's order of work (the host clock by default).
     func makePhaseTimer() -> PhaseTimer
+    /// Whether `attentionBackward` reads the forward's output and log-sum-exp (so a training
+    /// forward keeps them); a backend that recomputes them answers false.
+    var usesAttentionStatistics: Bool { get }
     /// The tensor's raw bytes, in `dtype`'s layout (what `upload` takes).
     func downloadBytes(_ tensor: Tensor) -> [UInt8]
     /// Moves `tensor`'s bytes to host memory counted in `hostLedger` (on a GPU: pinned, copied

@@ -44,7 +44,7 @@ extension SweepReport {
 
     /// The tables the report shows, most important first.
     public var tables: [ReportTable] {
-        (configurations.isEmpty ? [] : [combinationTable, efficiencyTable, memoryTable].compactMap { $0 }) + evaluations.map(\.table)
+        (configurations.isEmpty ? [] : [combinationTable, efficiencyTable, memoryTable, phaseTable].compactMap { $0 }) + evaluations.map(\.table)
     }
 
     /// One self-contained page (XHTML-compatible, so it also parses as XML): the tables, the charts, the notes.

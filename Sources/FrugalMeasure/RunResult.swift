@@ -31,6 +31,9 @@ public struct RunResult: Codable, Sendable {
     public var hostPeakByCategory: [String: Int]?
     /// `frugal plan`'s prediction of `peakBytes` for this run, made before it started.
     public var predictedPeakBytes: Int?
+    /// Device memory in use (by any process, as the driver counts it) just before the run started;
+    /// `frugal sweep` records it on a GPU to show that every run starts from the same baseline.
+    public var deviceMemoryInUseBefore: Int?
     /// The process's peak resident memory (bytes), as the OS counts it.
     public var peakResidentBytes: Int?
     /// Energy over the training loop (joules) and average power (watts); nil when no meter is readable.

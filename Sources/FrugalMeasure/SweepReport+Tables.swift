@@ -152,6 +152,23 @@ extension SweepReport {
         return ReportTable(title: "Peak memory by category (MiB)", header: header, rows: rows, notes: notes)
     }
 
+    /// Where each configuration's training time went, phase by phase (device time: events on the
+    /// GPU), with each phase's share; nil when no run timed its phases.
+    public var phaseTable: ReportTable? {
+        let phases = StepPhase.allCases.map(\.rawValue).filter { p in configurations.contains { $0.phaseSeconds[p] != nil } }
+        guard !phases.isEmpty else { return nil }
+        let rows = configurations.map { c -> [String] in
+            if c.isOutOfMemory { return [c.name] + Array(repeating: "X", count: phases.count) }
+            let total = phases.reduce(0) { $0 + (c.phaseSeconds[$1]?.mean ?? 0) }
+            return [c.name] + phases.map { p in
+                c.phaseSeconds[p].map { Self.fixed($0.mean, 2) + (total > 0 ? String(format: " (%.0f%%)", 100 * $0.mean / total) : "") } ?? "—"
+            }
+        }
+        return ReportTable(title: "Time by step phase (s)", header: [["Configuration"] + phases], rows: rows, notes: [
+            "Summed over each run's steps; on the GPU from events on its stream, on the CPU from the clock. The fused optimizer step's updates count as optimizer.",
+        ])
+    }
+
     /// Every figure of every configuration, one row each, in plain units (seconds, bytes, joules).
     public var csv: String {
         let categories = MemoryCategory.allCases.map(\.rawValue)

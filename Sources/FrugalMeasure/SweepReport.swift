@@ -55,6 +55,8 @@ public struct ConfigurationSummary: Codable, Sendable {
     /// `frugal plan`'s predicted peak, when the runs recorded it.
     public var predictedPeakBytes: Statistic?
     public var peakByCategory: [String: Statistic]
+    /// Seconds in each step phase over the run (forward, backward, optimizer, rollout).
+    public var phaseSeconds: [String: Statistic] = [:]
     public var energyJoules: Statistic?
     public var averageWatts: Statistic?
     public var lossFirst: Statistic?
@@ -122,9 +124,25 @@ public struct SweepReport: Codable, Sendable {
         if configurations.contains(where: { $0.peakBytes != nil && $0.peakByCategory.isEmpty }) {
             notes.append("Peak memory is the process's peak RSS where a run did not report Frugal's own peak.")
         }
+        if let note = Self.deviceMemoryBaselineNote(latest.values.sorted { ($0.repetition, $0.configuration) < ($1.repetition, $1.configuration) }) {
+            notes.append(note)
+        }
         if let base = configurations.first(where: \.isBaseline), !base.hasFigures {
             notes.append("The baseline \(base.name) has no figures (\(base.isOutOfMemory ? "out of memory" : "failed or not run")): no ratios.")
         }
+    }
+
+    /// Whether every run started with the device's memory at its baseline — the least in use
+    /// before any run, give or take 256 MiB — or which runs did not (memory a run left behind).
+    static func deviceMemoryBaselineNote(_ records: [SweepRecord]) -> String? {
+        let readings = records.compactMap { r in r.result.deviceMemoryInUseBefore.map { (r, $0) } }
+        guard let baseline = readings.map(\.1).min() else { return nil }
+        let above = readings.filter { $0.1 > baseline + (256 << 20) }
+        if above.isEmpty {
+            return "Device memory in use before every run: \(ByteCount.describe(baseline)) (± 256 MiB), back to its baseline each time."
+        }
+        return "Device memory was not back to its baseline (\(ByteCount.describe(baseline))) before: "
+            + above.map { "\($0.0.configuration).r\($0.0.repetition) (\(ByteCount.describe($0.1)))" }.joined(separator: ", ") + "."
     }
 
     private static func summarize(name: String, runs: [SweepRecord], planned: SweepConfiguration?, isBaseline: Bool) -> ConfigurationSummary {
@@ -134,8 +152,12 @@ public struct SweepReport: Codable, Sendable {
         for key in Set(good.flatMap { $0.peakByCategory?.keys.map { $0 } ?? [] }) {
             categories[key] = statistic { $0.peakByCategory?[key].map(Double.init) }
         }
+        var phases = [String: Statistic]()
+        for key in Set(good.flatMap { $0.phaseSeconds?.keys.map { $0 } ?? [] }) {
+            phases[key] = statistic { $0.phaseSeconds?[key] }
+        }
         let last = runs.last!
-        return ConfigurationSummary(
+        var summary = ConfigurationSummary(
             name: name, options: planned?.options ?? last.options, levels: planned?.levels ?? [:], isBaseline: isBaseline,
             runs: runs.count, outOfMemoryRuns: runs.filter(\.result.outOfMemory).count,
             failedRuns: runs.filter { !$0.result.outOfMemory && $0.result.error != nil }.count,
@@ -147,6 +169,8 @@ public struct SweepReport: Codable, Sendable {
             peakByCategory: categories,
             energyJoules: statistic(\.energyJoules), averageWatts: statistic(\.averageWatts),
             lossFirst: statistic(\.lossFirst), lossLast: statistic(\.lossLast))
+        summary.phaseSeconds = phases
+        return summary
     }
 
     private mutating func computeRatios() {

@@ -73,6 +73,8 @@ public struct SweepRunner: Sendable {
     /// The program to run (normally `frugal` itself) and the arguments before the options.
     public var executable: URL
     public var leadingArguments: [String]
+    /// Reads the device memory in use now (NVML on a GPU), recorded before each run; nil: not read.
+    public var deviceMemoryInUse: (@Sendable () -> Int?)?
 
     public init(plan: SweepPlan, directory: URL, executable: URL, leadingArguments: [String] = ["train"]) {
         self.plan = plan
@@ -133,6 +135,7 @@ public struct SweepRunner: Sendable {
             let logFile = directory.appendingPathComponent("logs/\(id).log")
             let work = directory.appendingPathComponent("work/\(id)")
             try? files.removeItem(at: work)
+            let memoryBefore = deviceMemoryInUse?()
             let arguments = leadingArguments + configuration.arguments + ["--output", work.path, "--result", resultFile.path]
             events(.started(configuration: configuration.name, repetition: repetition, index: index + 1,
                             count: pending.count, command: [executable.path] + arguments))
@@ -160,6 +163,7 @@ public struct SweepRunner: Sendable {
                 }
             }
             result.name = configuration.name
+            result.deviceMemoryInUseBefore = memoryBefore
             let record = SweepRecord(configuration: configuration.name, repetition: repetition,
                                      options: configuration.options, termination: "\(ending)", result: result)
             try append(record)

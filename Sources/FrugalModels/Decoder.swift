@@ -141,7 +141,8 @@ public final class Decoder: @unchecked Sendable {
         let attended = backend.empty(q.shape, .f32, .activations)
         // Training keeps each query row's log-sum-exp (a few KiB a layer) so the backward need not
         // run the attention forward again.
-        let logSumExp = tape.map { _ in backend.empty([layout.batch * layout.heads * layout.queryLength], .f32, .activations) }
+        let keepsStatistics = tape != nil && backend.usesAttentionStatistics
+        let logSumExp = keepsStatistics ? backend.empty([layout.batch * layout.heads * layout.queryLength], .f32, .activations) : nil
         backend.attention(attended, q: q, k: keys, v: values, layout: layout, logSumExp: logSumExp)
         if let tape { tape.q = q; tape.k = k; tape.v = v; tape.attended = attended; tape.logSumExp = logSumExp }
         return project(attended, block.output, .o, tape)

@@ -29,15 +29,46 @@ extension ModelConfiguration {
                            normEps: 1e-5, bosTokenID: 1, eosTokenIDs: [2])
     }
 
-    /// Shape names for `--shape` options.
-    public static let shapeNames = ["smollm2", "llama3.1-8b", "llama2-7b"]
+    /// OPT-350m's shape (BENCH.md W3, the DeepSpeed-Chat seed's model): 24 post-norm layers of
+    /// width 1024 with biases, ReLU MLP 4096, 16 heads, learned positions (offset 2), 512-wide
+    /// tied embeddings projected in and out, vocabulary 50272, no final norm.
+    public static var opt350M: ModelConfiguration {
+        ModelConfiguration(architecture: .opt, modelType: "opt", vocabSize: 50272, hiddenSize: 1024, intermediateSize: 4096,
+                           layers: 24, heads: 16, kvHeads: 16, headDim: 64, maxPositions: 2048, normEps: 1e-5, normKind: .layer,
+                           activation: .relu, gatedMLP: false, tiedEmbeddings: true, attentionBias: true, outputBias: true,
+                           mlpBias: true, learnedPositions: true, positionOffset: 2, normBeforeBlock: false, finalNorm: false,
+                           wordEmbedProjDim: 512, bosTokenID: 2, eosTokenIDs: [2])
+    }
 
-    /// Shapes by name, for `--shape` options: `smollm2` (SmolLM2-135M), `llama3.1-8b`, `llama2-7b`.
+    /// Phi-3-mini's shape (BENCH.md W4): 32 layers, hidden 3072, MLP 8192, 32 heads of 96,
+    /// vocabulary 32064, untied head.
+    public static var phi3Mini: ModelConfiguration {
+        ModelConfiguration(architecture: .phi3, modelType: "phi3", vocabSize: 32064, hiddenSize: 3072, intermediateSize: 8192,
+                           layers: 32, heads: 32, kvHeads: 32, headDim: 96, maxPositions: 4096, normEps: 1e-5,
+                           bosTokenID: 1, eosTokenIDs: [32000])
+    }
+
+    /// Gemma-2B's shape (BENCH.md W4): 18 layers, hidden 2048, GeGLU MLP 16384, 8 query heads of
+    /// 256 over one key/value head, vocabulary 256000, tied embeddings scaled by √2048, `1 + w` norms.
+    public static var gemma2B: ModelConfiguration {
+        ModelConfiguration(architecture: .gemma, modelType: "gemma", vocabSize: 256_000, hiddenSize: 2048,
+                           intermediateSize: 16384, layers: 18, heads: 8, kvHeads: 1, headDim: 256, maxPositions: 8192,
+                           normEps: 1e-6, normWeightOffset: 1, activation: .geluTanh, tiedEmbeddings: true,
+                           embeddingScale: Float(2048.0.squareRoot()), bosTokenID: 2, eosTokenIDs: [1])
+    }
+
+    /// Shape names for `--shape` options.
+    public static let shapeNames = ["smollm2", "llama3.1-8b", "llama2-7b", "opt-350m", "phi3-mini", "gemma-2b"]
+
+    /// Shapes by name, for `--shape` options (`shapeNames`, and a few spellings of each).
     public static func named(_ name: String) -> ModelConfiguration? {
         switch name.lowercased() {
         case "smollm2", "smollm2-135m", "smollm2-135m-shape": smolLM2_135M
         case "llama3.1-8b", "llama-3.1-8b", "llama3.1-8b-shape": llama31_8B
         case "llama2-7b", "llama-2-7b", "llama2-7b-shape": llama2_7B
+        case "opt-350m", "opt-350m-shape": opt350M
+        case "phi3-mini", "phi-3-mini", "phi3-mini-shape": phi3Mini
+        case "gemma-2b", "gemma-2b-shape": gemma2B
         default: nil
         }
     }
@@ -54,7 +85,6 @@ extension DecoderWeights {
     ///   - quantize: a packed type (`nf4`, `q8_0`) the block projections are then re-encoded as,
     ///     where their rows are whole blocks, as `ModelFiles.decoder(quantize:)` does; frozen only.
     ///   - seed: each tensor draws from its own stream derived from it.
-    /// - Note: OPT's embedding projections (`wordEmbedProjDim`) are not built.
     public static func random(_ configuration: ModelConfiguration, on backend: Backend, category: MemoryCategory = .weights,
                               dtype: DType = .f32, quantize: DType? = nil, std: Float = 0.02, seed: UInt64 = 0) -> DecoderWeights {
         precondition([.f32, .f16, .bf16].contains(dtype) && (category == .weights || dtype == .f32 && quantize == nil),
@@ -83,8 +113,8 @@ extension DecoderWeights {
             Norm(weight: vector(c.hiddenSize, c.normWeightOffset != 0 ? 0 : 1),
                  bias: c.normKind == .layer ? vector(c.hiddenSize, 0) : nil)
         }
-        let q = c.heads * c.headDim, kv = c.kvHeads * c.headDim
-        let embedding = matrix(c.vocabSize, c.hiddenSize)
+        let q = c.heads * c.headDim, kv = c.kvHeads * c.headDim, width = c.wordEmbedProjDim ?? c.hiddenSize
+        let embedding = matrix(c.vocabSize, width)
         let blocks = (0..<c.layers).map { _ in
             BlockWeights(attentionNorm: norm(), query: linear(q, c.hiddenSize, bias: c.attentionBias),
                          key: linear(kv, c.hiddenSize, bias: c.attentionBias),
@@ -97,8 +127,10 @@ extension DecoderWeights {
         return DecoderWeights(
             tokenEmbedding: embedding,
             positionEmbedding: c.learnedPositions ? matrix(c.maxPositions + c.positionOffset, c.hiddenSize) : nil,
-            projectIn: nil, projectOut: nil, blocks: blocks, finalNorm: c.finalNorm ? norm() : nil,
-            head: c.tiedEmbeddings ? embedding : matrix(c.vocabSize, c.hiddenSize))
+            projectIn: width == c.hiddenSize ? nil : Linear(weight: matrix(c.hiddenSize, width), bias: nil),
+            projectOut: width == c.hiddenSize ? nil : Linear(weight: matrix(width, c.hiddenSize), bias: nil),
+            blocks: blocks, finalNorm: c.finalNorm ? norm() : nil,
+            head: c.tiedEmbeddings ? embedding : matrix(c.vocabSize, width))
     }
 
     /// `count` values uniform in `±std·√3` (standard deviation `std`) as `dtype` bytes, drawn in

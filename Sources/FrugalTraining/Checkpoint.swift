@@ -4,15 +4,44 @@ import FrugalCore
 import FrugalFormats
 import FrugalModels
 
-/// The scalar state of a trainer, beside its tensors.
-struct TrainerState: Codable {
-    var formatVersion = Checkpoint.formatVersion
-    var step: Int
-    var updates: Int
-    var random: SplitMix64
-    var loader: DataLoaderState
-    var scaler: LossScaler
-    var configuration: TrainingConfiguration
+/// A trainer whose complete state `Checkpoint` saves and restores: `Trainer` (SFT) and the
+/// reward, DPO and PPO trainers.
+public protocol Checkpointable: AnyObject {
+    /// The scalar state beside the tensors: step, random streams, data position, loss scale,
+    /// configuration.
+    associatedtype CheckpointState: Codable
+    /// The phase its checkpoints are of ("sft", "reward", "dpo", "ppo"); another phase's are refused.
+    static var checkpointPhase: String { get }
+    /// Optimizer steps attempted so far; it names the checkpoint.
+    var step: Int { get }
+    /// The backend holding the state tensors.
+    var backend: TrainingBackend { get }
+    /// Every state tensor under a name no other shares: trainable values, f32 masters, moments.
+    var checkpointTensors: [(String, Tensor)] { get }
+    /// The scalar state now.
+    var checkpointState: CheckpointState { get }
+    /// Sets the scalar state; `Checkpoint.restore` calls it once the files are checked, then
+    /// copies the tensors.
+    /// - Throws: when the state does not fit the trainer (other data), before changing anything.
+    func restore(_ state: CheckpointState) throws
+}
+
+/// The fields of `state.json` every checkpoint has, beside its trainer's own.
+struct CheckpointHeader: Codable {
+    var formatVersion: Int
+    /// Absent in checkpoints written before the phases had any: those are SFT's.
+    var phase: String?
+}
+
+/// `state.json`: a trainer's scalar state with the header's fields in the same object.
+struct CheckpointStateFile<State: Encodable>: Encodable {
+    let header: CheckpointHeader
+    let state: State
+
+    func encode(to encoder: any Encoder) throws {
+        try state.encode(to: encoder)
+        try header.encode(to: encoder)
+    }
 }
 
 /// The list of a checkpoint's files with their sizes and hashes.
@@ -27,9 +56,9 @@ struct CheckpointManifest: Codable {
     var files: [String: Entry]
 }
 
-/// Saves and restores a `Trainer`: trainable weights (as computed with, and f32 masters),
-/// optimizer moments (f32, or 8-bit AdamW's packed blocks byte for byte), step, dropout stream,
-/// data position, loss scale, configuration.
+/// Saves and restores a `Checkpointable` trainer: trainable weights (as computed with, and f32
+/// masters), optimizer moments (f32, or 8-bit AdamW's packed blocks byte for byte), and the
+/// scalar state (step, random streams, data position, loss scale, configuration).
 ///
 /// A checkpoint is a folder `step-NNNNNN` with `tensors.safetensors`, `state.json` and
 /// `manifest.json`. It is written in a temporary folder, flushed, then renamed into place, and
@@ -41,7 +70,7 @@ public enum Checkpoint {
     /// Writes the trainer's state under `directory` and points `latest` at it.
     /// - Returns: the checkpoint folder.
     @discardableResult
-    public static func save(_ trainer: Trainer, in directory: URL) throws -> URL {
+    public static func save<T: Checkpointable>(_ trainer: T, in directory: URL) throws -> URL {
         let fm = FileManager.default
         try fm.createDirectory(at: directory, withIntermediateDirectories: true)
         let name = String(format: "step-%06d", trainer.step)
@@ -52,7 +81,7 @@ public enum Checkpoint {
         try fm.createDirectory(at: temporary, withIntermediateDirectories: true)
 
         // Float tensors as themselves; packed ones (8-bit moments) as U8 buffers, their dtype in the metadata.
-        let tensors = trainer.optimizer.stateTensors
+        let tensors = trainer.checkpointTensors
         let packed = tensors.filter { $0.1.dtype.isQuantized }, floats = tensors.filter { !$0.1.dtype.isQuantized }
         var metadata = ["format": "frugal-checkpoint"]
         for (name, t) in packed { metadata[dtypeKey(name)] = t.dtype.rawValue }
@@ -60,8 +89,8 @@ public enum Checkpoint {
                                                   bytes: trainer.backend.downloadBytes($1)) },
                                     buffers: packed.map { (name: $0, bytes: trainer.backend.downloadBytes($1)) },
                                     metadata: metadata, to: temporary.appendingPathComponent("tensors.safetensors"))
-        let state = TrainerState(step: trainer.step, updates: trainer.optimizer.updates, random: trainer.random,
-                                 loader: trainer.loader.state, scaler: trainer.scaler, configuration: trainer.configuration)
+        let state = CheckpointStateFile(header: CheckpointHeader(formatVersion: formatVersion, phase: T.checkpointPhase),
+                                        state: trainer.checkpointState)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         try AtomicFile.write(encoder.encode(state), to: temporary.appendingPathComponent("state.json"))
@@ -107,8 +136,10 @@ public enum Checkpoint {
 
     /// Restores `trainer` from a checkpoint folder, after checking every file against the manifest.
     /// - Throws: `FrugalError.malformedFile` naming the file that is missing, altered, or does
-    ///   not fit the trainer (other tensors, other shapes).
-    public static func restore(_ trainer: Trainer, from folder: URL) throws {
+    ///   not fit the trainer (another phase, other tensors, other shapes);
+    ///   `FrugalError.invalidArgument` when the data position does not fit the trainer's data.
+    ///   Either way the trainer is unchanged.
+    public static func restore<T: Checkpointable>(_ trainer: T, from folder: URL) throws {
         let manifestURL = folder.appendingPathComponent("manifest.json")
         guard let manifestData = try? Data(contentsOf: manifestURL) else {
             throw FrugalError.malformedFile(path: manifestURL.path, problem: "missing checkpoint manifest")
@@ -127,15 +158,24 @@ public enum Checkpoint {
             }
         }
         let stateURL = folder.appendingPathComponent("state.json")
-        let state: TrainerState
-        do { state = try JSONDecoder().decode(TrainerState.self, from: Data(contentsOf: stateURL)) } catch {
-            throw FrugalError.malformedFile(path: stateURL.path, problem: "unreadable trainer state: \(error)")
+        func decode<S: Decodable>(_ type: S.Type) throws -> S {
+            do { return try JSONDecoder().decode(type, from: Data(contentsOf: stateURL)) } catch {
+                throw FrugalError.malformedFile(path: stateURL.path, problem: "unreadable trainer state: \(error)")
+            }
         }
+        let header = try decode(CheckpointHeader.self), phase = header.phase ?? "sft"
+        guard header.formatVersion == formatVersion else {
+            throw FrugalError.malformedFile(path: stateURL.path, problem: "checkpoint format \(header.formatVersion); this build reads format \(formatVersion)")
+        }
+        guard phase == T.checkpointPhase else {
+            throw FrugalError.malformedFile(path: stateURL.path, problem: "a checkpoint of the \(phase) phase, not of \(T.checkpointPhase)")
+        }
+        let state = try decode(T.CheckpointState.self)
         let tensorsURL = folder.appendingPathComponent("tensors.safetensors")
         let file = try SafeTensorsFile(url: tensorsURL)
         // Check everything before changing anything, so a bad checkpoint leaves the trainer as it was.
         var restored = [(Tensor, UnsafeRawBufferPointer)]()
-        for (name, tensor) in trainer.optimizer.stateTensors {
+        for (name, tensor) in trainer.checkpointTensors {
             guard file.contains(name) else {
                 throw FrugalError.malformedFile(path: tensorsURL.path, problem: "no tensor '\(name)' (a checkpoint of another run?)")
             }
@@ -153,16 +193,10 @@ public enum Checkpoint {
                 restored.append((tensor, try file.data(name)))
             }
         }
-        var loader = trainer.loader
-        try loader.resume(from: state.loader)
+        try trainer.restore(state)
         for (tensor, bytes) in restored {
             trainer.backend.copy(tensor, at: 0, from: trainer.backend.upload(bytes, tensor.shape, tensor.dtype, .workspace))
         }
-        trainer.loader = loader
-        trainer.step = state.step
-        trainer.optimizer.updates = state.updates
-        trainer.random = state.random
-        trainer.scaler = state.scaler
     }
 
     /// The metadata key naming the dtype of packed state tensor `name`.

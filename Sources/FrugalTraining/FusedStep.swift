@@ -18,6 +18,7 @@ final class FusedStep {
     private let optimizer: Optimizer
     private let parameters: TrainableParameters
     private let backend: TrainingBackend
+    private let timer: PhaseTimer
     /// The indices of each block's parameters in the trainable set.
     private let blockSlots: [Int: [Int]]
     private var updated = Set<Int>()
@@ -30,6 +31,7 @@ final class FusedStep {
         optimizer = trainer.optimizer
         parameters = trainer.parameters
         backend = trainer.backend
+        timer = trainer.phaseTimer
         var slots = [Int: [Int]]()
         for (i, p) in parameters.parameters.enumerated() {
             if let block = p.block { slots[block, default: []].append(i) }
@@ -65,8 +67,11 @@ final class FusedStep {
         return squares.squareRoot()
     }
 
+    /// Checks and updates `indices`; the time goes to the optimizer phase, what came before to backward.
     private func update(_ indices: [Int], zeroAfter: Bool) {
         guard fault == nil, !indices.isEmpty else { return }
+        timer.mark(.backward)
+        defer { timer.mark(.optimizer) }
         let gradients = indices.map { parameters.parameters[$0].gradient }
         let sums = backend.sumsOfSquares(gradients)
         if let bad = sums.firstIndex(where: { !$0.isFinite }) {

@@ -19,7 +19,7 @@ import FrugalModels
 ///   260-byte blocks of 256 values, per tensor; SGD's momentum buffer in f32), plus an f32
 ///   master copy under fp16 and bf16;
 /// - activations: f32, `batch × seq` rows. Without checkpointing every block's tape is live when
-///   backward starts (block input, normed inputs, q, k, v, attention output and log-sum-exp, the
+///   backward starts (block input, normed inputs, q, k, v, attention output and, on the GPU, its log-sum-exp, the
 ///   residual sums, up, gate and their product, each adapter's hidden); with it, only each
 ///   block's input, plus the one block being recomputed. Then the final norm's output, the
 ///   hidden-state gradient, and the deepest point of a block's backward (the MLP's gradients, or
@@ -136,9 +136,10 @@ public struct MemoryPlan: Sendable, Equatable {
         let d = c.hiddenSize, q = c.heads * c.headDim, kv = c.kvHeads * c.headDim, mlp = c.intermediateSize
         let mlpWidths = (c.gatedMLP ? 3 : 2) * mlp
         // One block's tape: h1, s1, h2 and the block's output (or, post-norm, s1, mid, s2 and the
-        // output), q, k, v, the attention output, its log-sum-exp (one per head), up, gate and
-        // their product, and each adapter's hidden.
-        let tape = 4 * d + 2 * q + 2 * kv + c.heads + mlpWidths + rank * adapted.count
+        // output), q, k, v, the attention output, on the GPU its log-sum-exp (one per head; the
+        // CPU recomputes it), up, gate and their product, and each adapter's hidden.
+        let statistics = configuration.device == .cuda ? c.heads : 0
+        let tape = 4 * d + 2 * q + 2 * kv + statistics + mlpWidths + rank * adapted.count
         // The embedding output, then every tape or, checkpointed, every block's output; offloaded, the
         // last block's output (the others on the host) and in backward the input brought back.
         let offloaded = configuration.offloadActivations ? c.layers * d : 0

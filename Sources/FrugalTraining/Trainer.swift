@@ -15,7 +15,8 @@ public final class Trainer: @unchecked Sendable {
     public let configuration: TrainingConfiguration
     public internal(set) var loader: DataLoader
     let optimizer: Optimizer
-    let backend: TrainingBackend
+    /// The backend the trainer computes on.
+    public let backend: TrainingBackend
     let schedule: LearningRateSchedule
     /// The fp16 loss scaler (present under every policy; only fp16 uses it).
     public internal(set) var scaler: LossScaler

@@ -154,10 +154,14 @@ extension Frugal.Bench {
             BENCH.md row on the last line.
               frugal bench train --shape smollm2 --targets q,k,v --batch 8 --seq 256 --steps 5
               frugal bench train --device cuda --shape llama3.1-8b --targets all-linear --precision bf16 --batch 4 --seq 1024 --checkpointing
+            With --model, the weights come from a model file or folder instead (bench/loss_agreement.py
+            trains the same weights on the same tokens with transformers and compares the losses).
             """)
 
         @OptionGroup var device: DeviceOptions
         @Option(help: "Model shape: \(ModelConfiguration.shapeNames.joined(separator: ", ")).") var shape = "smollm2"
+        @Option(help: ArgumentHelp("A GGUF file or Hugging Face folder to train instead of random weights of --shape.", valueName: "path"))
+        var model: String?
         @Option(help: "lora or full.") var method = "lora"
         @Option(help: "LoRA targets: q,k,v,o,gate,up,down or all-linear.") var targets = "q,k,v"
         @Option(help: "LoRA rank.") var rank = 16
@@ -180,7 +184,8 @@ extension Frugal.Bench {
         var profile = false
 
         func run() throws {
-            guard let configuration = ModelConfiguration.named(shape) else {
+            let files = try model.map { path in try withCleanErrors { try ModelFiles(path: path) } }
+            guard let configuration = files?.configuration ?? ModelConfiguration.named(shape) else {
                 throw ValidationError("unknown shape '\(shape)' (known: \(ModelConfiguration.shapeNames.joined(separator: ", ")))")
             }
             let policy = try parsePrecision(precision)
@@ -190,8 +195,10 @@ extension Frugal.Bench {
             let backend = compute.backend
             guard !full || quantization.dtype == nil else { throw ValidationError("--quantize needs --method lora (a full fine-tune trains f32 weights)") }
             let baseDType: DType = full ? .f32 : policy.computeDType
-            let decoder = Decoder.random(configuration, on: backend, category: full ? .trainable : .weights, dtype: baseDType,
-                                         quantize: quantization.dtype, seed: 1)
+            let decoder = try files.map { files in
+                try withCleanErrors { try files.decoder(on: backend, trainable: full, quantize: quantization.dtype) }
+            } ?? Decoder.random(configuration, on: backend, category: full ? .trainable : .weights, dtype: baseDType,
+                                quantize: quantization.dtype, seed: 1)
             if let line = quantization.summary(decoder) { print(line) }
             let targetList = targets.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
             let lora = LoRAConfiguration(rank: rank, alpha: Float(2 * rank), dropout: 0, targets: targetList)
@@ -225,7 +232,7 @@ extension Frugal.Bench {
                 try Trainer(decoder: decoder, parameters: parameters, configuration: training, loader: loader)
             }
             let what = full ? "full fine-tune" : "LoRA r=\(rank) on \(targets)"
-            print("\(shape): \(configuration.layers) layers, \(what) (\(formatCount(parameters.count)) trainable), \(precision), batch \(batch) × \(seq) × \(gradAccum), \(warmup) warm-up + \(steps) timed steps on \(compute.description)")
+            print("\(model ?? shape): \(configuration.layers) layers, \(what) (\(formatCount(parameters.count)) trainable), \(precision), batch \(batch) × \(seq) × \(gradAccum), \(warmup) warm-up + \(steps) timed steps on \(compute.description)")
             let cpuBackend = backend as? CPUBackend
             let opProfile = cpuBackend?.profile ?? (backend as? CUDABackend)?.profile
             var timed = [Double](), cpu = [Double](), tokens = 0, losses = [Double](), memory = MemorySnapshot()
@@ -299,7 +306,7 @@ extension Frugal.Bench {
             if profile, let opProfile { printProfile(opProfile, steps: timed.count) }
             if json {
                 var row: [String: Any] = [
-                    "workload": workload, "system": "frugal", "model": "\(shape)-shape", "method": method, "lora_r": rank,
+                    "workload": workload, "system": "frugal", "model": model.map { URL(fileURLWithPath: $0).lastPathComponent } ?? "\(shape)-shape", "method": method, "lora_r": rank,
                     "targets": targets, "precision": precision, "quantize": quantization.quantize ?? "none", "batch": batch, "seq": seq, "grad_accum": gradAccum,
                     "checkpointing": checkpointing, "offload_optimizer": offloadOptimizer, "offload_activations": offloadActivations,
                     "steps_timed": timed.count,

@@ -3,6 +3,7 @@
 import ArgumentParser
 import Foundation
 import FrugalCore
+import FrugalCUDA
 import FrugalMeasure
 import Yams
 
@@ -45,7 +46,12 @@ extension Frugal {
             let plan = try withCleanErrors { try specification.plan() }
             let stem = URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent
             let directory = URL(fileURLWithPath: output ?? fileOutput ?? "runs/\(stem)")
-            let runner = SweepRunner(plan: plan, directory: directory, executable: Self.frugalExecutable)
+            var runner = SweepRunner(plan: plan, directory: directory, executable: Self.frugalExecutable)
+            // On a GPU, each run's starting point: the memory in use before it (NVML, device 0).
+            if let nvml = try? NVML(), let device = try? nvml.device(0) {
+                nonisolated(unsafe) let handle = device
+                runner.deviceMemoryInUse = { try? nvml.memoryUsed(handle) }
+            }
             if dryRun {
                 for c in plan.configurations {
                     let limit = c.memoryLimit.map { " [memory limit \(formatBytes($0))]" } ?? ""

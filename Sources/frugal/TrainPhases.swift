@@ -43,6 +43,8 @@ struct PhaseOptions: ParsableArguments {
 extension Frugal.Train {
     /// Runs `--phase reward`, `dpo` or `ppo`: trains, evaluates on held-out data before and after,
     /// saves the adapter (and head), and reports time, peak memory by category and energy.
+    /// Checkpoints as SFT does: every `--checkpoint-every` steps, at the end, and on Ctrl-C
+    /// (exit 130); `--resume` continues from the latest.
     func runPhase() throws {
         let phase = phases.phase
         guard let data else { throw failure("--phase \(phase) needs --data: preference pairs (ShareGPT conversations + chosen + rejected, or prompt/chosen/rejected JSON lines)") }
@@ -66,9 +68,11 @@ extension Frugal.Train {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let adapterFolder = directory.appendingPathComponent("adapter")
 
-        // Each phase gives: a step, an evaluation on the held-out data, and what to save.
+        // Each phase gives: a step, its trainer for checkpoints, an evaluation on the held-out
+        // data, and what to save.
         let step: () throws -> PhaseEvent
         let isFinished: () -> Bool
+        let trainer: any Checkpointable
         let evaluate: () -> [String: Double]
         let save: () throws -> Void
         var description = ""
@@ -78,13 +82,13 @@ extension Frugal.Train {
             let heldOut = try withCleanErrors { try pairTokenizer.tokenize(heldOutPairs) }
             let parameters = try attachTrainable(decoder, configuration)
             let head = ValueHead(backend: backend, width: decoder.weights.head.shape.last)
-            let trainer = try withCleanErrors {
+            let reward = try withCleanErrors {
                 try RewardModelTrainer(decoder: decoder, parameters: parameters, head: head, configuration: configuration,
                                        pairs: training, padTokenID: pad)
             }
-            (step, isFinished) = (trainer.trainStep, { trainer.isFinished })
+            (step, isFinished, trainer) = (reward.trainStep, { reward.isFinished }, reward)
             evaluate = {
-                let e = trainer.evaluate(heldOut, batchSize: batch)
+                let e = reward.evaluate(heldOut, batchSize: batch)
                 return ["accuracy": e.accuracy, "loss": e.loss, "margin": e.margin]
             }
             save = {
@@ -98,13 +102,13 @@ extension Frugal.Train {
             let training = try withCleanErrors { try pairTokenizer.tokenize(trainingPairs) }
             let heldOut = try withCleanErrors { try pairTokenizer.tokenize(heldOutPairs) }
             let parameters = try attachTrainable(decoder, configuration)
-            let trainer = try withCleanErrors {
+            let dpo = try withCleanErrors {
                 try DPOTrainer(decoder: decoder, parameters: parameters, configuration: configuration, pairs: training,
                                beta: phases.beta, padTokenID: pad)
             }
-            (step, isFinished) = (trainer.trainStep, { trainer.isFinished })
+            (step, isFinished, trainer) = (dpo.trainStep, { dpo.isFinished }, dpo)
             evaluate = {
-                let e = trainer.evaluate(heldOut, batchSize: batch)
+                let e = dpo.evaluate(heldOut, batchSize: batch)
                 return ["loss": e.loss, "accuracy": e.accuracy, "margin": e.margin, "chosen_reward": e.chosenReward,
                         "rejected_reward": e.rejectedReward]
             }
@@ -128,14 +132,14 @@ extension Frugal.Train {
             let prompt = { (pair: PreferencePair) in Array(pairTokenizer.promptTokens(pair.prompt).suffix(room)) }
             let heldOut = heldOutPairs.map(prompt)
             let critic = ValueHead(backend: backend, width: decoder.weights.head.shape.last)
-            let trainer = try withCleanErrors {
+            let ppo = try withCleanErrors {
                 try PPOTrainer(decoder: decoder, parameters: policy, critic: critic, rewardModel: reward,
                                configuration: configuration, settings: settings, prompts: trainingPairs.map(prompt),
                                padTokenID: pad)
             }
-            (step, isFinished) = (trainer.trainStep, { trainer.isFinished })
+            (step, isFinished, trainer) = (ppo.trainStep, { ppo.isFinished }, ppo)
             evaluate = {
-                let e = trainer.evaluate(heldOut, seed: seed)
+                let e = ppo.evaluate(heldOut, seed: seed)
                 return ["reward": e.reward, "kl": e.kl, "length": e.length]
             }
             save = {
@@ -145,18 +149,23 @@ extension Frugal.Train {
             description = "PPO against \(phases.rewardModel!) on \(trainingPairs.count) prompts, \(settings.rollouts) rollouts × \(settings.epochs) epochs per step, \(policy.count + critic.parameters.count) parameters"
         }
         print("training \(description), \(configuration.steps) steps, \(configuration.precision.rawValue)\(checkpointing ? ", checkpointing" : "")")
+        if resume {
+            guard let latest = Checkpoint.latest(in: directory) else { throw failure("no checkpoint to resume in \(output)") }
+            try withCleanErrors { try Checkpoint.restore(trainer, from: latest) }
+            print("resumed from \(latest.path) at step \(trainer.step)")
+        }
 
         let evaluationStarted = ContinuousClock.now
         let before = evaluate()
         print("before: " + describe(before) + String(format: "  (held-out, %.1f s)", seconds(ContinuousClock.now - evaluationStarted)))
-        let metricsLog = try MetricsLog(directory: directory, append: false)
+        let metricsLog = try MetricsLog(directory: directory, append: resume)
         let interrupt = InterruptFlag()
         let meter = compute.energyMeter?.start()
-        var progress = ProgressLine(total: configuration.steps, startStep: 0)
+        var progress = ProgressLine(total: configuration.steps, startStep: trainer.step)
         var losses = [Double](), tokens = 0, phaseSeconds: [String: Double]?
         var firstFigures: [String: Double]?, lastFigures: [String: Double]?
         let loopStarted = ContinuousClock.now
-        while !isFinished() && !interrupt.isSet {
+        while !isFinished() {
             switch try withCleanErrors({ try step() }) {
             case let .step(metrics, figures):
                 losses.append(metrics.loss)
@@ -174,12 +183,21 @@ extension Frugal.Train {
             case let .skippedStep(step, scale):
                 progress.note("step \(step): fp16 gradients overflowed, skipped; loss scale now \(scale)")
             }
+            if interrupt.isSet || (checkpointEvery > 0 && trainer.step % checkpointEvery == 0) {
+                let path = try withCleanErrors { try Checkpoint.save(trainer, in: directory) }
+                if interrupt.isSet {
+                    progress.finish()
+                    print("interrupted: checkpoint written to \(path.path); continue with --resume")
+                    throw ExitCode(130)
+                }
+            }
         }
         progress.finish()
         if let governor { print(PowerOptions.summary(governor)) }
         let loopTime = ContinuousClock.now - loopStarted
         let energy = meter?.stop()
-        if interrupt.isSet { print("interrupted after \(losses.count) steps: saving what has trained") }
+        let final = try withCleanErrors { try Checkpoint.save(trainer, in: directory) }
+        print("checkpoint: \(final.path)")
         let after = evaluate()
         try withCleanErrors { try save() }
         print("saved to \(directory.path)")

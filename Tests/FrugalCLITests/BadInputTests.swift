@@ -13,8 +13,8 @@ final class BadInputTests: XCTestCase {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("FrugalModelsTests/Fixtures/models")
 
-    /// Runs frugal with `arguments`; returns exit status and standard error.
-    private func frugal(_ arguments: [String]) throws -> (status: Int32, stderr: String) {
+    /// Runs frugal with `arguments` (standard output discarded); returns exit status and standard error.
+    static func frugal(_ arguments: [String]) throws -> (status: Int32, stderr: String) {
         let process = Process()
         process.executableURL = Self.executable
         process.arguments = arguments
@@ -39,7 +39,7 @@ final class BadInputTests: XCTestCase {
     /// Asserts a failure with exactly one line on stderr, mentioning every fragment.
     private func assertOneLineError(_ arguments: [String], mentions fragments: [String],
                                     file: StaticString = #filePath, line: UInt = #line) throws {
-        let (status, stderr) = try frugal(arguments)
+        let (status, stderr) = try Self.frugal(arguments)
         XCTAssertEqual(status, 1, "exit status; stderr: \(stderr)", file: file, line: line)
         let lines = stderr.split(separator: "\n")
         XCTAssertEqual(lines.count, 1, "expected one line, got: \(stderr)", file: file, line: line)

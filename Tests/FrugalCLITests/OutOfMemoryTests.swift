@@ -29,19 +29,10 @@ final class OutOfMemoryTests: XCTestCase {
 
     /// Runs `frugal train` on the CPU for one step of the eight records under a 200 MiB budget.
     private func train(_ extra: [String], result: String) throws -> (status: Int32, stderr: String) {
-        let process = Process()
-        process.executableURL = BadInputTests.executable
-        process.arguments = ["train", "--device", "cpu", "--data", scratch.appendingPathComponent("data.json").path,
-                             "--steps", "1", "--max-length", "64", "--memory-limit", "200MiB",
-                             "--output", scratch.appendingPathComponent(result).path,
-                             "--result", scratch.appendingPathComponent(result + ".json").path] + extra
-        let errors = Pipe()
-        process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let data = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        try BadInputTests.frugal(["train", "--device", "cpu", "--data", scratch.appendingPathComponent("data.json").path,
+                                  "--steps", "1", "--max-length", "64", "--memory-limit", "200MiB",
+                                  "--output", scratch.appendingPathComponent(result).path,
+                                  "--result", scratch.appendingPathComponent(result + ".json").path] + extra)
     }
 
     private func result(_ name: String) throws -> [String: Any] {

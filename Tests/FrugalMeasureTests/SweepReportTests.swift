@@ -16,6 +16,7 @@ final class SweepReportTests: XCTestCase {
         result.seconds = seconds
         result.peakBytes = peak
         result.predictedPeakBytes = peak.map { $0 + $0 / 50 }
+        result.phaseSeconds = seconds.map { ["forward": $0 / 4, "backward": $0 / 2, "optimizer": $0 / 4] }
         result.peakResidentBytes = peak.map { $0 + (100 << 20) }
         result.peakByCategory = peak.map { ["weights": $0 / 2, "activations": $0 / 4, "optimizer": $0 / 4] }
         result.energyJoules = joules
@@ -140,6 +141,16 @@ final class SweepReportTests: XCTestCase {
         XCTAssertEqual(Set(lines.map { $0.split(separator: ",", omittingEmptySubsequences: false).count }).count, 1)
     }
 
+    /// Phase times per configuration with their shares; X where the runs ran out of memory.
+    func testPhaseTable() throws {
+        let table = try XCTUnwrap(try Self.seedsReport().phaseTable)
+        XCTAssertEqual(table.header, [["Configuration", "forward", "backward", "optimizer"]])
+        let row = try XCTUnwrap(table.rows.first { $0[0] == "fp32_lora_grad-accum1" })
+        XCTAssertEqual(row, ["fp32_lora_grad-accum1", "69.78 (25%)", "139.56 (50%)", "69.78 (25%)"])
+        XCTAssertEqual(try XCTUnwrap(table.rows.first { $0[0] == "fp32_full_grad-accum1" }).dropFirst().allSatisfy { $0 == "X" }, true)
+        XCTAssertTrue(try Self.seedsReport().tables.contains { $0.title == table.title })
+    }
+
     func testSVGAndHTMLAreWellFormedXML() throws {
         let report = try Self.seedsReport()
         for named in report.charts {
@@ -152,7 +163,7 @@ final class SweepReportTests: XCTestCase {
         let html = report.html
         let parsed = try Self.parse(html)
         XCTAssertEqual(parsed.root, "html")
-        XCTAssertEqual(parsed.count["table"], 3)
+        XCTAssertEqual(parsed.count["table"], 4)  // combinations, efficiency, memory, phases
         XCTAssertEqual(parsed.count["svg"], 1)
         XCTAssertFalse(html.contains("<script"))
         let outside = html.replacingOccurrences(of: "http://www.w3.org/", with: "")

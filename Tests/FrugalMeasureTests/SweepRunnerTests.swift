@@ -93,6 +93,24 @@ final class SweepRunnerTests: XCTestCase {
         XCTAssertEqual(try JSONDecoder().decode(RunResult.self, from: Data(line.utf8)).peakBytes, 2000)
     }
 
+    /// Before each run the sweep reads the device memory in use (NVML on a GPU; a stand-in here)
+    /// and records it; the report says whether every run started from the baseline.
+    func testDeviceMemoryBeforeEachRunIsRecordedAndChecked() throws {
+        final class Readings: @unchecked Sendable {
+            var values = [1 << 30, (1 << 30) + (100 << 20), 2 << 30]
+        }
+        let readings = Readings()
+        let plan = try plan([("a", [:]), ("b", [:]), ("c", [:])])
+        var runner = SweepRunner(plan: plan, directory: sweepFolder, executable: executable)
+        runner.deviceMemoryInUse = { readings.values.removeFirst() }
+        XCTAssertTrue(try runner.run { _ in })
+        let records = SweepRunner.readRecords(sweepFolder.appendingPathComponent("results.jsonl")).records
+        XCTAssertEqual(records.map(\.result.deviceMemoryInUseBefore), [1 << 30, (1 << 30) + (100 << 20), 2 << 30])
+        let note = try XCTUnwrap(SweepReport(title: "t", records: records, plan: plan).notes.first { $0.contains("baseline") })
+        XCTAssertEqual(note, "Device memory was not back to its baseline (1.00 GiB) before: c.r1 (2.00 GiB).")
+        XCTAssertTrue(SweepReport.deviceMemoryBaselineNote(Array(records.prefix(2)))!.contains("back to its baseline each time"))
+    }
+
     func testOutOfMemoryRunsAreRecordedAndTheSweepGoesOn() throws {
         let plan = try plan([("text", ["mode": "oom-text"]), ("killed", ["mode": "kill9"]),
                              ("crash-limited", ["mode": "crash", "memory-limit": "8GiB"]),

@@ -56,7 +56,7 @@ public final class DPOTrainer: @unchecked Sendable {
     /// DPO's β: how far the policy may move from the reference.
     public let beta: Double
     public let padTokenID: Int32
-    public private(set) var step = 0
+    public internal(set) var step = 0
     var sampler: EpochSampler<TokenizedPair>
     let update: PhaseUpdate
     var random: SplitMix64
@@ -78,7 +78,8 @@ public final class DPOTrainer: @unchecked Sendable {
         self.beta = beta
         self.padTokenID = padTokenID
         sampler = EpochSampler(pairs, seed: configuration.seed)
-        update = PhaseUpdate([parameters], configuration: configuration, backend: backend, totalUpdates: configuration.steps)
+        update = PhaseUpdate([("policy", parameters)], configuration: configuration, backend: backend,
+                             totalUpdates: configuration.steps)
         random = SplitMix64(seed: configuration.seed ^ 0x5EED)
     }
 

@@ -93,7 +93,7 @@ public final class PPOTrainer: @unchecked Sendable {
     public let settings: PPOSettings
     public let padTokenID: Int32
     /// Rollout batches done so far.
-    public private(set) var step = 0
+    public internal(set) var step = 0
     var sampler: EpochSampler<[Int32]>
     let update: PhaseUpdate
     var random: SplitMix64
@@ -122,7 +122,7 @@ public final class PPOTrainer: @unchecked Sendable {
         self.settings = settings
         self.padTokenID = padTokenID
         sampler = EpochSampler(prompts, seed: configuration.seed)
-        update = PhaseUpdate([parameters, critic.parameters], configuration: configuration, backend: backend,
+        update = PhaseUpdate([("actor", parameters), ("critic", critic.parameters)], configuration: configuration, backend: backend,
                              totalUpdates: configuration.steps * settings.epochs)
         random = SplitMix64(seed: configuration.seed ^ 0x5A3B1E)
     }
@@ -311,11 +311,15 @@ public final class PPOTrainer: @unchecked Sendable {
         let values = critic.values(pass.hidden)
         var dValues = [Float](repeating: 0, count: values.count)
         var valueLoss = 0.0
-        for (position, (i, k)) in place {
-            let (loss, d) = Self.valueLoss(value: Double(values[position]), old: rollouts[i].values[k],
-                                           target: rollouts[i].returns[k], clip: settings.valueClipRange)
-            valueLoss += loss
-            dValues[position] = Float(settings.valueCoefficient * d * scale)
+        // In rollout order, so that the sum is the same in every process (a dictionary's order is not).
+        for (i, rollout) in rollouts.enumerated() {
+            for (k, row) in rollout.positions.enumerated() {
+                let position = i * batch.length + row
+                let (loss, d) = Self.valueLoss(value: Double(values[position]), old: rollout.values[k],
+                                               target: rollout.returns[k], clip: settings.valueClipRange)
+                valueLoss += loss
+                dValues[position] = Float(settings.valueCoefficient * d * scale)
+            }
         }
         update.timer.mark(.forward)
         let dFromCritic = backend.zeros(pass.hidden.shape, .f32, .activations)

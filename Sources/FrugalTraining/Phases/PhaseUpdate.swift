@@ -18,23 +18,25 @@ public enum PhaseEvent: Sendable {
 /// otherwise a non-finite loss or gradient is an error. The global gradient norm over every set
 /// is clipped, then each set's optimizer steps at the scheduled rate.
 final class PhaseUpdate {
-    let groups: [TrainableParameters]
+    /// The trainable sets by name ("adapters", "critic", …); the names prefix their state tensors.
+    let groups: [(name: String, parameters: TrainableParameters)]
     let optimizers: [Optimizer]
     let configuration: TrainingConfiguration
     let backend: TrainingBackend
     let schedule: LearningRateSchedule
-    private(set) var scaler: LossScaler
+    var scaler: LossScaler
     /// Updates attempted (applied or skipped).
-    private(set) var updates = 0
+    var updates = 0
     /// Times each step's phases on the device; the trainers start it and mark their phases.
     let timer: PhaseTimer
 
     /// - Parameter totalUpdates: the updates of the whole run, for the schedule.
-    init(_ groups: [TrainableParameters], configuration: TrainingConfiguration, backend: TrainingBackend, totalUpdates: Int) {
+    init(_ groups: [(name: String, parameters: TrainableParameters)], configuration: TrainingConfiguration,
+         backend: TrainingBackend, totalUpdates: Int) {
         self.groups = groups
         self.configuration = configuration
         self.backend = backend
-        optimizers = groups.map { Optimizer($0, configuration: configuration, backend: backend) }
+        optimizers = groups.map { Optimizer($0.parameters, configuration: configuration, backend: backend) }
         schedule = LearningRateSchedule(peak: configuration.learningRate, kind: configuration.schedule,
                                         warmupSteps: configuration.warmupSteps, totalSteps: totalUpdates)
         scaler = LossScaler(configuration.lossScale)
@@ -46,7 +48,12 @@ final class PhaseUpdate {
 
     /// Zeroes every gradient, before the backward passes of an update.
     func zeroGradients() {
-        for group in groups { group.zeroGradients() }
+        for group in groups { group.parameters.zeroGradients() }
+    }
+
+    /// Every optimizer's state tensors, for checkpoints: `<group>/<tensor>`.
+    var stateTensors: [(String, Tensor)] {
+        zip(groups, optimizers).flatMap { group, optimizer in optimizer.stateTensors.map { (group.name + "/" + $0.0, $0.1) } }
     }
 
     /// Unscales, checks, clips and applies the gradients.
@@ -56,7 +63,7 @@ final class PhaseUpdate {
     ///   too many overflowing updates in a row (fp16).
     func apply(loss: Double, step: Int) throws -> (rate: Float, norm: Double)? {
         updates += 1
-        let parameters = groups.flatMap(\.parameters)
+        let parameters = groups.flatMap(\.parameters.parameters)
         let fp16 = configuration.precision == .fp16
         if fp16 { for p in parameters { backend.roundInPlace(p.gradient, to: .f16) } }
         let firstBad = parameters.first { !backend.allFinite($0.gradient) }

@@ -225,31 +225,61 @@ public enum PhaseData {
     }
 }
 
+/// Where an `EpochSampler` is: what its checkpoints hold (each epoch's order follows from the seed).
+struct EpochSamplerState: Codable, Equatable {
+    /// The seed every epoch's order is drawn from.
+    var seed: UInt64
+    /// Items per epoch.
+    var items: Int
+    /// The current epoch, from 0.
+    var epoch: Int
+    /// Items of the current epoch already drawn.
+    var cursor: Int
+}
+
 /// Draws micro-batches of items epoch after epoch, each epoch in a new seeded order.
 struct EpochSampler<Item> {
     let items: [Item]
-    let seed: UInt64
-    private(set) var epoch = 0
+    private(set) var state: EpochSamplerState
+    /// The order of `state.epoch`, as indices into `items`.
     private var order: [Int]
-    private var cursor = 0
 
     init(_ items: [Item], seed: UInt64) {
         precondition(!items.isEmpty, "nothing to sample")
         self.items = items
-        self.seed = seed
-        order = PhaseData.shuffled(Array(items.indices), seed: seed)
+        state = EpochSamplerState(seed: seed, items: items.count, epoch: 0, cursor: 0)
+        order = Self.order(of: items.count, seed: seed, epoch: 0)
     }
+
+    /// The current epoch, from 0.
+    var epoch: Int { state.epoch }
 
     /// The next `count` items (crossing into the next epoch when this one runs out).
     mutating func next(_ count: Int) -> [Item] {
         (0..<count).map { _ in
-            if cursor == order.count {
-                epoch += 1
-                cursor = 0
-                order = PhaseData.shuffled(Array(items.indices), seed: seed &+ UInt64(epoch))
+            if state.cursor == order.count {
+                state.epoch += 1
+                state.cursor = 0
+                order = Self.order(of: items.count, seed: state.seed, epoch: state.epoch)
             }
-            cursor += 1
-            return items[order[cursor - 1]]
+            state.cursor += 1
+            return items[order[state.cursor - 1]]
         }
+    }
+
+    /// Continues from a saved state, which must be of as many items.
+    /// - Throws: `FrugalError.invalidArgument` when the state does not fit these items; the
+    ///   sampler is then unchanged.
+    mutating func resume(from saved: EpochSamplerState) throws {
+        guard saved.items == items.count, saved.epoch >= 0, (0...items.count).contains(saved.cursor) else {
+            throw FrugalError.invalidArgument("cannot resume the data at epoch \(saved.epoch), item \(saved.cursor) of \(saved.items): there are \(items.count) items now (the data or its settings changed)")
+        }
+        state = saved
+        order = Self.order(of: items.count, seed: saved.seed, epoch: saved.epoch)
+    }
+
+    /// The order of an epoch.
+    private static func order(of count: Int, seed: UInt64, epoch: Int) -> [Int] {
+        PhaseData.shuffled(Array(0..<count), seed: seed &+ UInt64(epoch))
     }
 }

@@ -32,7 +32,7 @@ public final class RewardModelTrainer: @unchecked Sendable {
     /// Token written into padding.
     public let padTokenID: Int32
     /// Optimizer steps attempted so far.
-    public private(set) var step = 0
+    public internal(set) var step = 0
     var sampler: EpochSampler<TokenizedPair>
     let update: PhaseUpdate
     var random: SplitMix64
@@ -49,7 +49,7 @@ public final class RewardModelTrainer: @unchecked Sendable {
         self.configuration = configuration
         self.padTokenID = padTokenID
         sampler = EpochSampler(pairs, seed: configuration.seed)
-        update = PhaseUpdate([parameters, head.parameters], configuration: configuration, backend: backend,
+        update = PhaseUpdate([("model", parameters), ("head", head.parameters)], configuration: configuration, backend: backend,
                              totalUpdates: configuration.steps)
         random = SplitMix64(seed: configuration.seed ^ 0x5EED)
     }
