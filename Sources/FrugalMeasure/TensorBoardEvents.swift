@@ -3,6 +3,7 @@
 // (length, masked CRC-32C, bytes, masked CRC-32C), each holding one `Event` protocol buffer —
 // first the file version, then `Summary` values of (tag, float) at a step.
 import Foundation
+import FrugalCore
 
 /// Appends scalar summaries to one TensorBoard event file.
 public final class TensorBoardWriter {
@@ -15,7 +16,9 @@ public final class TensorBoardWriter {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let host = ProcessInfo.processInfo.hostName.isEmpty ? "localhost" : ProcessInfo.processInfo.hostName
         url = directory.appendingPathComponent("events.out.tfevents.\(Int(now.timeIntervalSince1970)).\(host).frugal")
-        FileManager.default.createFile(atPath: url.path, contents: nil)
+        guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
+            throw FrugalError.invalidArgument("\(url.path): cannot create the TensorBoard event file")
+        }
         handle = try FileHandle(forWritingTo: url)
         try write(TensorBoardEvent.encode(wallTime: now.timeIntervalSince1970, step: 0, fileVersion: "brain.Event:2"))
     }

@@ -61,7 +61,6 @@ extension Frugal.Bench {
                 let w = backend.zeros([outputs, inputs], .f32, .workspace)
                 let y = backend.zeros([tokens, outputs], .f32, .workspace)
                 fillRandom(x); fillRandom(w)
-                let flops = 2.0 * Double(tokens * inputs * outputs)
                 let ours = medianSeconds(repeats) { backend.linear(y, x, w, bias: nil) }
                 let weight = packed[name]!
                 let quantized = medianSeconds(repeats) { backend.linear(y, x, weight, bias: nil) }

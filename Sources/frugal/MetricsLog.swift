@@ -13,8 +13,9 @@ final class MetricsLog {
     /// Opens (or creates) `directory/metrics.jsonl`, truncated unless `append`, and a new event file.
     init(directory: URL, append: Bool) throws {
         let url = directory.appendingPathComponent("metrics.jsonl")
-        if !append || !FileManager.default.fileExists(atPath: url.path) {
-            FileManager.default.createFile(atPath: url.path, contents: nil)
+        if !append || !FileManager.default.fileExists(atPath: url.path),
+           !FileManager.default.createFile(atPath: url.path, contents: nil) {
+            throw failure("\(url.path): cannot create the metrics log")
         }
         handle = try FileHandle(forWritingTo: url)
         if append { try handle.seekToEnd() }
