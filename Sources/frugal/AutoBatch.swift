@@ -30,6 +30,9 @@ extension Frugal.Train {
         guard autoBatch else {
             return (configuration, try withCleanErrors { try MemoryPlan.predict(plan) }.peakTotal(measuredWeights: weights))
         }
+        guard !configuration.fusedOptimizerStep else {
+            throw failure("--auto-batch keeps the step's sequences by raising --grad-accum, which --fused-step cannot do")
+        }
         guard let fitted = try withCleanErrors({ try MemoryPlan.largestMicroBatch(plan, fitting: budget, weights: weights) }) else {
             throw failure("--auto-batch: not even --batch 1 fits in \(formatBytes(budget)); `frugal plan` suggests: \(backend.ledger.advice ?? "")")
         }
