@@ -38,7 +38,12 @@ public struct AttentionLayout: Sendable {
 
 /// A compute device: allocation with memory categories, and the forward ops of the models.
 ///
-/// Activations are f32; weights may be f32, f16, bf16 or packed quantized blocks.
+/// Weights may be f32, f16, bf16 or packed quantized blocks. Forward activations (an op's inputs
+/// and outputs that are not weights, statistics or gradients) are stored in f32, f16 or bf16 —
+/// the *activation dtype*, one per call unless an op says otherwise — while statistics (the
+/// attention's log-sum-exp) stay f32. Arithmetic is f32 whatever the storage: a 16-bit output is
+/// rounded once (to nearest even) from the f32 result, and an op that accumulates (+=) into a
+/// 16-bit output reads it, adds in f32 and rounds.
 /// Output tensors are preallocated by the caller. Ops are grouped by `// MARK:` sections.
 public protocol Backend: AnyObject, Sendable {
     /// Which device this is.
@@ -75,17 +80,20 @@ public protocol Backend: AnyObject, Sendable {
 
     // MARK: - Linear algebra
 
-    /// `out[r, o] = Σ_i x[r, i] · w[o, i] (+ bias[o])`: x is (rows, in) f32, w is (out, in) of any
-    /// dtype; with `accumulate`, `out +=` instead (a LoRA branch added into the base's output).
+    /// `out[r, o] = Σ_i x[r, i] · w[o, i] (+ bias[o])`: x (rows, in) and out share the activation
+    /// dtype, w is (out, in) of any dtype; with `accumulate`, `out +=` instead (a LoRA branch added
+    /// into the base's output).
     func linear(_ out: Tensor, _ x: Tensor, _ weight: Tensor, bias: Tensor?, accumulate: Bool)
 
     // MARK: - Embedding and normalization
 
-    /// `out[t] = table[tokens[t]]` (table of any dtype, out f32).
+    /// `out[t] = table[tokens[t]]` (table of any dtype, out f32; a decoder converts to its
+    /// activation dtype with `copy`).
     func embedding(_ out: Tensor, _ table: Tensor, tokens: [Int32])
     /// RMSNorm over the last dimension, fused with the residual add: `h = x (+ residual)`,
     /// `out = h / rms(h) · (w + weightOffset)`; `h` is written to `sum` when given (`sum` may
-    /// alias `x`, `out` may alias `x` when there is no `sum`).
+    /// alias `x`, `out` may alias `x` when there is no `sum`). out, sum, x and residual share the
+    /// activation dtype; the weight is of any float dtype.
     func rmsNorm(_ out: Tensor, sum: Tensor?, _ x: Tensor, residual: Tensor?, _ weight: Tensor, eps: Float, weightOffset: Float)
     /// LayerNorm over the last dimension with weight and bias, fused with the residual add as
     /// `rmsNorm` is: `out = (h − μ)/σ · w + b`.
@@ -98,11 +106,12 @@ public protocol Backend: AnyObject, Sendable {
     func rope(_ x: Tensor, heads: Int, headDim: Int, positions: [Int32], inverseFrequencies: [Float])
     /// Causal scaled-dot-product attention with grouped-query heads.
     /// q: (batch·queryLength, heads·headDim); k, v: (batch·keyLength, kvHeads·headDim);
-    /// out: (batch·queryLength, heads·headDim). A backend may also write each query row's
-    /// log-sum-exp into `logSumExp` ((batch·heads·queryLength) f32) for its backward to reuse.
+    /// out: (batch·queryLength, heads·headDim), all four in the activation dtype. A backend may
+    /// also write each query row's log-sum-exp into `logSumExp` ((batch·heads·queryLength) f32)
+    /// for its backward to reuse.
     func attention(_ out: Tensor, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout, logSumExp: Tensor?)
 
-    // MARK: - Elementwise
+    // MARK: - Elementwise (every tensor of one call in one dtype: f32, f16 or bf16)
 
     /// `out = a + b` (same shape; out may alias a).
     func add(_ out: Tensor, _ a: Tensor, _ b: Tensor)
@@ -115,7 +124,8 @@ public protocol Backend: AnyObject, Sendable {
     /// `out = act(gate) · up` elementwise (out may alias gate).
     func gated(_ out: Tensor, gate: Tensor, up: Tensor, _ activation: Activation)
     /// Copies `src` into `dst` at element offset `dstOffset`, converting dtype when needed: into
-    /// f32 from any dtype, or into the same dtype (a packed one at a block boundary). Either may be
+    /// f32 from any dtype, into f16 or bf16 from f32 (rounded to nearest even), or into the same
+    /// dtype (a packed one at a block boundary). Either may be
     /// a host tensor (storage on the CPU, as a host `CPUBackend` allocates it) when the dtypes
     /// match: the bytes then cross between host and device, and the host may read or reuse them
     /// when `copy` returns.

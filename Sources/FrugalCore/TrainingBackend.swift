@@ -2,8 +2,10 @@
 
 /// A backend that can train: gradients of every forward op, the fused loss, and the optimizer.
 ///
-/// Gradients are f32. Each op says whether it overwrites (`=`) or accumulates (`+=`) into
-/// each output, as llm.c does.
+/// Gradients (every `d…` tensor) are f32; the forward activations a backward reads (`x`, `q`,
+/// `gate`, `out`…) are in the activation dtype the forward stored them in (f32, f16 or bf16; see
+/// `Backend`). Each op says whether it overwrites (`=`) or accumulates (`+=`) into each output,
+/// as llm.c does.
 public protocol TrainingBackend: Backend {
     // MARK: - Backward (f32 gradients; `=` overwrites, `+=` accumulates, as each says)
 
