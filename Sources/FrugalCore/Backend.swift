@@ -145,6 +145,15 @@ extension Backend {
 
     public func makePhaseTimer() -> PhaseTimer { HostPhaseTimer() }
 
+    /// `tensor` stored as `dtype` in a new tensor of `category` (rounded to nearest even into f16 or
+    /// bf16, widened into f32), or `tensor` itself when it already is.
+    public func converted(_ tensor: Tensor, to dtype: DType, _ category: MemoryCategory = .activations) -> Tensor {
+        guard tensor.dtype != dtype else { return tensor }
+        let out = empty(tensor.shape, dtype, category)
+        copy(out, at: 0, from: tensor)
+        return out
+    }
+
     /// RMSNorm of `x` alone.
     public func rmsNorm(_ out: Tensor, _ x: Tensor, _ weight: Tensor, eps: Float, weightOffset: Float) {
         rmsNorm(out, sum: nil, x, residual: nil, weight, eps: eps, weightOffset: weightOffset)

@@ -39,9 +39,11 @@ final class BlockTape {
         self.startRandom = random
     }
 
-    /// A dropout mask of `shape`: each value 1/keep with probability `keep`, else 0.
-    func dropoutMask(_ shape: Shape, keep: Float, on backend: Backend) -> Tensor {
+    /// A dropout mask of `shape` stored as `dtype`: each value 1/keep (rounded to `dtype`) with
+    /// probability `keep`, else 0.
+    func dropoutMask(_ shape: Shape, _ dtype: DType, keep: Float, on backend: Backend) -> Tensor {
         let values = (0..<shape.count).map { _ in random.nextUniform() < keep ? 1 / keep : 0 }
-        return values.withUnsafeBytes { backend.upload($0, shape, .f32, .activations) }
+        let mask = values.withUnsafeBytes { backend.upload($0, shape, .f32, .activations) }
+        return backend.converted(mask, to: dtype)
     }
 }

@@ -50,11 +50,16 @@ public struct PassOptions: Sendable {
     public var gradientScale: Float = 1
     /// Apply LoRA dropout.
     public var training = true
+    /// The dtype the blocks store their forward activations in (f32, f16 or bf16); gradients and
+    /// the hidden states the loss reads are f32 whatever it is.
+    public var activations: DType = .f32
 
-    public init(checkpointing: Bool = false, offloadActivations: Bool = false, gradientScale: Float = 1, training: Bool = true) {
+    public init(checkpointing: Bool = false, offloadActivations: Bool = false, gradientScale: Float = 1, training: Bool = true,
+                activations: DType = .f32) {
         precondition(checkpointing || !offloadActivations, "activation offload moves checkpointed block inputs: it needs checkpointing")
+        precondition([.f32, .f16, .bf16].contains(activations), "activations are stored in f32, f16 or bf16, not \(activations)")
         self.checkpointing = checkpointing; self.offloadActivations = offloadActivations
-        self.gradientScale = gradientScale; self.training = training
+        self.gradientScale = gradientScale; self.training = training; self.activations = activations
     }
 }
 
@@ -104,7 +109,8 @@ extension Decoder {
     /// head, DPO's sequence log-probabilities).
     /// - Parameter random: the dropout stream, advanced by the pass.
     public func forwardForTraining(_ batch: TrainingBatch, options: PassOptions, random: inout SplitMix64) -> TrainingPass {
-        let input = ForwardInput(tokens: batch.tokens, batch: batch.batch, positions: batch.positions, segments: batch.segments)
+        let input = ForwardInput(tokens: batch.tokens, batch: batch.batch, positions: batch.positions, segments: batch.segments,
+                                 activations: options.activations)
         var x = embed(input)
         var tapes = [BlockTape]()
         for index in weights.blocks.indices {
@@ -149,7 +155,9 @@ extension Decoder {
         var normed: Tensor
     }
 
-    private func finishWithTape(_ x: Tensor) -> (Tensor, FinishTape) {
+    /// The blocks' output widened to f32, then `finish`, keeping what its backward reads.
+    private func finishWithTape(_ blocksOut: Tensor) -> (Tensor, FinishTape) {
+        let x = backend.converted(blocksOut, to: .f32)
         var normed = x
         if let norm = weights.finalNorm { normed = normalize(x, norm) }
         var hidden = normed
@@ -270,7 +278,7 @@ extension Decoder {
         let dInput = backend.empty(x.shape, .f32, .activations)
         backend.linearBackward(dx: dInput, dWeight: parameters.gradient(of: adapter.a), dBias: nil, dy: dHidden,
                                x: lora.input, weight: adapter.a)
-        backend.multiply(dInput, dInput, mask)
+        backend.multiply(dInput, dInput, backend.converted(mask, to: .f32))
         backend.add(dx, dx, dInput)
         return dx
     }

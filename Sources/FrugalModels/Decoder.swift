@@ -78,12 +78,12 @@ public final class Decoder: @unchecked Sendable {
             backend.embedding(learned, table, tokens: input.positions.map { $0 + Int32(c.positionOffset) })
             backend.add(x, x, learned)
         }
-        return x
+        return backend.converted(x, to: input.activations)
     }
 
-    /// The final norm and OPT's projection out: the hidden states the head reads.
+    /// The final norm and OPT's projection out: the hidden states the head reads (f32).
     func finish(_ x: Tensor) -> Tensor {
-        var x = x
+        var x = backend.converted(x, to: .f32)
         if let norm = weights.finalNorm { x = normalize(x, norm) }
         if let projectOut = weights.projectOut {
             let projected = backend.empty([x.shape.rows, projectOut.outputs], .f32, .activations)
@@ -100,12 +100,12 @@ public final class Decoder: @unchecked Sendable {
         let h1 = preNorm ? normalize(x, block.attentionNorm) : x
         let attended = attention(block, index: index, h1, input, cache: cache, tape: tape)
         // s1 = x + attended, normalized in the same pass: the MLP's input (pre-norm), or mid (post-norm).
-        let s1 = backend.empty(x.shape, .f32, .activations)
+        let s1 = backend.empty(x.shape, x.dtype, .activations)
         let normed = normalize(x, plus: attended, into: s1, preNorm ? block.mlpNorm : block.attentionNorm)
         let mid = preNorm ? s1 : normed
         let h2 = normed
         let mlpOut = mlp(block, h2, tape: tape)
-        let s2 = backend.empty(x.shape, .f32, .activations)
+        let s2 = backend.empty(x.shape, x.dtype, .activations)
         let out: Tensor
         if preNorm {
             backend.add(s2, mid, mlpOut)
@@ -138,7 +138,7 @@ public final class Decoder: @unchecked Sendable {
             values = cache.values[index].rows(0..<keyLength)
         }
         let layout = attentionLayout(input, keyLength: keyLength, queryOffset: offset)
-        let attended = backend.empty(q.shape, .f32, .activations)
+        let attended = backend.empty(q.shape, q.dtype, .activations)
         // Training keeps each query row's log-sum-exp (a few KiB a layer) so the backward need not
         // run the attention forward again.
         let keepsStatistics = tape != nil && backend.usesAttentionStatistics
@@ -157,7 +157,7 @@ public final class Decoder: @unchecked Sendable {
 
     private func mlp(_ block: BlockWeights, _ h: Tensor, tape: BlockTape?) -> Tensor {
         let up = project(h, block.up, .up, tape)
-        let product = backend.empty(up.shape, .f32, .activations)
+        let product = backend.empty(up.shape, up.dtype, .activations)
         if let gate = block.gate {
             let g = project(h, gate, .gate, tape)
             backend.gated(product, gate: g, up: up, configuration.activation)
@@ -172,18 +172,18 @@ public final class Decoder: @unchecked Sendable {
     /// `x·Wᵀ + b`, plus the LoRA branch `s · dropout(x)·Aᵀ·Bᵀ` when an enabled adapter is attached
     /// (the tape keeps the scaled hidden `s·dropout(x)·Aᵀ`).
     func project(_ x: Tensor, _ linear: Linear, _ role: ProjectionRole, _ tape: BlockTape?) -> Tensor {
-        let out = backend.empty([x.shape.rows, linear.outputs], .f32, .activations)
+        let out = backend.empty([x.shape.rows, linear.outputs], x.dtype, .activations)
         backend.linear(out, x, linear.weight, bias: linear.bias)
         guard let lora = linear.lora, lora.enabled else { return out }
         var input = x, mask: Tensor?
         if let tape, tape.training, lora.dropout > 0 {
-            let m = tape.dropoutMask(x.shape, keep: 1 - lora.dropout, on: backend)
-            input = backend.empty(x.shape, .f32, .activations)
+            let m = tape.dropoutMask(x.shape, x.dtype, keep: 1 - lora.dropout, on: backend)
+            input = backend.empty(x.shape, x.dtype, .activations)
             backend.multiply(input, x, m)
             mask = m
         }
         // The scale goes on the narrow hidden (rows × rank), not on the wide output.
-        let hidden = backend.empty([x.shape.rows, lora.rank], .f32, .activations)
+        let hidden = backend.empty([x.shape.rows, lora.rank], x.dtype, .activations)
         backend.linear(hidden, input, lora.a, bias: nil)
         backend.scale(hidden, by: lora.scale)
         backend.linear(out, hidden, lora.b, bias: nil, accumulate: true)
@@ -193,7 +193,7 @@ public final class Decoder: @unchecked Sendable {
 
     /// `norm(x)`, or `norm(x + residual)` with the sum written to `sum` (one pass on the device).
     func normalize(_ x: Tensor, plus residual: Tensor? = nil, into sum: Tensor? = nil, _ norm: Norm) -> Tensor {
-        let out = backend.empty(x.shape, .f32, .activations)
+        let out = backend.empty(x.shape, x.dtype, .activations)
         if let bias = norm.bias {
             backend.layerNorm(out, sum: sum, x, residual: residual, norm.weight, bias, eps: configuration.normEps)
         } else {
@@ -212,6 +212,9 @@ struct ForwardInput {
     var positions: [Int32]
     /// Segment id of each token (packing), or nil for one sample per row.
     var segments: [Int32]? = nil
+    /// The dtype the blocks store their activations in (the embedding's output is converted to it;
+    /// the final hidden states come back in f32).
+    var activations: DType = .f32
 
     var length: Int { tokens.count / batch }
 }

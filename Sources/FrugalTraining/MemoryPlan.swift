@@ -18,7 +18,7 @@ import FrugalModels
 /// - optimizer: AdamW's first and second moments in f32 per trainable value (8-bit AdamW's in
 ///   260-byte blocks of 256 values, per tensor; SGD's momentum buffer in f32), plus an f32
 ///   master copy under fp16 and bf16;
-/// - activations: f32, `batch × seq` rows. Without checkpointing every block's tape is live when
+/// - activations: `batch × seq` rows, forward's in the activation dtype, gradients in f32. Without checkpointing every block's tape is live when
 ///   backward starts (block input, normed inputs, q, k, v, attention output and, on the GPU, its log-sum-exp, the
 ///   residual sums, up, gate and their product, each adapter's hidden); with it, only each
 ///   block's input, plus the one block being recomputed. Then the final norm's output, the
@@ -61,6 +61,11 @@ public struct MemoryPlan: Sendable, Equatable {
         public var offloadOptimizer: Bool
         /// Checkpointed block inputs in host memory (`TrainingConfiguration.offloadActivations`).
         public var offloadActivations: Bool
+        /// The dtype forward activations are stored in; nil follows the precision
+        /// (`TrainingConfiguration.activations`).
+        public var activations: DType?
+        /// The dtype forward activations are stored in.
+        public var activationDType: DType { activations ?? precision.activationDType }
         /// The backend, whose scratch memory (workspace) differs.
         public var device: DeviceKind
 
@@ -68,11 +73,12 @@ public struct MemoryPlan: Sendable, Equatable {
                     method: TrainingMethod = .lora(LoRAConfiguration()), precision: PrecisionPolicy = .fp32,
                     optimizer: OptimizerKind = .adamW, microBatch: Int = 8, sequenceLength: Int = 256,
                     checkpointing: Bool = false, fusedOptimizerStep: Bool = false, offloadOptimizer: Bool = false,
-                    offloadActivations: Bool = false, device: DeviceKind = .cuda) {
+                    offloadActivations: Bool = false, activations: DType? = nil, device: DeviceKind = .cuda) {
             self.model = model; self.baseDType = baseDType; self.quantize = quantize; self.method = method; self.precision = precision
             self.optimizer = optimizer; self.microBatch = microBatch; self.sequenceLength = sequenceLength
             self.checkpointing = checkpointing; self.fusedOptimizerStep = fusedOptimizerStep
-            self.offloadOptimizer = offloadOptimizer; self.offloadActivations = offloadActivations; self.device = device
+            self.offloadOptimizer = offloadOptimizer; self.offloadActivations = offloadActivations
+            self.activations = activations; self.device = device
         }
     }
 
@@ -132,36 +138,42 @@ public struct MemoryPlan: Sendable, Equatable {
         // Offloaded, the host always keeps an f32 copy of every weight, and one largest tensor's gradient.
         let hostOptimizer = state + trainable, hostGradients = 4 * (trainableTensors.max() ?? 0)
 
-        // Activations, in f32 values per token.
+        // Activations per token: forward's in the activation dtype (`stored` bytes a value), the
+        // attention's statistics and every gradient in f32.
         let d = c.hiddenSize, q = c.heads * c.headDim, kv = c.kvHeads * c.headDim, mlp = c.intermediateSize
-        let mlpWidths = (c.gatedMLP ? 3 : 2) * mlp
+        let mlpWidths = (c.gatedMLP ? 3 : 2) * mlp, stored = configuration.activationDType.byteCount(elements: 1)!
         // One block's tape: h1, s1, h2 and the block's output (or, post-norm, s1, mid, s2 and the
-        // output), q, k, v, the attention output, on the GPU its log-sum-exp (one per head; the
-        // CPU recomputes it), up, gate and their product, and each adapter's hidden.
+        // output), q, k, v, the attention output, up, gate and their product, each adapter's
+        // hidden, and on the GPU the attention's log-sum-exp (one per head; the CPU recomputes it).
         let statistics = configuration.device == .cuda ? c.heads : 0
-        let tape = 4 * d + 2 * q + 2 * kv + statistics + mlpWidths + rank * adapted.count
+        let tape = stored * (4 * d + 2 * q + 2 * kv + mlpWidths + rank * adapted.count) + 4 * statistics
         // The embedding output, then every tape or, checkpointed, every block's output; offloaded, the
         // last block's output (the others on the host) and in backward the input brought back.
+        // Stored in 16 bits, the last output is widened to f32 for the final norm, and checkpointing
+        // then keeps only the widened copy.
+        let widened = stored < 4 ? d : 0
         let offloaded = configuration.offloadActivations ? c.layers * d : 0
-        let kept = d + c.layers * (configuration.checkpointing ? d : tape) - offloaded
-        // The final norm's output and the gradient of the hidden states, live through backward.
-        let ends = (c.finalNorm ? d : 0) + d
-        // Deepest point of a block's backward: in the MLP, the incoming gradient, the gradients of
-        // product, gate and up, and that of the MLP's input; or at the block's end, the gradients
-        // of the attention (output, q, k, v), of the norms and residuals, and one MLP-wide
-        // gradient not yet freed (a debug build holds locals to the end of their scope; an
-        // optimized one frees them sooner, so this can overstate by a few hidden-wide rows).
-        let backward = max(2 * d + mlpWidths, mlp + 6 * d + 2 * q + 2 * kv)
-        let restored = configuration.offloadActivations ? d : 0
-        let activations = 4 * rows * (kept + restored + ends + (configuration.checkpointing ? tape : 0) + backward)
-        let atLoss = 4 * rows * (kept + ends)
+        let keptValues = d + (configuration.checkpointing ? c.layers * d - widened : 0) - offloaded
+        let kept = stored * keptValues + (configuration.checkpointing ? 0 : c.layers * tape)
+        // f32: the widened output, the final norm's output and the gradient of the hidden states,
+        // live through backward.
+        let ends = 4 * (widened + (c.finalNorm ? d : 0) + d)
+        // Deepest point of a block's backward (f32 gradients): in the MLP, the incoming gradient,
+        // the gradients of product, gate and up, and that of the MLP's input; or at the block's
+        // end, the gradients of the attention (output, q, k, v), of the norms and residuals, and
+        // one MLP-wide gradient not yet freed (a debug build holds locals to the end of their
+        // scope; an optimized one frees them sooner, so this can overstate by a few hidden-wide rows).
+        let backward = 4 * max(2 * d + mlpWidths, mlp + 6 * d + 2 * q + 2 * kv)
+        let restored = configuration.offloadActivations ? stored * d : 0
+        let activations = rows * (kept + restored + ends + (configuration.checkpointing ? tape : 0) + backward)
+        let atLoss = rows * (kept + ends)
 
         let (lossWorkspace, backwardWorkspace) = workspace(configuration, rows: rows)
         let deviceOptimizer = configuration.offloadOptimizer ? 0 : optimizer
         let persistent = weights + trainable + gradients + deviceOptimizer
         var host = [MemoryCategory: Int]()
         if configuration.offloadOptimizer { host[.optimizer] = hostOptimizer; host[.gradients] = hostGradients }
-        if configuration.offloadActivations { host[.activations] = 4 * rows * offloaded }
+        if configuration.offloadActivations { host[.activations] = stored * rows * offloaded }
         return MemoryPlan(
             configuration: configuration,
             peak: [.weights: weights, .trainable: trainable, .gradients: gradients, .optimizer: deviceOptimizer,

@@ -77,10 +77,8 @@ public final class Trainer: @unchecked Sendable {
             let b = m.batch
             let batch = TrainingBatch(tokens: b.tokens, targets: b.targets, positions: b.positions, segments: b.segments,
                                       batch: b.batch)
-            lossSum += decoder.accumulateGradients(batch, into: parameters, options: PassOptions(
-                checkpointing: configuration.checkpointing, offloadActivations: configuration.offloadActivations,
-                gradientScale: lossScale / Float(max(targets, 1)),
-                training: true), random: &random, timer: phaseTimer, blockDone: fused.map { f in { f.blockDone($0) } })
+            lossSum += decoder.accumulateGradients(batch, into: parameters, options: configuration.passOptions(
+                gradientScale: lossScale / Float(max(targets, 1))), random: &random, timer: phaseTimer, blockDone: fused.map { f in { f.blockDone($0) } })
         }
         step += 1
         let loss = lossSum / Double(max(targets, 1))

@@ -24,6 +24,10 @@ public enum PrecisionPolicy: String, Sendable, Codable, CaseIterable {
 
     /// Whether f32 master copies of the trainable weights are kept for the optimizer.
     public var keepsMasters: Bool { self == .fp16 || self == .bf16 }
+
+    /// The dtype forward activations are stored in unless a run says otherwise: the compute
+    /// dtype, as `torch.autocast` leaves them.
+    public var activationDType: DType { computeDType }
 }
 
 /// The optimizer.
@@ -97,6 +101,9 @@ public struct TrainingConfiguration: Sendable, Codable, Equatable {
     /// With checkpointing, keep each block's input in host memory until backward recomputes the
     /// block (pinned and copied asynchronously on a GPU).
     public var offloadActivations = false
+    /// The dtype the blocks store forward activations in (f32, f16 or bf16); nil follows the
+    /// precision (`PrecisionPolicy.activationDType`). Gradients stay f32.
+    public var activations: DType?
     /// Initial loss scale under fp16, and how it adapts.
     public var lossScale = LossScaler.Settings()
     /// Seeds adapters, dropout and data order.
@@ -105,4 +112,14 @@ public struct TrainingConfiguration: Sendable, Codable, Equatable {
     public var checkpointEvery = 0
 
     public init() {}
+
+    /// The dtype this run stores forward activations in.
+    public var activationDType: DType { activations ?? precision.activationDType }
+
+    /// How a training pass of this run goes: checkpointing, activation storage and offload,
+    /// dropout on, and `gradientScale`.
+    public func passOptions(gradientScale: Float = 1, training: Bool = true) -> PassOptions {
+        PassOptions(checkpointing: checkpointing, offloadActivations: offloadActivations, gradientScale: gradientScale,
+                    training: training, activations: activationDType)
+    }
 }

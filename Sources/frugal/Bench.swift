@@ -172,6 +172,7 @@ extension Frugal.Bench {
         @Option(help: "Timed steps.") var steps = 5
         @Option(help: "Untimed steps first.") var warmup = 2
         @Flag(help: "Activation checkpointing.") var checkpointing = false
+        @Option(help: activationsHelp) var activations: String?
         @Option(help: optimizerHelp) var optimizer = "adamw"
         @Flag(name: .customLong("fused-step"), help: fusedStepHelp) var fusedStep = false
         @Flag(name: .customLong("offload-optimizer"), help: offloadOptimizerHelp) var offloadOptimizer = false
@@ -218,6 +219,7 @@ extension Frugal.Bench {
             training.fusedOptimizerStep = fusedStep
             training.offloadOptimizer = offloadOptimizer
             training.offloadActivations = offloadActivations
+            training.activations = try parseActivations(activations)
             // Random sequences of seq + 1 tokens: the first seq are the input, the last seq the targets.
             var random = SplitMix64(seed: 3)
             let sequences = (0..<(2 * batch * gradAccum)).map { _ in
@@ -231,7 +233,7 @@ extension Frugal.Bench {
                 try Trainer(decoder: decoder, parameters: parameters, configuration: training, loader: loader)
             }
             let what = full ? "full fine-tune" : "LoRA r=\(rank) on \(targets)"
-            print("\(model ?? shape): \(configuration.layers) layers, \(what) (\(formatCount(parameters.count)) trainable), \(precision), batch \(batch) × \(seq) × \(gradAccum), \(warmup) warm-up + \(steps) timed steps on \(compute.description)")
+            print("\(model ?? shape): \(configuration.layers) layers, \(what) (\(formatCount(parameters.count)) trainable), \(precision) with \(training.activationDType) activations, batch \(batch) × \(seq) × \(gradAccum), \(warmup) warm-up + \(steps) timed steps on \(compute.description)")
             let cpuBackend = backend as? CPUBackend
             let opProfile = cpuBackend?.profile ?? (backend as? CUDABackend)?.profile
             var timed = [Double](), cpu = [Double](), tokens = 0, losses = [Double](), memory = MemorySnapshot()
@@ -295,7 +297,7 @@ extension Frugal.Bench {
                 model: configuration, baseDType: baseDType, quantize: quantization.dtype, method: training.method, precision: policy,
                 optimizer: training.optimizer, microBatch: batch, sequenceLength: seq, checkpointing: checkpointing,
                 fusedOptimizerStep: fusedStep, offloadOptimizer: offloadOptimizer, offloadActivations: offloadActivations,
-                device: backend.device))
+                activations: training.activationDType, device: backend.device))
             print(String(format: "frugal plan predicted a peak of %.2f GiB (ledger %.2f GiB, %+.1f%%)", Double(plan.peakTotal) * gib,
                          Double(memory.peakTotal) * gib, 100 * (Double(plan.peakTotal) / Double(max(memory.peakTotal, 1)) - 1)))
             if let joules {
@@ -306,7 +308,7 @@ extension Frugal.Bench {
             if json {
                 var row: [String: Any] = [
                     "workload": workload, "system": "frugal", "model": model.map { URL(fileURLWithPath: $0).lastPathComponent } ?? "\(shape)-shape", "method": method, "lora_r": rank,
-                    "targets": targets, "precision": precision, "quantize": quantization.quantize ?? "none", "batch": batch, "seq": seq, "grad_accum": gradAccum,
+                    "targets": targets, "precision": precision, "activations": training.activationDType.rawValue, "quantize": quantization.quantize ?? "none", "batch": batch, "seq": seq, "grad_accum": gradAccum,
                     "checkpointing": checkpointing, "offload_optimizer": offloadOptimizer, "offload_activations": offloadActivations,
                     "steps_timed": timed.count,
                     "tokens_per_s": tokensPerSecond, "step_s": total / Double(max(timed.count, 1)),

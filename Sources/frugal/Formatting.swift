@@ -96,6 +96,20 @@ let optimizerHelp = ArgumentHelp(
     f32 momentum buffer (4 bytes). f32 masters under fp16 and bf16 add 4 bytes to each.
     """)
 
+/// The help of `--activations`.
+let activationsHelp = ArgumentHelp(
+    "f32, f16 or bf16: the dtype the blocks store forward activations in (default: the precision's, f32 under fp32, f16 under fp16, bf16 under bf16 and pure-bf16, as torch.autocast).",
+    discussion: "16-bit storage halves the activations' memory; gradients and all arithmetic stay f32.")
+
+/// An `--activations` value: nil for the precision's default.
+func parseActivations(_ text: String?) throws -> DType? {
+    guard let text else { return nil }
+    guard let dtype = DType(rawValue: text), [.f32, .f16, .bf16].contains(dtype) else {
+        throw ValidationError("--activations must be f32, f16 or bf16, not '\(text)'")
+    }
+    return dtype
+}
+
 /// An `--optimizer` value.
 func parseOptimizer(_ text: String) throws -> OptimizerKind {
     guard let kind = OptimizerKind(rawValue: text) else {

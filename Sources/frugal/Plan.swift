@@ -69,6 +69,7 @@ extension Frugal {
         @Flag(name: .customLong("fused-step"), help: fusedStepHelp) var fusedStep = false
         @Flag(name: .customLong("offload-optimizer"), help: offloadOptimizerHelp) var offloadOptimizer = false
         @Flag(name: .customLong("offload-activations"), help: offloadActivationsHelp) var offloadActivations = false
+        @Option(help: activationsHelp) var activations: String?
         @Option(help: "cuda or cpu: the backend whose workspace is counted.") var device = "cuda"
         @Option(help: "Memory budget in GiB.") var budget: Double = 80
         @Flag(help: "Print the predictions as JSON.") var json = false
@@ -78,7 +79,7 @@ extension Frugal {
             guard let kind = DeviceKind(rawValue: device.lowercased()) else {
                 throw ValidationError("unknown --device '\(device)' (cuda or cpu)")
             }
-            let optimizerKind = try parseOptimizer(optimizer)
+            let optimizerKind = try parseOptimizer(optimizer), activationDType = try parseActivations(activations)
             guard batch > 0, seq > 0, budget > 0 else { throw ValidationError("--batch, --seq and --budget must be positive") }
             guard !offloadActivations || checkpointing != false else {
                 throw ValidationError("--offload-activations moves the block inputs --checkpointing keeps: it needs checkpointing")
@@ -104,7 +105,8 @@ extension Frugal {
                                     method: method, precision: policy, optimizer: optimizerKind,
                                     microBatch: size, sequenceLength: seq, checkpointing: recompute,
                                     fusedOptimizerStep: fusedStep, offloadOptimizer: offloadOptimizer,
-                                    offloadActivations: offloadActivations && recompute, device: kind))
+                                    offloadActivations: offloadActivations && recompute, activations: activationDType,
+                                    device: kind))
                             })
                         }
                     }
@@ -150,7 +152,7 @@ extension Frugal {
             let p = plan.configuration
             let switches = [p.fusedOptimizerStep ? "fused step" : nil, p.offloadOptimizer ? "optimizer offloaded" : nil,
                             p.offloadActivations ? "activations offloaded" : nil].compactMap { $0 }
-            print("\(describe(p.method)) (\(formatCount(plan.trainableCount)) trainable), \(p.precision.rawValue), base \(p.method == .full ? "f32 (trainable)" : p.baseDType.rawValue), batch \(p.microBatch) × \(p.sequenceLength), \(p.checkpointing ? "checkpointing" : "no checkpointing")"
+            print("\(describe(p.method)) (\(formatCount(plan.trainableCount)) trainable), \(p.precision.rawValue) with \(p.activationDType.rawValue) activations, base \(p.method == .full ? "f32 (trainable)" : p.baseDType.rawValue), batch \(p.microBatch) × \(p.sequenceLength), \(p.checkpointing ? "checkpointing" : "no checkpointing")"
                   + switches.map { ", " + $0 }.joined())
             var rows = MemoryCategory.allCases.map { category in
                 let bytes = plan.peak[category, default: 0]
@@ -205,7 +207,7 @@ extension Frugal {
                 let p = plan.configuration
                 var row: [String: Any] = [
                     "method": p.method == .full ? "full" : "lora", "precision": p.precision.rawValue,
-                    "optimizer": p.optimizer.rawValue, "base_dtype": p.method == .full ? "f32" : p.baseDType.rawValue,
+                    "optimizer": p.optimizer.rawValue, "activations": p.activationDType.rawValue, "base_dtype": p.method == .full ? "f32" : p.baseDType.rawValue,
                     "quantize": p.quantize?.rawValue ?? "none",
                     "batch": p.microBatch, "seq": p.sequenceLength, "checkpointing": p.checkpointing,
                     "device": p.device.rawValue, "trainable": plan.trainableCount,

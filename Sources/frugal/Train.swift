@@ -56,6 +56,7 @@ extension Frugal {
         @Option(name: .customLong("weight-decay")) var weightDecay: Float = 0
         @Option(name: .customLong("max-grad-norm"), help: "Clip the global gradient norm (0 = off).") var maxGradNorm: Float = 1
         @Option(help: "fp32, fp16, bf16 or pure-bf16.") var precision = "fp32"
+        @Option(help: activationsHelp) var activations: String?
         @Flag(help: "Activation checkpointing: recompute each block in backward.") var checkpointing = false
         @Flag(name: .customLong("fused-step"), help: fusedStepHelp) var fusedStep = false
         @Flag(name: .customLong("offload-optimizer"), help: offloadOptimizerHelp) var offloadOptimizer = false
@@ -317,6 +318,7 @@ extension Frugal {
             c.fusedOptimizerStep = fusedStep
             c.offloadOptimizer = offloadOptimizer
             c.offloadActivations = offloadActivations
+            c.activations = try parseActivations(activations)
             c.seed = seed
             c.checkpointEvery = checkpointEvery
             return c

@@ -41,6 +41,7 @@ final class PlanTests: XCTestCase {
         training.fusedOptimizerStep = plan.fusedOptimizerStep
         training.offloadOptimizer = plan.offloadOptimizer
         training.offloadActivations = plan.offloadActivations
+        training.activations = plan.activations
         training.schedule = .constant
         training.learningRate = 1e-4
         training.maxGradientNorm = 0
@@ -227,7 +228,7 @@ final class PlanTests: XCTestCase {
         MemoryPlan.Configuration(model: .llama31_8B, baseDType: .bf16,
                                  method: .lora(LoRAConfiguration(rank: 16, alpha: 32, targets: ["all-linear"])),
                                  precision: .bf16, microBatch: batch, sequenceLength: 1024, checkpointing: checkpointing,
-                                 device: .cuda)
+                                 activations: .f32, device: .cuda)
     }
 
     func testLlama31LoRAAgainstH100() throws {
@@ -240,7 +241,7 @@ final class PlanTests: XCTestCase {
         for (precision, base) in [(PrecisionPolicy.fp32, DType.f32), (.bf16, .bf16)] {
             let configuration = MemoryPlan.Configuration(
                 model: .llama2_7B, baseDType: base, method: .lora(LoRAConfiguration(rank: 16, alpha: 32, targets: ["q", "k", "v"])),
-                precision: precision, microBatch: 8, sequenceLength: 256, device: .cuda)
+                precision: precision, microBatch: 8, sequenceLength: 256, activations: .f32, device: .cuda)
             try checkAgainstH100(configuration, "2026-11-22-h100-perf-w2.json", "W2-\(precision.rawValue)-ga1")
         }
     }
