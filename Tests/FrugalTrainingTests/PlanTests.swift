@@ -123,6 +123,18 @@ final class PlanTests: XCTestCase {
                                "LoRA all-linear r8 bf16 (bf16 base), batch 2 × 64, checkpointing")
     }
 
+    /// Forward activations stored in 16 bits under fp32 training: bf16 keeping every tape, f16
+    /// with checkpointing and the kept inputs offloaded.
+    func testSixteenBitActivationsAgainstLedger() throws {
+        var plan = cpu(qkv, checkpointing: false)
+        plan.activations = .bf16
+        try checkAgainstLedger(plan, "LoRA q,k,v r16 fp32, bf16 activations, batch 2 × 64")
+        plan = cpu(.full, checkpointing: true)
+        plan.activations = .f16
+        plan.offloadActivations = true
+        try checkAgainstLedger(plan, "full fp32, f16 activations, batch 2 × 64, checkpointing, inputs offloaded")
+    }
+
     /// A base quantized on load: under nf4 only the MLP's down projection (inputs 1536) has rows of
     /// whole blocks at SmolLM2's width 576; under q8_0 every projection does.
     func testLoRAQuantizedBaseAgainstLedger() throws {

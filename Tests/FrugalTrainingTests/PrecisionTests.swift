@@ -134,6 +134,22 @@ final class PrecisionTests: XCTestCase {
         XCTAssertGreaterThan(differing, trainer.parameters.count / 2, "the masters should hold more than bf16 does")
     }
 
+    /// bf16 and fp16 store forward activations in their own dtype unless told otherwise, and
+    /// train as a run with f32 activations does: the same falling losses within the storage's
+    /// rounding, and not bit for bit.
+    func testSixteenBitActivationsTrainLikeF32() throws {
+        for precision in [PrecisionPolicy.bf16, .fp16] {
+            var c = configuration(precision)
+            XCTAssertEqual(c.activationDType, precision.computeDType)
+            let stored = try losses(try TinyTraining.trainer(c, sequences), steps: 8)
+            c.activations = .f32
+            let exact = try losses(try TinyTraining.trainer(c, sequences), steps: 8)
+            XCTAssertLessThan(stored.last!, stored.first! - 0.1, "\(precision): \(stored)")
+            XCTAssertNotEqual(stored, exact, "\(precision): 16-bit activations changed nothing")
+            for (a, b) in zip(stored, exact) { XCTAssertEqual(a, b, accuracy: 0.02 * b, "\(precision): \(stored) vs \(exact)") }
+        }
+    }
+
     /// Pure bf16 keeps no masters: the weights are bf16 values themselves, and the loss falls.
     func testPureBF16KeepsNoMasters() throws {
         let trainer = try TinyTraining.trainer(configuration(.pureBF16), sequences)

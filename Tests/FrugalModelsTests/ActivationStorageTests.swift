@@ -1,0 +1,105 @@
+// Forward activations stored in 16 bits (bf16, f16): gradients within the storage's rounding of
+// the f32 run for every family's shape, checkpointing and offload still exact, and the tape half
+// the size in the ledger.
+import XCTest
+import FrugalCore
+import FrugalCPU
+import FrugalFormats
+@testable import FrugalModels
+
+final class ActivationStorageTests: XCTestCase {
+    static let fixtures = Bundle.module.url(forResource: "Fixtures", withExtension: nil)!.appendingPathComponent("models")
+
+    /// A fixture model with LoRA on every projection (its PEFT-free seed), and its batch.
+    private func model(_ name: String, dropout: Float = 0) throws -> (Decoder, TrainableParameters, TrainingBatch) {
+        let folder = Self.fixtures.appendingPathComponent(name)
+        let expected = try SafeTensorsFile(path: folder.appendingPathComponent("expected.safetensors").path)
+        let reference = try SafeTensorsFile(path: folder.appendingPathComponent("gradients.safetensors").path)
+        let batch = TrainingBatch(tokens: try expected.floats("input_ids").map { Int32($0) },
+                                  targets: try reference.floats("targets").map { Int32($0) },
+                                  batch: try expected.info("input_ids").shape[0])
+        let decoder = try ModelFiles(path: folder.path).decoder(on: CPUBackend(), trainable: false)
+        let parameters = try decoder.attachLoRA(LoRAConfiguration(rank: 4, alpha: 8, dropout: dropout, targets: ["all-linear"]),
+                                                seed: 7)
+        // B starts at zero; give it values so every adapter's gradients flow both ways.
+        var random = SplitMix64(seed: 11)
+        for p in parameters.parameters where p.name.hasSuffix("lora_B.weight") {
+            let buffer = p.value.floats
+            for i in buffer.indices { buffer[i] = (random.nextUniform() - 0.5) * 0.2 }
+        }
+        return (decoder, parameters, batch)
+    }
+
+    /// The mean loss and every trainable gradient of one pass.
+    private func pass(_ decoder: Decoder, _ parameters: TrainableParameters, _ batch: TrainingBatch,
+                      activations: DType, checkpointing: Bool = false, offload: Bool = false,
+                      training: Bool = false) -> (Double, [[Float]]) {
+        parameters.zeroGradients()
+        var random = SplitMix64(seed: 0)
+        let count = batch.targetCount
+        let options = PassOptions(checkpointing: checkpointing, offloadActivations: offload, gradientScale: 1 / Float(count),
+                                  training: training, activations: activations)
+        let loss = decoder.accumulateGradients(batch, into: parameters, options: options, random: &random) / Double(count)
+        return (loss, parameters.parameters.map { decoder.backend.download($0.gradient) })
+    }
+
+    /// 16-bit storage rounds each saved activation once (relative 2⁻⁹ for bf16, 2⁻¹² for f16):
+    /// the loss and the gradients stay within a few of those roundings of the f32 run, and differ
+    /// from it (the activations really were stored in 16 bits).
+    func testSixteenBitGradientsTrackF32() throws {
+        for name in ["llama3", "gemma", "opt", "qwen2", "gpt2"] {
+            let (decoder, parameters, batch) = try model(name)
+            let (loss, exact) = pass(decoder, parameters, batch, activations: .f32)
+            for (dtype, tolerance) in [(DType.bf16, Float(3e-2)), (.f16, 5e-3)] {
+                let (rounded, gradients) = pass(decoder, parameters, batch, activations: dtype)
+                XCTAssertEqual(rounded, loss, accuracy: Double(tolerance) * 0.2 * loss, "\(name) \(dtype) loss")
+                var worst: Float = 0, largest: Float = 0, differs = false
+                for (a, b) in zip(gradients, exact) {
+                    for (x, y) in zip(a, b) {
+                        worst = max(worst, abs(x - y)); largest = max(largest, abs(y))
+                        differs = differs || x != y
+                    }
+                }
+                XCTAssertGreaterThan(largest, 0, "\(name): all gradients are zero")
+                XCTAssertLessThanOrEqual(worst, tolerance * largest, "\(name) \(dtype): max |Δgradient| \(worst) of max \(largest)")
+                XCTAssertTrue(differs, "\(name) \(dtype): the gradients equal f32's bit for bit; nothing was stored in 16 bits")
+            }
+        }
+    }
+
+    /// Recomputing blocks from 16-bit inputs, moved to the host and back or not, repeats the same
+    /// rounded ops: bit-for-bit the gradients of the run that kept every tape (dropout on).
+    func testCheckpointingAndOffloadStayExact() throws {
+        let (decoder, parameters, batch) = try model("llama3", dropout: 0.1)
+        let (loss, kept) = pass(decoder, parameters, batch, activations: .bf16, training: true)
+        for offload in [false, true] {
+            let (again, recomputed) = pass(decoder, parameters, batch, activations: .bf16, checkpointing: true, offload: offload,
+                                           training: true)
+            XCTAssertEqual(again, loss, "offload \(offload)")
+            XCTAssertEqual(recomputed, kept, "checkpointed (offload \(offload)) gradients differ")
+        }
+    }
+
+    /// Without checkpointing the tapes dominate: stored in bf16 they take half the bytes, and the
+    /// activations' peak falls by what `frugal plan`'s accounting says (gradients stay f32).
+    func testBF16HalvesTheTapeInTheLedger() throws {
+        var c = ModelConfiguration.smolLM2_135M
+        c.layers = 6
+        func peak(_ dtype: DType) throws -> Int {
+            let backend = CPUBackend()
+            let decoder = Decoder.random(c, on: backend, category: .weights, dtype: .f32, seed: 1)
+            let parameters = try decoder.attachLoRA(LoRAConfiguration(rank: 8, alpha: 16, targets: ["q", "k", "v", "o"]), seed: 2)
+            let ids = (0..<128).map { Int32(($0 * 7919) % c.vocabSize) }
+            let batch = TrainingBatch(tokens: ids, targets: ids.map { ($0 + 1) % Int32(c.vocabSize) }, batch: 2)
+            var random = SplitMix64(seed: 3)
+            _ = decoder.accumulateGradients(batch, into: parameters, options: PassOptions(activations: dtype), random: &random)
+            return backend.ledger.snapshot.peak[.activations]!
+        }
+        let f32 = try peak(.f32), bf16 = try peak(.bf16)
+        // Per token: six tapes of 2·(4·576 + 2·576 + 2·192 + 3·1536 + 4·8) bytes and the embedding's
+        // output, then f32 ends and backward (see MemoryPlan): 0.60 of the f32 run's bytes.
+        let ratio = Double(bf16) / Double(f32)
+        XCTAssertLessThan(ratio, 0.66, "bf16 \(bf16) bytes vs f32 \(f32)")
+        XCTAssertGreaterThan(ratio, 0.5, "bf16 \(bf16) bytes vs f32 \(f32): gradients are f32, so not below half")
+    }
+}
