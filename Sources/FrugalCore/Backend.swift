@@ -93,7 +93,9 @@ public protocol Backend: AnyObject, Sendable {
     /// RMSNorm over the last dimension, fused with the residual add: `h = x (+ residual)`,
     /// `out = h / rms(h) · (w + weightOffset)`; `h` is written to `sum` when given (`sum` may
     /// alias `x`, `out` may alias `x` when there is no `sum`). out, sum, x and residual share the
-    /// activation dtype; the weight is of any float dtype.
+    /// activation dtype; the weight is of any float dtype. In 16 bits, `h` is rounded to the
+    /// activation dtype before it is normalized (with or without `sum`): the norm is of the sum
+    /// as stored, which is what backward differentiates.
     func rmsNorm(_ out: Tensor, sum: Tensor?, _ x: Tensor, residual: Tensor?, _ weight: Tensor, eps: Float, weightOffset: Float)
     /// LayerNorm over the last dimension with weight and bias, fused with the residual add as
     /// `rmsNorm` is: `out = (h − μ)/σ · w + b`.
