@@ -131,6 +131,8 @@ public final class CuBLASLt: @unchecked Sendable {
     /// A plan's key: the shape and the alignment (bytes, ≤ 256) of each operand's address.
     private struct PlanKey: Hashable { var shape: Shape; var a, b, d: UInt32 }
     private var plans: [PlanKey: Plan] = [:]
+    /// Plans cuBLASLt refused (no algorithm for the types, e.g. a bias epilogue's), each refused again at once.
+    private var refused: [PlanKey: CUDAError] = [:]
 
     /// The largest power of two (at most 256) that divides `address`.
     static func alignment(_ address: DevicePointer) -> UInt32 {
@@ -208,7 +210,12 @@ public final class CuBLASLt: @unchecked Sendable {
                        stream: CUDADriver.Handle?) throws {
         lock.lock(); defer { lock.unlock() }
         let key = PlanKey(shape: shape, a: Self.alignment(a), b: Self.alignment(b), d: Self.alignment(d))
-        let plan = try plan(key, workspaceBytes: workspaceBytes)
+        if let error = refused[key] { throw error }
+        let plan: Plan
+        do { plan = try self.plan(key, workspaceBytes: workspaceBytes) } catch let error as CUDAError {
+            refused[key] = error
+            throw error
+        }
         if shape.epilogue == .bias {
             var pointer = bias ?? 0
             try check(cublasLtMatmulDescSetAttribute(plan.desc, Self.descBiasPointer, &pointer, 8), "set bias pointer")
