@@ -16,7 +16,8 @@ extension CUDABackend {
     public func linear(_ out: Tensor, _ x: Tensor, _ weight: Tensor, bias: Tensor?, accumulate: Bool) {
         let rows = x.shape.rows, inputs = x.shape.last, outputs = weight.shape.rows, type = x.dtype
         precondition(weight.shape.last == inputs && out.shape.rows == rows && out.shape.last == outputs
-                     && Self.sameActivations(x, out), "linear: x \(x.shape) \(x.dtype), weight \(weight.shape), out \(out.shape) \(out.dtype)")
+                     && Self.sameActivations(x, out),
+                     "linear: x \(x.shape) \(x.dtype), weight \(weight.shape), out \(out.shape) \(out.dtype)")
         must("linear x \(x.shape) · \(weight.dtype) \(weight.shape)ᵀ") {
             var biasDone = false
             if let lowPrecision = try lowPrecisionOperand(x, weight) {
@@ -61,7 +62,8 @@ extension CUDABackend {
                                accumulate: Bool) {
         let rows = x.shape.rows, inputs = x.shape.last, outputs = weight.shape.rows, activations = x.dtype
         precondition(weight.shape.last == inputs && dy.shape.rows == rows && dy.shape.last == outputs && dy.dtype == .f32
-                     && Self.sameActivations(x), "linearBackward: x \(x.shape) \(x.dtype), weight \(weight.shape), dy \(dy.shape) \(dy.dtype)")
+                     && Self.sameActivations(x),
+                     "linearBackward: x \(x.shape) \(x.dtype), weight \(weight.shape), dy \(dy.shape) \(dy.dtype)")
         must("linearBackward x \(x.shape), weight \(weight.dtype) \(weight.shape)") {
             // dy rounded to the 16-bit activations' dtype, made on first use (f32 dy as it is).
             var roundedDy: Tensor?

@@ -592,8 +592,8 @@ extension GPUChecker {
         for (label, l) in cases {
             let qCount = l.batch * l.queryLength * l.heads * l.headDim, kCount = l.batch * l.keyLength * l.kvHeads * l.headDim
             let q = random(qCount), k = random(kCount), v = random(kCount), dOut = random(qCount)
-            let qShape: Shape = [l.batch * l.queryLength, l.heads * l.headDim], kShape: Shape = [l.batch * l.keyLength, l.kvHeads * l.headDim]
-            let rows = l.batch * l.heads * l.queryLength
+            let qShape: Shape = [l.batch * l.queryLength, l.heads * l.headDim]
+            let kShape: Shape = [l.batch * l.keyLength, l.kvHeads * l.headDim], rows = l.batch * l.heads * l.queryLength
             check("attention \(name) activations, \(label)", tolerance: tolerance) { be in
                 let out = be.zeros(qShape, a, .activations)
                 be.attention(out, q: Self.make(be, q, qShape, a), k: Self.make(be, k, kShape, a), v: Self.make(be, v, kShape, a),
