@@ -46,8 +46,9 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
     public struct Options: Sendable {
         /// Let f32 GEMMs round their inputs to TF32 (tensor cores; ~1e-3 relative error).
         public var allowTF32: Bool
-        /// For f16/bf16 weights, round the activations to the weight's dtype and run the GEMM on
-        /// tensor cores (f32 accumulation and output) instead of widening the weight to f32.
+        /// For f16/bf16 weights, round f32 activations to the weight's dtype and run the GEMM on
+        /// tensor cores (f32 accumulation and output) instead of widening the weight to f32 (16-bit
+        /// activations always run their GEMMs in their own dtype).
         public var lowPrecisionMatmul: Bool
         /// Bytes of cuBLASLt workspace.
         public var blasWorkspaceBytes: Int
