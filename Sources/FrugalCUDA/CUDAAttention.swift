@@ -1,5 +1,6 @@
-// CUDAAttention: causal grouped-query attention and its backward on the GPU. Training-sized f32
-// inputs go through batched tensor-core GEMMs a chunk of heads at a time (CUDAAttentionGEMM.swift);
+// CUDAAttention: causal grouped-query attention and its backward on the GPU. q, k, v and out are in
+// the activation dtype (f32, f16 or bf16), dOut and the gradients f32, the log-sum-exp f32.
+// Training-sized inputs go through batched GEMMs a chunk of heads at a time (CUDAAttentionGEMM.swift);
 // the rest through FlashAttention-2-style kernels (Kernels/attention.cu) in which the score matrix
 // never exists. The forward writes each row's log-sum-exp where the caller keeps it, and the
 // backward reuses it with the forward's output (or recomputes both).
@@ -16,12 +17,13 @@ extension CUDABackend {
     public func attention(_ out: Tensor, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout, logSumExp: Tensor?) {
         check(layout, q: q, k: k, v: v, out: out)
         let rows = layout.batch * layout.heads * layout.queryLength
+        precondition(out.dtype == q.dtype, "attention: out \(out.dtype) for q \(q.dtype)")
         precondition(logSumExp.map { $0.count == rows && $0.dtype == .f32 } ?? true, "attention: logSumExp of \(rows) f32 values")
         must("attention \(layout.batch)×\(layout.heads)×\(layout.queryLength)") {
             let lse = try logSumExp ?? allocate([rows], .f32, .workspace)
             let segments = try layout.segments.map { try stage($0) }
             if attentionUsesGEMMs(layout, q) {
-                try attentionGEMMForward(out: out.address, lse: lse.address, heads: packHeads(q: q, k: k, v: v, layout: layout),
+                try attentionGEMMForward(out: out, lse: lse.address, heads: packHeads(q: q, k: k, v: v, layout: layout),
                                          segments: segments.address, layout: layout)
             } else {
                 try attentionForward(out: out.address, lse: lse.address, q: q, k: k, v: v, segments: segments.address, layout: layout)
@@ -36,20 +38,21 @@ extension CUDABackend {
     public func attentionBackward(dq: Tensor, dk: Tensor, dv: Tensor, dOut: Tensor, q: Tensor, k: Tensor, v: Tensor,
                                   layout l: AttentionLayout, out given: Tensor?, logSumExp: Tensor?) {
         check(l, q: q, k: k, v: v, out: dOut)
-        precondition(dq.count == q.count && dk.count == k.count && dv.count == k.count && dOut.dtype == q.dtype
-                     && dq.dtype == .f32 && dk.dtype == .f32 && dv.dtype == .f32, "attentionBackward: shapes do not match the layout")
+        precondition(dq.count == q.count && dk.count == k.count && dv.count == k.count && dOut.dtype == .f32
+                     && dq.dtype == .f32 && dk.dtype == .f32 && dv.dtype == .f32,
+                     "attentionBackward: shapes do not match the layout, or dOut, dq, dk, dv are not f32")
         must("attentionBackward \(l.batch)×\(l.heads)×\(l.queryLength)") {
             let rows = l.batch * l.heads * l.queryLength, d = l.headDim
             let delta = try allocate([rows], .f32, .workspace)
             let segments = try l.segments.map { try stage($0) }
             let packed = attentionUsesGEMMs(l, q) ? try packHeads(q: q, k: k, v: v, layout: l) : nil
             let out: Tensor, lse: Tensor
-            if let given, let logSumExp, given.dtype == .f32 {
+            if let given, let logSumExp, given.dtype == q.dtype {
                 (out, lse) = (given, logSumExp)
             } else {
-                (out, lse) = (try allocate([q.count], .f32, .workspace), try allocate([rows], .f32, .workspace))
+                (out, lse) = (try allocate([q.count], q.dtype, .workspace), try allocate([rows], .f32, .workspace))
                 if let packed {
-                    try attentionGEMMForward(out: out.address, lse: lse.address, heads: packed, segments: segments.address, layout: l)
+                    try attentionGEMMForward(out: out, lse: lse.address, heads: packed, segments: segments.address, layout: l)
                 } else {
                     try attentionForward(out: out.address, lse: lse.address, q: q, k: k, v: v, segments: segments.address, layout: l)
                 }
@@ -94,7 +97,7 @@ extension CUDABackend {
         precondition(l.kvHeads > 0 && l.heads % l.kvHeads == 0, "attention: \(l.heads) heads, \(l.kvHeads) kv heads")
         precondition(q.count == l.batch * l.queryLength * l.heads * l.headDim && out.count == q.count
                      && k.count == l.batch * l.keyLength * l.kvHeads * l.headDim && v.count == k.count
-                     && k.dtype == q.dtype && v.dtype == q.dtype && !q.dtype.isQuantized,
+                     && Self.sameActivations(q, k, v),
                      "attention: q \(q.shape), k \(k.shape), v \(v.shape), out \(out.shape) do not match the layout")
         if let segments = l.segments { precondition(segments.count == l.batch * l.keyLength, "attention: segments") }
     }

@@ -1,16 +1,18 @@
 // CUDAAttentionGEMM: attention through cuBLASLt's strided-batch GEMMs on the tensor cores, for
-// training-sized f32 activations: heads are packed contiguous (bf16 with `lowPrecisionMatmul`,
-// else f32), and the (queries × keys) scores of a chunk of (sequence, head) pairs at a time —
-// never of all of them — go through the masked softmax of Kernels/attention_gemm.cu. The score
-// chunk is bounded by `Options.attentionWorkspaceBytes`; decoding (under 8 queries) and 16-bit
-// activations keep the FlashAttention-style kernels of CUDAAttention.swift.
+// training-sized activations: heads are packed contiguous (f16 and bf16 activations in their
+// dtype; f32 ones as bf16 with `lowPrecisionMatmul`, else f32), and the (queries × keys) scores of
+// a chunk of (sequence, head) pairs at a time — never of all of them — go through the masked
+// softmax of Kernels/attention_gemm.cu. Scores, outputs and gradients leave the GEMMs as f32; with
+// 16-bit operands the probabilities, their gradients and dOut are rounded to the operands' dtype.
+// The score chunk is bounded by `Options.attentionWorkspaceBytes`; decoding (under 8 queries)
+// keeps the FlashAttention-style kernels of CUDAAttention.swift.
 import Foundation
 import FrugalCore
 
 extension CUDABackend {
     /// Whether `attention` of this layout goes through GEMMs.
     func attentionUsesGEMMs(_ l: AttentionLayout, _ q: Tensor) -> Bool {
-        q.dtype == .f32 && l.queryLength >= 8
+        l.queryLength >= 8
     }
 
     /// Heads of q, k (repeated per query head of a group) and v, packed (pairs, length, d).
@@ -21,11 +23,11 @@ extension CUDABackend {
     }
 
     func packHeads(q: Tensor, k: Tensor, v: Tensor, layout l: AttentionLayout) throws -> PackedHeads {
-        let type: DType = options.lowPrecisionMatmul ? .bf16 : .f32
+        let type: DType = q.dtype != .f32 ? q.dtype : options.lowPrecisionMatmul ? .bf16 : .f32
         let pairs = l.batch * l.heads, group = l.heads / l.kvHeads
         func pack(_ source: Tensor, length: Int, group: Int) throws -> Tensor {
             let packed = try allocate([pairs * length * l.headDim], type, .workspace)
-            try launch(CUDAKernels.attentionPack(type), elements: packed.count,
+            try launch(CUDAKernels.attentionPack(source.dtype, to: type), elements: packed.count,
                        [packed.address, source.address, i32(l.batch), i32(length), i32(l.heads), i32(group), i32(l.headDim)])
             return packed
         }
@@ -33,10 +35,11 @@ extension CUDABackend {
                            v: try pack(v, length: l.keyLength, group: group), type: type, pairs: pairs)
     }
 
-    /// (pairs, length, d) f32 back to (batch·length, heads/group·d), summing each group (=).
-    func unpackHeads(_ destination: DevicePointer, _ packed: Tensor, length: Int, group: Int, layout l: AttentionLayout) throws {
-        try launch(CUDAKernels.attentionUnpack, elements: l.batch * length * (l.heads / group) * l.headDim,
-                   [destination, packed.address, i32(l.batch), i32(length), i32(l.heads), i32(group), i32(l.headDim)])
+    /// (pairs, length, d) f32 back to (batch·length, heads/group·d) in the destination's dtype,
+    /// summing each group (=).
+    func unpackHeads(_ destination: Tensor, _ packed: Tensor, length: Int, group: Int, layout l: AttentionLayout) throws {
+        try launch(CUDAKernels.attentionUnpack(destination.dtype), elements: l.batch * length * (l.heads / group) * l.headDim,
+                   [destination.address, packed.address, i32(l.batch), i32(length), i32(l.heads), i32(group), i32(l.headDim)])
     }
 
     /// Pairs per chunk: as many as fit `bytesPerPair` into the attention workspace.
@@ -47,11 +50,11 @@ extension CUDABackend {
     /// The shapes of one chunk's batched GEMMs (column-major views of row-major matrices).
     private func attentionGEMMs(_ l: AttentionLayout, _ type: DType, pairs n: Int) -> AttentionGEMMs {
         let lq = l.queryLength, lk = l.keyLength, d = l.headDim
-        // bf16 operands run on the tensor cores with f32 accumulation; f32 ones as f32 GEMMs do.
-        let t = Self.blasType(type), compute = type == .f32 ? f32Compute : .f32
+        // 16-bit operands run on the tensor cores with f32 accumulation; f32 ones as f32 GEMMs do.
+        let t = Self.blasType(type), computeType = compute(type)
         func shape(_ m: Int, _ n: Int, _ k: Int, _ ta: Bool, _ tb: Bool, _ lda: Int, _ ldb: Int, _ ldd: Int) -> CuBLASLt.Shape {
             CuBLASLt.Shape(m: m, n: n, k: k, transposeA: ta, transposeB: tb, lda: lda, ldb: ldb, ldd: ldd, typeA: t, typeB: t,
-                           compute: compute)
+                           compute: computeType)
         }
         return AttentionGEMMs(
             // Sᵀ (lk × lq) = K·Qᵀ: A = K (d × lk, transposed), B = Q (d × lq).
@@ -72,9 +75,9 @@ extension CUDABackend {
         let scores, output, dProbabilities, dValues, dQueries, dKeys: CuBLASLt.Shape
     }
 
-    /// The forward through GEMMs: `out` (=, (batch·lq, heads·d) f32) and the log-sum-exp (=,
-    /// (batch·heads, lq)).
-    func attentionGEMMForward(out: DevicePointer, lse: DevicePointer, heads p: PackedHeads, segments: DevicePointer,
+    /// The forward through GEMMs: `out` (=, (batch·lq, heads·d) in the activation dtype) and the
+    /// log-sum-exp (=, (batch·heads, lq) f32).
+    func attentionGEMMForward(out: Tensor, lse: DevicePointer, heads p: PackedHeads, segments: DevicePointer,
                               layout l: AttentionLayout) throws {
         let lq = l.queryLength, lk = l.keyLength, d = l.headDim, size = p.type.blockBytes
         let chunk = attentionChunk(l, bytesPerPair: lq * lk * (4 + size))
@@ -99,7 +102,7 @@ extension CUDABackend {
                                delta: DevicePointer, segments: DevicePointer, layout l: AttentionLayout) throws {
         let lq = l.queryLength, lk = l.keyLength, d = l.headDim, size = p.type.blockBytes, group = l.heads / l.kvHeads
         let packedOut = try allocate([p.pairs * lq * d], p.type, .workspace)
-        try launch(CUDAKernels.attentionPack(p.type), elements: packedOut.count,
+        try launch(CUDAKernels.attentionPack(.f32, to: p.type), elements: packedOut.count,
                    [packedOut.address, dOut.address, i32(l.batch), i32(lq), i32(l.heads), i32(1), i32(d)])
         let chunk = attentionChunk(l, bytesPerPair: lq * lk * (8 + 2 * size))
         let scores = try allocate([chunk * lq * lk], .f32, .workspace), dProbabilities = try allocate([chunk * lq * lk], .f32, .workspace)
@@ -119,8 +122,8 @@ extension CUDABackend {
             try gemm(g.dQueries, a: k, b: dScores.address, d: dQueries.address + UInt64(first * lq * d * 4), alpha: l.scale, beta: 0)
             try gemm(g.dKeys, a: q, b: dScores.address, d: dKeys.address + UInt64(first * lk * d * 4), alpha: l.scale, beta: 0)
         }
-        try unpackHeads(dq.address, dQueries, length: lq, group: 1, layout: l)
-        try unpackHeads(dk.address, dKeys, length: lk, group: group, layout: l)
-        try unpackHeads(dv.address, dValues, length: lk, group: group, layout: l)
+        try unpackHeads(dq, dQueries, length: lq, group: 1, layout: l)
+        try unpackHeads(dk, dKeys, length: lk, group: group, layout: l)
+        try unpackHeads(dv, dValues, length: lk, group: group, layout: l)
     }
 }

@@ -46,8 +46,9 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
     public struct Options: Sendable {
         /// Let f32 GEMMs round their inputs to TF32 (tensor cores; ~1e-3 relative error).
         public var allowTF32: Bool
-        /// For f16/bf16 weights, round the activations to the weight's dtype and run the GEMM on
-        /// tensor cores (f32 accumulation and output) instead of widening the weight to f32.
+        /// For f16/bf16 weights, round f32 activations to the weight's dtype and run the GEMM on
+        /// tensor cores (f32 accumulation and output) instead of widening the weight to f32 (16-bit
+        /// activations always run their GEMMs in their own dtype).
         public var lowPrecisionMatmul: Bool
         /// Bytes of cuBLASLt workspace.
         public var blasWorkspaceBytes: Int
@@ -229,20 +230,28 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
                              bytes: src.byteCount)
                 return
             }
-            precondition(dst.dtype == .f32 && dst.storage.device == .cuda && src.storage.device == .cuda,
+            // Into f32 from any dtype; into f16 or bf16 from f32 (rounded).
+            precondition((dst.dtype == .f32 || (src.dtype == .f32 && (dst.dtype == .f16 || dst.dtype == .bf16)))
+                         && dst.storage.device == .cuda && src.storage.device == .cuda,
                          "copy into \(dst.storage.device) \(dst.dtype) from \(src.storage.device) \(src.dtype)")
-            try convert(src, into: dst.address + UInt64(dstOffset * 4), count: src.count)
+            try convert(src, into: dst.address + UInt64(dstOffset * dst.dtype.blockBytes), as: dst.dtype, count: src.count)
         }
     }
 
-    /// Writes `count` values of `source` (any dtype) as f32 at `destination`.
-    func convert(_ source: Tensor, into destination: DevicePointer, count: Int) throws {
-        precondition(!source.dtype.isOptimizerState, "no GPU conversion of \(source.dtype) to f32 (download decodes it)")
+    /// Whether `first` is in an activation dtype (f32, f16 or bf16) and each other given tensor in the same.
+    static func sameActivations(_ first: Tensor, _ others: Tensor?...) -> Bool {
+        CUDAKernels.floatTypes.contains(first.dtype) && others.allSatisfy { $0 == nil || $0!.dtype == first.dtype }
+    }
+
+    /// Writes `count` values of `source` (any dtype) at `destination` as `dtype` (f32, or f16 or bf16
+    /// rounded once).
+    func convert(_ source: Tensor, into destination: DevicePointer, as dtype: DType = .f32, count: Int) throws {
+        precondition(!source.dtype.isOptimizerState, "no GPU conversion of \(source.dtype) (download decodes it)")
         if source.dtype.isQuantized {
             let blocks = count / source.dtype.blockSize
-            try launch(CUDAKernels.dequantize(source.dtype), elements: blocks, [destination, source.address, Int64(blocks)])
+            try launch(CUDAKernels.dequantize(source.dtype, to: dtype), elements: blocks, [destination, source.address, Int64(blocks)])
         } else {
-            try launch(CUDAKernels.cast(source.dtype, .f32), elements: count, [destination, source.address, Int64(count)])
+            try launch(CUDAKernels.cast(source.dtype, dtype), elements: count, [destination, source.address, Int64(count)])
         }
     }
 

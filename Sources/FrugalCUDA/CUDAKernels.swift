@@ -26,18 +26,31 @@ public enum CUDAKernels {
     }
     static let embeddingBackward = KernelName(file: "embedding.cu", name: "embedding_backward")
 
-    static func rmsNormForward(_ weight: DType) -> KernelName { .init(file: "rmsnorm.cu", name: "rmsnorm_forward_" + suffix(weight)) }
-    static let rmsNormRstd = KernelName(file: "rmsnorm.cu", name: "rmsnorm_rstd")
-    static let rmsNormBackwardWeight = KernelName(file: "rmsnorm.cu", name: "rmsnorm_backward_weight")
-    static func rmsNormBackwardInput(_ weight: DType) -> KernelName {
-        .init(file: "rmsnorm.cu", name: "rmsnorm_backward_input_" + suffix(weight))
+    /// The suffix of an entry point instantiated for an activation dtype and a weight dtype.
+    static func suffix(_ activations: DType, _ weight: DType) -> String { suffix(activations) + "_" + suffix(weight) }
+
+    static func rmsNormForward(_ activations: DType, _ weight: DType) -> KernelName {
+        .init(file: "rmsnorm.cu", name: "rmsnorm_forward_" + suffix(activations, weight))
+    }
+    static func rmsNormRstd(_ activations: DType) -> KernelName { .init(file: "rmsnorm.cu", name: "rmsnorm_rstd_" + suffix(activations)) }
+    static func rmsNormBackwardWeight(_ activations: DType) -> KernelName {
+        .init(file: "rmsnorm.cu", name: "rmsnorm_backward_weight_" + suffix(activations))
+    }
+    static func rmsNormBackwardInput(_ activations: DType, _ weight: DType) -> KernelName {
+        .init(file: "rmsnorm.cu", name: "rmsnorm_backward_input_" + suffix(activations, weight))
     }
 
-    static func layerNormForward(_ weight: DType) -> KernelName { .init(file: "layernorm.cu", name: "layernorm_forward_" + suffix(weight)) }
-    static let layerNormStatistics = KernelName(file: "layernorm.cu", name: "layernorm_statistics")
-    static let layerNormBackwardParameters = KernelName(file: "layernorm.cu", name: "layernorm_backward_parameters")
-    static func layerNormBackwardInput(_ weight: DType) -> KernelName {
-        .init(file: "layernorm.cu", name: "layernorm_backward_input_" + suffix(weight))
+    static func layerNormForward(_ activations: DType, _ weight: DType) -> KernelName {
+        .init(file: "layernorm.cu", name: "layernorm_forward_" + suffix(activations, weight))
+    }
+    static func layerNormStatistics(_ activations: DType) -> KernelName {
+        .init(file: "layernorm.cu", name: "layernorm_statistics_" + suffix(activations))
+    }
+    static func layerNormBackwardParameters(_ activations: DType) -> KernelName {
+        .init(file: "layernorm.cu", name: "layernorm_backward_parameters_" + suffix(activations))
+    }
+    static func layerNormBackwardInput(_ activations: DType, _ weight: DType) -> KernelName {
+        .init(file: "layernorm.cu", name: "layernorm_backward_input_" + suffix(activations, weight))
     }
 
     static func rope(_ dtype: DType) -> KernelName { .init(file: "rope.cu", name: "rope_" + suffix(dtype)) }
@@ -51,8 +64,12 @@ public enum CUDAKernels {
         .init(file: "attention.cu", name: "attention_backward_key_" + suffix(dtype))
     }
 
-    static func attentionPack(_ dtype: DType) -> KernelName { .init(file: "attention_gemm.cu", name: "attention_pack_" + suffix(dtype)) }
-    static let attentionUnpack = KernelName(file: "attention_gemm.cu", name: "attention_unpack_f32")
+    static func attentionPack(_ source: DType, to packed: DType) -> KernelName {
+        .init(file: "attention_gemm.cu", name: "attention_pack_\(suffix(source))_to_\(suffix(packed))")
+    }
+    static func attentionUnpack(_ destination: DType) -> KernelName {
+        .init(file: "attention_gemm.cu", name: "attention_unpack_" + suffix(destination))
+    }
     static func attentionSoftmax(_ dtype: DType) -> KernelName {
         .init(file: "attention_gemm.cu", name: "attention_softmax_" + suffix(dtype))
     }
@@ -68,15 +85,18 @@ public enum CUDAKernels {
     static func add(_ dtype: DType) -> KernelName { .init(file: "elementwise.cu", name: "add_" + suffix(dtype)) }
     static func multiply(_ dtype: DType) -> KernelName { .init(file: "elementwise.cu", name: "multiply_" + suffix(dtype)) }
     static func scale(_ dtype: DType) -> KernelName { .init(file: "elementwise.cu", name: "scale_" + suffix(dtype)) }
-    static func addRowVector(_ dtype: DType) -> KernelName { .init(file: "elementwise.cu", name: "add_row_vector_" + suffix(dtype)) }
+    static func addRowVector(_ out: DType, _ vector: DType) -> KernelName {
+        .init(file: "elementwise.cu", name: "add_row_vector_" + suffix(out, vector))
+    }
 
     static func cast(_ from: DType, _ to: DType) -> KernelName {
         .init(file: "cast.cu", name: "cast_\(suffix(from))_to_\(suffix(to))")
     }
     static func round(_ dtype: DType) -> KernelName { .init(file: "cast.cu", name: "round_f32_to_" + suffix(dtype)) }
-    static func dequantize(_ dtype: DType) -> KernelName {
+    /// Packed blocks decoded to f32, or rounded to f16 or bf16.
+    static func dequantize(_ dtype: DType, to output: DType = .f32) -> KernelName {
         precondition(dtype.isQuantized, "dequantize of \(dtype)")
-        return .init(file: "dequantize.cu", name: "dequantize_" + dtype.rawValue)
+        return .init(file: "dequantize.cu", name: "dequantize_" + dtype.rawValue + (output == .f32 ? "" : "_to_" + suffix(output)))
     }
 
     static let sumSquaresPartial = KernelName(file: "reduce.cu", name: "sum_squares_partial")
@@ -93,18 +113,22 @@ public enum CUDAKernels {
 
     /// Every entry point the backend may launch.
     public static var allEntryPoints: [(file: String, name: String)] {
-        var names: [KernelName] = [embeddingBackward, rmsNormRstd, rmsNormBackwardWeight, layerNormStatistics,
-                                   layerNormBackwardParameters, sumSquaresPartial, sumPartials, allFinite, columnSum,
-                                   crossEntropyRows, crossEntropyTotal, adamW8bit, sgd, attentionUnpack]
-        for t in [DType.f32, .bf16] { names += [attentionPack(t), attentionSoftmax(t), attentionSoftmaxBackward(t)] }
+        var names: [KernelName] = [embeddingBackward, sumSquaresPartial, sumPartials, allFinite, columnSum,
+                                   crossEntropyRows, crossEntropyTotal, adamW8bit, sgd]
         for t in floatTypes {
-            names += [embeddingForward(t), rmsNormForward(t), rmsNormBackwardInput(t), layerNormForward(t),
-                      layerNormBackwardInput(t), rope(t), attentionForward(t), attentionDelta(t),
-                      attentionBackwardQuery(t), attentionBackwardKey(t), activationForward(t), activationBackward(t),
-                      gatedForward(t), gatedBackward(t), add(t), multiply(t), scale(t), addRowVector(t), round(t), adamW(t)]
-            names += floatTypes.map { cast(t, $0) }
+            names += [embeddingForward(t), rmsNormRstd(t), rmsNormBackwardWeight(t), layerNormStatistics(t),
+                      layerNormBackwardParameters(t), rope(t), attentionForward(t), attentionDelta(t),
+                      attentionBackwardQuery(t), attentionBackwardKey(t), attentionSoftmax(t), attentionSoftmaxBackward(t),
+                      attentionUnpack(t), activationForward(t), activationBackward(t), gatedForward(t), gatedBackward(t),
+                      add(t), multiply(t), scale(t), round(t), adamW(t)]
+            for w in floatTypes {
+                names += [rmsNormForward(t, w), rmsNormBackwardInput(t, w), layerNormForward(t, w), layerNormBackwardInput(t, w),
+                          attentionPack(t, to: w), addRowVector(t, w), cast(t, w)]
+            }
         }
-        names += DType.allCases.filter { $0.isQuantized && !$0.isOptimizerState }.flatMap { [dequantize($0), embeddingForward($0)] }
+        for q in DType.allCases where q.isQuantized && !q.isOptimizerState {
+            names += [embeddingForward(q)] + floatTypes.map { dequantize(q, to: $0) }
+        }
         return names.map { ($0.file, $0.name) }
     }
 }

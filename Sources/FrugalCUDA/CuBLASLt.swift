@@ -5,7 +5,8 @@ import Foundation
 /// The cuBLASLt functions Frugal calls, and column-major GEMMs `D = α·op(A)·op(B) + β·C` on one stream.
 ///
 /// Signatures and enum values follow `cublasLt.h` (CUDA 11.4 – 13): descriptor attributes
-/// `COMPUTE_TYPE` 0, `SCALE_TYPE` 1, `TRANSA` 3, `TRANSB` 4, `EPILOGUE` 7, `BIAS_POINTER` 8;
+/// `COMPUTE_TYPE` 0, `SCALE_TYPE` 1, `TRANSA` 3, `TRANSB` 4, `EPILOGUE` 7, `BIAS_POINTER` 8,
+/// `BIAS_DATA_TYPE` 26;
 /// preference `MAX_WORKSPACE_BYTES` 1; `cublasLtMatmulHeuristicResult_t` is 96 bytes
 /// (`algo` 64, `workspaceSize`, `state`, `wavesCount`, `reserved[4]`).
 public final class CuBLASLt: @unchecked Sendable {
@@ -41,7 +42,7 @@ public final class CuBLASLt: @unchecked Sendable {
 
     static let heuristicResultBytes = 96
     static let descComputeType: Int32 = 0, descScaleType: Int32 = 1, descTransA: Int32 = 3, descTransB: Int32 = 4
-    static let descEpilogue: Int32 = 7, descBiasPointer: Int32 = 8
+    static let descEpilogue: Int32 = 7, descBiasPointer: Int32 = 8, descBiasDataType: Int32 = 26
     static let preferenceMaxWorkspace: Int32 = 1
     /// `CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT` (int32) and `_STRIDED_BATCH_OFFSET` (int64, elements).
     static let layoutBatchCount: Int32 = 5, layoutBatchStride: Int32 = 6
@@ -91,7 +92,8 @@ public final class CuBLASLt: @unchecked Sendable {
     // MARK: - GEMM
 
     /// One column-major GEMM's shape: `D (m×n) = α·op(A)·op(B) + β·C`, C = D; or `batch` of
-    /// them, the i-th operands `i·stride` elements after the first.
+    /// them, the i-th operands `i·stride` elements after the first. A and B share a dtype; D is
+    /// of it or f32 (16-bit operands run on the tensor cores with f32 compute).
     public struct Shape: Hashable, Sendable {
         public var m, n, k: Int
         public var transposeA, transposeB: Bool
@@ -99,6 +101,8 @@ public final class CuBLASLt: @unchecked Sendable {
         public var typeA, typeB, typeD: DataType
         public var compute: ComputeType
         public var epilogue: Epilogue
+        /// The bias epilogue's vector dtype when it is not D's (cuBLASLt's default).
+        public var biasType: DataType?
         public var batch = 1
         public var strideA = 0, strideB = 0, strideD = 0
 
@@ -127,6 +131,8 @@ public final class CuBLASLt: @unchecked Sendable {
     /// A plan's key: the shape and the alignment (bytes, ≤ 256) of each operand's address.
     private struct PlanKey: Hashable { var shape: Shape; var a, b, d: UInt32 }
     private var plans: [PlanKey: Plan] = [:]
+    /// Plans cuBLASLt refused (no algorithm for the types, e.g. a bias epilogue's), each refused again at once.
+    private var refused: [PlanKey: CUDAError] = [:]
 
     /// The largest power of two (at most 256) that divides `address`.
     static func alignment(_ address: DevicePointer) -> UInt32 {
@@ -152,6 +158,9 @@ public final class CuBLASLt: @unchecked Sendable {
         try setDescriptor(plan.desc, Self.descTransA, shape.transposeA ? 1 : 0)
         try setDescriptor(plan.desc, Self.descTransB, shape.transposeB ? 1 : 0)
         try setDescriptor(plan.desc, Self.descEpilogue, shape.epilogue.rawValue)
+        if shape.epilogue == .bias, let biasType = shape.biasType, biasType != shape.typeD {
+            try setDescriptor(plan.desc, Self.descBiasDataType, biasType.rawValue)
+        }
         // op(A) is m×k: A is stored k×m when transposed. op(B) is k×n: B is stored n×k when transposed.
         let (aRows, aColumns) = shape.transposeA ? (shape.k, shape.m) : (shape.m, shape.k)
         let (bRows, bColumns) = shape.transposeB ? (shape.n, shape.k) : (shape.k, shape.n)
@@ -193,7 +202,7 @@ public final class CuBLASLt: @unchecked Sendable {
     }
 
     /// `D = α·op(A)·op(B) + β·D` (column-major) on `stream`, with the bias epilogue's vector when
-    /// `shape.epilogue == .bias` (an f32 vector of m values added to every column).
+    /// `shape.epilogue == .bias` (m values of `shape.biasType`, else of D's dtype, added to every column).
     /// - Parameters:
     ///   - workspace: device scratch of `workspaceBytes` bytes (the heuristic picks within it).
     public func matmul(_ shape: Shape, a: DevicePointer, b: DevicePointer, d: DevicePointer, alpha: Float = 1, beta: Float = 0,
@@ -201,7 +210,12 @@ public final class CuBLASLt: @unchecked Sendable {
                        stream: CUDADriver.Handle?) throws {
         lock.lock(); defer { lock.unlock() }
         let key = PlanKey(shape: shape, a: Self.alignment(a), b: Self.alignment(b), d: Self.alignment(d))
-        let plan = try plan(key, workspaceBytes: workspaceBytes)
+        if let error = refused[key] { throw error }
+        let plan: Plan
+        do { plan = try self.plan(key, workspaceBytes: workspaceBytes) } catch let error as CUDAError {
+            refused[key] = error
+            throw error
+        }
         if shape.epilogue == .bias {
             var pointer = bias ?? 0
             try check(cublasLtMatmulDescSetAttribute(plan.desc, Self.descBiasPointer, &pointer, 8), "set bias pointer")

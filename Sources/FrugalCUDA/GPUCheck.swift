@@ -21,6 +21,7 @@ public func runGPUChecks(reference: any TrainingBackend, options: CUDABackend.Op
     }
     var checker = GPUChecker(gpu: gpu, cpu: reference, report: report)
     checker.run()
+    checker.checkActivationDtypes()
     let memory = memoryAccountingCheck(gpu)
     report(memory)
     checker.results.append(memory)
@@ -465,6 +466,205 @@ struct GPUChecker {
                 be.zero(z)
                 return ([t, z], [])
             }
+        }
+    }
+}
+
+// MARK: - 16-bit activations
+
+extension GPUCheckTolerance {
+    /// A 16-bit output both sides round from nearly the same f32 value: two units in the last place
+    /// of the largest value (bf16 keeps 8 significant bits, f16 11).
+    static func sixteenBitOutput(_ dtype: DType) -> Double { dtype == .f16 ? 1.0 / 512 : 1.0 / 64 }
+}
+
+extension GPUChecker {
+    /// The ops with forward activations stored in bf16 (and f16 for a few), both backends on the
+    /// same 16-bit inputs: 16-bit outputs within two units in the last place, f32 gradients as the
+    /// 16-bit checks above; GEMMs, whose operands the GPU rounds to the activations' dtype (an
+    /// f32 or packed weight, dy in the backward, attention's probabilities), as the rounded-operand
+    /// checks.
+    mutating func checkActivationDtypes() {
+        for dtype in [DType.bf16, .f16] { checkLinearActivations(dtype) }
+        for dtype in [DType.bf16, .f16] { checkNormActivations(dtype) }
+        checkAttentionActivations(.bf16, cases: [
+            ("GQA 4/2, d 64", AttentionLayout(batch: 2, queryLength: 37, keyLength: 37, queryOffset: 0, heads: 4, kvHeads: 2,
+                                              headDim: 64, scale: 0.125)),
+            ("packed segments and padding, GQA 6/2, d 32",
+             AttentionLayout(batch: 2, queryLength: 40, keyLength: 40, queryOffset: 0, heads: 6, kvHeads: 2, headDim: 32,
+                             scale: 1 / Float(32).squareRoot(),
+                             segments: (0..<80).map { i in let t = i % 40; return t < 15 ? 0 : t < 33 ? 1 : -1 })),
+            ("cache offset 35, 5 queries of 40 keys, MQA, d 80",
+             AttentionLayout(batch: 1, queryLength: 5, keyLength: 40, queryOffset: 35, heads: 4, kvHeads: 1, headDim: 80,
+                             scale: 0.1)),
+        ])
+        checkAttentionActivations(.f16, cases: [
+            ("MHA, d 128, 70 tokens", AttentionLayout(batch: 1, queryLength: 70, keyLength: 70, queryOffset: 0, heads: 2, kvHeads: 2,
+                                                      headDim: 128, scale: 1 / Float(128).squareRoot())),
+        ])
+        for dtype in [DType.bf16, .f16] { checkElementwiseActivations(dtype) }
+    }
+
+    mutating func checkLinearActivations(_ a: DType) {
+        let rows = 37, inputs = 256, outputs = 96, name = a.rawValue
+        let x = random(rows * inputs), w = random(outputs * inputs, scale: 0.2), b = random(outputs), out0 = random(rows * outputs)
+        let dy = random(rows * outputs), dx0 = random(rows * inputs), dw0 = random(outputs * inputs), db0 = random(outputs)
+        let output = GPUCheckTolerance.sixteenBitOutput(a), rounded = GPUCheckTolerance.roundedOperands
+        // (weight dtype, bias dtype, accumulate): the weight in x's dtype with a bias of f32 or of
+        // x's dtype; an f32 weight accumulated into out (a LoRA branch); packed and other weights.
+        let other: DType = a == .bf16 ? .f16 : .bf16
+        let cases: [(DType, DType?, Bool)] = [(a, .f32, false), (a, a, true), (.f32, nil, true), (other, nil, false),
+                                              (.q8_0, nil, false), (.nf4, .f32, false)]
+        for (weightType, biasType, accumulate) in cases {
+            let label = "\(weightType.rawValue) weight" + (biasType.map { ", \($0.rawValue) bias" } ?? "") + (accumulate ? ", out +=" : "")
+            check("linear \(name) activations, \(label)", tolerance: weightType == a ? output : max(output, rounded)) { be in
+                let out = Self.make(be, out0, [rows, outputs], a)
+                be.linear(out, Self.make(be, x, [rows, inputs], a), Self.make(be, w, [outputs, inputs], weightType, .weights),
+                          bias: biasType.map { Self.make(be, b, [outputs], $0, .weights) }, accumulate: accumulate)
+                return ([out], [])
+            }
+        }
+        for (weightType, accumulate) in [(a, false), (.f32, true), (.nf4, false)] {
+            let frozen = weightType.isQuantized
+            check("linearBackward \(name) activations (dx \(accumulate ? "+=" : "=")\(frozen ? "" : ", dWeight +=, dBias +=")), "
+                  + "\(weightType.rawValue) weight", tolerance: rounded) { be in
+                let dx = Self.make(be, dx0, [rows, inputs], .f32, .gradients)
+                let dw = frozen ? nil : Self.make(be, dw0, [outputs, inputs], .f32, .gradients)
+                let db = frozen ? nil : Self.make(be, db0, [outputs], .f32, .gradients)
+                be.linearBackward(dx: dx, dWeight: dw, dBias: db, dy: Self.make(be, dy, [rows, outputs], .f32, .gradients),
+                                  x: Self.make(be, x, [rows, inputs], a),
+                                  weight: Self.make(be, w, [outputs, inputs], weightType, .weights), accumulate: accumulate)
+                return ([dx] + [dw, db].compactMap { $0 }, [])
+            }
+        }
+    }
+
+    mutating func checkNormActivations(_ a: DType) {
+        let rows = 13, n = 200, name = a.rawValue, output = GPUCheckTolerance.sixteenBitOutput(a)
+        let x = random(rows * n, scale: 2), residual = random(rows * n), w = random(n), b = random(n)
+        let dy = random(rows * n), dw0 = random(n), db0 = random(n)
+        for (weightType, offset) in [(DType.f32, Float(0)), (a, 1)] {
+            check("rmsNorm \(name) activations, \(weightType.rawValue) weight, offset \(offset)", tolerance: output) { be in
+                let out = be.zeros([rows, n], a, .activations)
+                be.rmsNorm(out, Self.make(be, x, [rows, n], a), Self.make(be, w, [n], weightType, .weights), eps: 1e-5,
+                           weightOffset: offset)
+                return ([out], [])
+            }
+            check("rmsNormBackward \(name) activations (dx =, dWeight +=), \(weightType.rawValue) weight",
+                  tolerance: GPUCheckTolerance.sixteenBit) { be in
+                let dx = be.zeros([rows, n], .f32, .gradients), dw = Self.make(be, dw0, [n], .f32, .gradients)
+                be.rmsNormBackward(dx: dx, dWeight: dw, dy: Self.make(be, dy, [rows, n], .f32, .gradients),
+                                   x: Self.make(be, x, [rows, n], a), weight: Self.make(be, w, [n], weightType, .weights),
+                                   eps: 1e-5, weightOffset: offset)
+                return ([dx, dw], [])
+            }
+        }
+        for sumOverX in [false, true] {
+            let label = "residual add, sum \(sumOverX ? "over x" : "apart")"
+            check("rmsNorm \(name) activations + \(label)", tolerance: output) { be in
+                let out = be.zeros([rows, n], a, .activations), input = Self.make(be, x, [rows, n], a)
+                let sum = sumOverX ? input : be.zeros([rows, n], a, .activations)
+                be.rmsNorm(out, sum: sum, input, residual: Self.make(be, residual, [rows, n], a), Self.make(be, w, [n], .f32, .weights),
+                           eps: 1e-5, weightOffset: 1)
+                return ([out, sum], [])
+            }
+            check("layerNorm \(name) activations + \(label)", tolerance: output) { be in
+                let out = be.zeros([rows, n], a, .activations), input = Self.make(be, x, [rows, n], a)
+                let sum = sumOverX ? input : be.zeros([rows, n], a, .activations)
+                be.layerNorm(out, sum: sum, input, residual: Self.make(be, residual, [rows, n], a), Self.make(be, w, [n], a, .weights),
+                             Self.make(be, b, [n], a, .weights), eps: 1e-5)
+                return ([out, sum], [])
+            }
+        }
+        check("layerNormBackward \(name) activations (dx =, dWeight +=, dBias +=)", tolerance: GPUCheckTolerance.sixteenBit) { be in
+            let dx = be.zeros([rows, n], .f32, .gradients)
+            let dw = Self.make(be, dw0, [n], .f32, .gradients), db = Self.make(be, db0, [n], .f32, .gradients)
+            be.layerNormBackward(dx: dx, dWeight: dw, dBias: db, dy: Self.make(be, dy, [rows, n], .f32, .gradients),
+                                 x: Self.make(be, x, [rows, n], a), weight: Self.make(be, w, [n], .f32, .weights), eps: 1e-5)
+            return ([dx, dw, db], [])
+        }
+    }
+
+    /// Attention in `a`: the forward, then the backward given the forward's output and statistics
+    /// (as a training step runs it on a backend that keeps them) and without them (recomputed).
+    mutating func checkAttentionActivations(_ a: DType, cases: [(String, AttentionLayout)]) {
+        let name = a.rawValue, tolerance = GPUCheckTolerance.roundedOperands
+        for (label, l) in cases {
+            let qCount = l.batch * l.queryLength * l.heads * l.headDim, kCount = l.batch * l.keyLength * l.kvHeads * l.headDim
+            let q = random(qCount), k = random(kCount), v = random(kCount), dOut = random(qCount)
+            let qShape: Shape = [l.batch * l.queryLength, l.heads * l.headDim]
+            let kShape: Shape = [l.batch * l.keyLength, l.kvHeads * l.headDim], rows = l.batch * l.heads * l.queryLength
+            check("attention \(name) activations, \(label)", tolerance: tolerance) { be in
+                let out = be.zeros(qShape, a, .activations)
+                be.attention(out, q: Self.make(be, q, qShape, a), k: Self.make(be, k, kShape, a), v: Self.make(be, v, kShape, a),
+                             layout: l)
+                return ([out], [])
+            }
+            for kept in [true, false] {
+                check("attentionBackward \(name) activations (dq, dk, dv =), \(label), "
+                      + (kept ? "forward's out and log-sum-exp" : "recomputed"), tolerance: tolerance) { be in
+                    let qt = Self.make(be, q, qShape, a), kt = Self.make(be, k, kShape, a), vt = Self.make(be, v, kShape, a)
+                    var out: Tensor?, lse: Tensor?
+                    if kept && be.usesAttentionStatistics {
+                        out = be.zeros(qShape, a, .activations)
+                        lse = be.zeros([rows], .f32, .activations)
+                        be.attention(out!, q: qt, k: kt, v: vt, layout: l, logSumExp: lse)
+                    }
+                    let dq = be.zeros(qShape, .f32, .gradients), dk = be.zeros(kShape, .f32, .gradients)
+                    let dv = be.zeros(kShape, .f32, .gradients)
+                    be.attentionBackward(dq: dq, dk: dk, dv: dv, dOut: Self.make(be, dOut, qShape, .f32, .gradients), q: qt, k: kt,
+                                         v: vt, layout: l, out: out, logSumExp: lse)
+                    return ([dq, dk, dv], [])
+                }
+            }
+        }
+    }
+
+    mutating func checkElementwiseActivations(_ a: DType) {
+        let n = 3000, name = a.rawValue, output = GPUCheckTolerance.sixteenBitOutput(a)
+        let x = random(n, scale: 4), y = random(n), dy = random(n), dst0 = random(n + 64)
+        check("add, multiply, scale \(name) activations", tolerance: output) { be in
+            let sum = be.zeros([n], a, .activations), product = be.zeros([n], a, .activations)
+            be.add(sum, Self.make(be, x, [n], a), Self.make(be, y, [n], a))
+            be.multiply(product, Self.make(be, x, [n], a), Self.make(be, y, [n], a))
+            be.scale(product, by: -0.75)
+            return ([sum, product], [])
+        }
+        check("copy from f32 into \(name) at an offset (rounded to nearest even)", tolerance: 0) { be in
+            let dst = Self.make(be, dst0, [n + 64], a)
+            be.copy(dst, at: 64, from: Self.make(be, x, [n]))
+            return ([dst], [])
+        }
+        for activation in [Activation.silu, .geluTanh] {
+            check("\(activation.rawValue) \(name) activations", tolerance: output) { be in
+                let out = be.zeros([n], a, .activations)
+                be.activate(out, Self.make(be, x, [n], a), activation)
+                return ([out], [])
+            }
+            check("\(activation.rawValue) backward, \(name) activations", tolerance: GPUCheckTolerance.sixteenBit) { be in
+                let dx = be.zeros([n], .f32, .gradients)
+                be.activateBackward(dx: dx, dy: Self.make(be, dy, [n], .f32, .gradients), x: Self.make(be, x, [n], a), activation)
+                return ([dx], [])
+            }
+            check("gated \(activation.rawValue) \(name) activations", tolerance: output) { be in
+                let out = be.zeros([n], a, .activations)
+                be.gated(out, gate: Self.make(be, x, [n], a), up: Self.make(be, y, [n], a), activation)
+                return ([out], [])
+            }
+            check("gated \(activation.rawValue) backward, \(name) activations", tolerance: GPUCheckTolerance.sixteenBit) { be in
+                let dg = be.zeros([n], .f32, .gradients), du = be.zeros([n], .f32, .gradients)
+                be.gatedBackward(dGate: dg, dUp: du, dy: Self.make(be, dy, [n], .f32, .gradients), gate: Self.make(be, x, [n], a),
+                                 up: Self.make(be, y, [n], a), activation)
+                return ([dg, du], [])
+            }
+        }
+        let tokens = 11, heads = 3, headDim = 32, half = 16
+        let rotated = random(tokens * heads * headDim), positions: [Int32] = (0..<Int32(tokens)).map { $0 * 37 % 500 }
+        let frequencies = (0..<half).map { Float(pow(10000.0, -Double(2 * $0) / Double(2 * half))) }
+        check("rope \(name) activations", tolerance: output) { be in
+            let t = Self.make(be, rotated, [tokens, heads * headDim], a)
+            be.rope(t, heads: heads, headDim: headDim, positions: positions, inverseFrequencies: frequencies)
+            return ([t], [])
         }
     }
 }

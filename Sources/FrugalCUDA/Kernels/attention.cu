@@ -3,7 +3,8 @@
 // never exists, and the forward saves each query row's log-sum-exp for the backward.
 //
 // Layouts (row-major): q, out, dout: (batch·lq, heads·d); k, v: (batch·lk, kv_heads·d);
-// lse, delta: (batch·heads, lq). Query i of a sequence sits at key position q_offset + i and sees
+// lse, delta: (batch·heads, lq). q, k, v and out are stored as T (the activations' dtype); dout,
+// the gradients and the statistics are f32. Query i of a sequence sits at key position q_offset + i and sees
 // keys j ≤ q_offset + i of its own segment (segments: (batch, lk) ids, or null for none).
 // Scores are scale·q·k. A query that sees no key gets out = 0, lse = −∞, dq = 0.
 #include "common.cuh"
@@ -35,7 +36,7 @@ __device__ __forceinline__ void load_tile(float* tile, int pitch, const T* sourc
 // Forward: out (=) and lse (=). Grid (⌈lq/ROWS_PER_BLOCK⌉, batch·heads), block 32·WARPS.
 // Shared memory: ROWS_PER_BLOCK·d (queries) + TILE·(d+1) (keys) + TILE·d (values) floats.
 template <typename T>
-__device__ void attention_forward(float* out, float* lse, const T* q, const T* k, const T* v, const int* segments,
+__device__ void attention_forward(T* out, float* lse, const T* q, const T* k, const T* v, const int* segments,
                                   int lq, int lk, int q_offset, int heads, int kv_heads, int d, float scale) {
     extern __shared__ float shared[];
     float* qs = shared;
@@ -101,11 +102,11 @@ __device__ void attention_forward(float* out, float* lse, const T* q, const T* k
         const int i = q0 + warp * ROWS_PER_WARP + r;
         if (i >= lq) continue;
         const float inverse = l[r] > 0.f ? 1.f / l[r] : 0.f;
-        float* o = out + ((long long)b * lq + i) * q_stride + h * d;
+        T* o = out + ((long long)b * lq + i) * q_stride + h * d;
 #pragma unroll
         for (int e = 0; e < VALUES_PER_LANE; e++) {
             const int c = lane + 32 * e;
-            if (c < d) o[c] = acc[r][e] * inverse;
+            if (c < d) o[c] = from_float<T>(acc[r][e] * inverse);
         }
         if (lane == 0) lse[(long long)bh * lq + i] = l[r] > 0.f ? m[r] + logf(l[r]) : -FRUGAL_INFINITY;
     }
@@ -114,7 +115,7 @@ __device__ void attention_forward(float* out, float* lse, const T* q, const T* k
 // delta[bh, i] = Σ_c dout·out over one head of one query row (=): D of FlashAttention-2's
 // backward. Grid ⌈batch·lq·heads / WARPS⌉, block 32·WARPS: one warp per (row, head).
 template <typename T>
-__device__ void attention_delta(float* delta, const T* dout, const float* out, int batch, int lq, int heads, int d) {
+__device__ void attention_delta(float* delta, const float* dout, const T* out, int batch, int lq, int heads, int d) {
     const long long item = (long long)blockIdx.x * WARPS + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (item >= (long long)batch * lq * heads) return;
@@ -122,7 +123,7 @@ __device__ void attention_delta(float* delta, const T* dout, const float* out, i
     const int h = item % heads;
     const long long at = row * heads * d + (long long)h * d;
     float sum = 0.f;
-    for (int c = lane; c < d; c += 32) sum += to_float(dout[at + c]) * out[at + c];
+    for (int c = lane; c < d; c += 32) sum += dout[at + c] * to_float(out[at + c]);
     sum = warp_sum(sum);
     const int b = row / lq, i = row % lq;
     if (lane == 0) delta[((long long)b * heads + h) * lq + i] = sum;
@@ -132,7 +133,7 @@ __device__ void attention_delta(float* delta, const T* dout, const float* out, i
 // dP_ij = dout_i·v_j. Grid and block as the forward. Shared memory: 2·ROWS_PER_BLOCK·d (queries,
 // their output gradients) + 2·TILE·(d+1) (keys, values) floats.
 template <typename T>
-__device__ void attention_backward_query(float* dq, const T* q, const T* k, const T* v, const T* dout, const float* lse,
+__device__ void attention_backward_query(float* dq, const T* q, const T* k, const T* v, const float* dout, const float* lse,
                                          const float* delta, const int* segments, int lq, int lk, int q_offset,
                                          int heads, int kv_heads, int d, float scale) {
     extern __shared__ float shared[];
@@ -211,7 +212,7 @@ __device__ void attention_backward_query(float* dq, const T* q, const T* k, cons
 // batch·kv_heads), block 32·WARPS. Shared memory: 2·ROWS_PER_BLOCK·d (keys, values) +
 // 2·TILE·(d+1) (queries, output gradients) + 2·TILE (lse, delta) floats.
 template <typename T>
-__device__ void attention_backward_key(float* dk, float* dv, const T* q, const T* k, const T* v, const T* dout,
+__device__ void attention_backward_key(float* dk, float* dv, const T* q, const T* k, const T* v, const float* dout,
                                        const float* lse, const float* delta, const int* segments, int lq, int lk,
                                        int q_offset, int heads, int kv_heads, int d, float scale) {
     extern __shared__ float shared[];
@@ -295,23 +296,23 @@ __device__ void attention_backward_key(float* dk, float* dv, const T* q, const T
 
 #define ATTENTION(suffix, T)                                                                                      \
     extern "C" __global__ void __launch_bounds__(32 * WARPS) attention_forward_##suffix(                          \
-        float* out, float* lse, const T* q, const T* k, const T* v, const int* segments, int batch, int lq,        \
+        T* out, float* lse, const T* q, const T* k, const T* v, const int* segments, int batch, int lq,            \
         int lk, int q_offset, int heads, int kv_heads, int d, float scale) {                                     \
         attention_forward<T>(out, lse, q, k, v, segments, lq, lk, q_offset, heads, kv_heads, d, scale);         \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * WARPS) attention_delta_##suffix(                            \
-        float* delta, const T* dout, const float* out, int batch, int lq, int heads, int d) {                     \
+        float* delta, const float* dout, const T* out, int batch, int lq, int heads, int d) {                     \
         attention_delta<T>(delta, dout, out, batch, lq, heads, d);                                               \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * WARPS) attention_backward_query_##suffix(                   \
-        float* dq, const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* delta,        \
+        float* dq, const T* q, const T* k, const T* v, const float* dout, const float* lse, const float* delta,    \
         const int* segments, int batch, int lq, int lk, int q_offset, int heads, int kv_heads, int d,              \
         float scale) {                                                                                            \
         attention_backward_query<T>(dq, q, k, v, dout, lse, delta, segments, lq, lk, q_offset, heads, kv_heads,  \
                                     d, scale);                                                                    \
     }                                                                                                             \
     extern "C" __global__ void __launch_bounds__(32 * WARPS) attention_backward_key_##suffix(                     \
-        float* dk, float* dv, const T* q, const T* k, const T* v, const T* dout, const float* lse,                 \
+        float* dk, float* dv, const T* q, const T* k, const T* v, const float* dout, const float* lse,             \
         const float* delta, const int* segments, int batch, int lq, int lk, int q_offset, int heads,              \
         int kv_heads, int d, float scale) {                                                                       \
         attention_backward_key<T>(dk, dv, q, k, v, dout, lse, delta, segments, lq, lk, q_offset, heads, kv_heads, \

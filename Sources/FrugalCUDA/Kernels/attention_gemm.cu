@@ -1,7 +1,8 @@
 // attention_gemm.cu: the passes around attention's batched GEMMs (CUDAAttentionGEMM.swift) —
 // heads packed into contiguous (pair, position, d) matrices for cuBLASLt's strided batches on the
 // tensor cores, and the masked softmax (forward) and its gradient (backward) over one chunk of
-// (sequence, head) pairs' scores S = scale·q·kᵀ, (pairs, lq, lk) f32.
+// (sequence, head) pairs' scores S = scale·q·kᵀ, (pairs, lq, lk) f32. Activations are packed
+// from their dtype into the GEMMs' operand dtype; outputs are unpacked from f32 into theirs.
 //
 // Visibility is attention.cu's: query i sits at key position q_offset + i and sees keys
 // j ≤ q_offset + i of its own segment (segments: (batch, lk) ids, or null). A query that sees
@@ -31,7 +32,8 @@ __device__ void attention_pack(D* dst, const S* src, int batch, int len, int hea
 
 // dst[b·len + t, g·d + c] = Σ_{h in group g} src[b·heads + h, t, c] (=): the inverse of
 // attention_pack, summing the gradients of the heads that shared a source head.
-__device__ void attention_unpack(float* dst, const float* src, int batch, int len, int heads, int group, int d) {
+template <typename D>
+__device__ void attention_unpack(D* dst, const float* src, int batch, int len, int heads, int group, int d) {
     const int groups = heads / group;
     const long long n = (long long)batch * len * groups * d;
     FRUGAL_GRID_STRIDE(idx, n) {
@@ -42,7 +44,7 @@ __device__ void attention_unpack(float* dst, const float* src, int batch, int le
         const int t = bt % len, b = bt / len;
         float sum = 0.f;
         for (int j = 0; j < group; j++) sum += src[(((long long)b * heads + g * group + j) * len + t) * d + c];
-        dst[idx] = sum;
+        dst[idx] = from_float<D>(sum);
     }
 }
 
@@ -96,11 +98,16 @@ __device__ void attention_softmax_backward(T* probabilities, T* d_scores, const 
     }
 }
 
+// attention_pack_<source>_to_<packed>
+#define ATTENTION_PACK(ss, S, sd, D)                                                                                  \
+    extern "C" __global__ void attention_pack_##ss##_to_##sd(D* dst, const S* src, int batch, int len, int heads,      \
+                                                              int group, int d) {                                     \
+        attention_pack<S, D>(dst, src, batch, len, heads, group, d);                                                  \
+    }
+FRUGAL_DTYPE_PAIRS(ATTENTION_PACK)
+
+// attention_softmax_<probabilities>, attention_softmax_backward_<probabilities>, attention_unpack_<destination>
 #define ATTENTION_GEMM(suffix, T)                                                                                   \
-    extern "C" __global__ void attention_pack_##suffix(T* dst, const float* src, int batch, int len, int heads,      \
-                                                        int group, int d) {                                         \
-        attention_pack<float, T>(dst, src, batch, len, heads, group, d);                                            \
-    }                                                                                                               \
     extern "C" __global__ void __launch_bounds__(256) attention_softmax_##suffix(                                   \
         T* probabilities, float* lse, const float* scores, const int* segments, int pairs, int first, int heads,    \
         int lq, int lk, int q_offset) {                                                                             \
@@ -111,10 +118,9 @@ __device__ void attention_softmax_backward(T* probabilities, T* d_scores, const 
         const float* delta, const int* segments, int pairs, int first, int heads, int lq, int lk, int q_offset) {   \
         attention_softmax_backward<T>(probabilities, d_scores, scores, d_probabilities, lse, delta, segments, pairs, \
                                       first, heads, lq, lk, q_offset);                                              \
+    }                                                                                                               \
+    extern "C" __global__ void attention_unpack_##suffix(T* dst, const float* src, int batch, int len, int heads,    \
+                                                          int group, int d) {                                       \
+        attention_unpack<T>(dst, src, batch, len, heads, group, d);                                                 \
     }
-ATTENTION_GEMM(f32, float)
-ATTENTION_GEMM(bf16, __nv_bfloat16)
-
-extern "C" __global__ void attention_unpack_f32(float* dst, const float* src, int batch, int len, int heads, int group, int d) {
-    attention_unpack(dst, src, batch, len, heads, group, d);
-}
+FRUGAL_DTYPES(ATTENTION_GEMM)

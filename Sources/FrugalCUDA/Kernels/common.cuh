@@ -2,7 +2,8 @@
 //
 // Conventions of every kernel file:
 // - one op per file, forward beside backward; `extern "C"` entry points with stable names,
-//   suffixed by the storage dtype (`_f32`, `_f16`, `_bf16`) where the op reads 16-bit storage;
+//   suffixed by the storage dtype (`_f32`, `_f16`, `_bf16`) where the op reads 16-bit storage,
+//   the activations' before the weights' where both vary (`rmsnorm_forward_bf16_f32`);
 // - arguments in llm.c's order: outputs, saved statistics, inputs, then dimensions and scalars;
 // - storage may be 16-bit, arithmetic and accumulation are f32 (sums of many terms in double);
 // - each kernel says which outputs it overwrites (=) and which it accumulates into (+=).
@@ -21,6 +22,13 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(f
 
 // Instantiates a macro once per storage dtype: X(suffix, type).
 #define FRUGAL_DTYPES(X) X(f32, float) X(f16, __half) X(bf16, __nv_bfloat16)
+// Instantiates a macro once per pair of storage dtypes (an activation's and a weight's, a
+// source's and a destination's): X(suffix_a, type_a, suffix_b, type_b).
+#define FRUGAL_DTYPE_PAIRS(X)                                                                           \
+    X(f32, float, f32, float) X(f32, float, f16, __half) X(f32, float, bf16, __nv_bfloat16)            \
+    X(f16, __half, f32, float) X(f16, __half, f16, __half) X(f16, __half, bf16, __nv_bfloat16)         \
+    X(bf16, __nv_bfloat16, f32, float) X(bf16, __nv_bfloat16, f16, __half)                             \
+    X(bf16, __nv_bfloat16, bf16, __nv_bfloat16)
 
 // +∞ without <cmath>.
 #define FRUGAL_INFINITY __int_as_float(0x7f800000)

@@ -14,9 +14,12 @@
     /* x *= s (in place) */                                                                                   \
     extern "C" __global__ void scale_##suffix(T* x, float s, long long n) {                                   \
         FRUGAL_GRID_STRIDE(i, n) x[i] = from_float<T>(to_float(x[i]) * s);                                    \
-    }                                                                                                          \
-    /* out[r, c] += vector[c] for every row (+=; the bias of a linear layer) */                               \
-    extern "C" __global__ void add_row_vector_##suffix(float* out, const T* vector, long long rows, int n) {   \
-        FRUGAL_GRID_STRIDE(i, rows * n) out[i] += to_float(vector[i % n]);                                     \
     }
 FRUGAL_DTYPES(ELEMENTWISE)
+
+// out[r, c] += vector[c] for every row (+=; the bias of a linear layer): add_row_vector_<out>_<vector>
+#define ADD_ROW_VECTOR(so, O, sv, V)                                                                           \
+    extern "C" __global__ void add_row_vector_##so##_##sv(O* out, const V* vector, long long rows, int n) {    \
+        FRUGAL_GRID_STRIDE(i, rows * n) out[i] = from_float<O>(to_float(out[i]) + to_float(vector[i % n]));    \
+    }
+FRUGAL_DTYPE_PAIRS(ADD_ROW_VECTOR)
