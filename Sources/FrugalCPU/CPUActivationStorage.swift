@@ -66,15 +66,16 @@ extension CPUBackend {
     /// is read whole before it is written, so outputs may alias inputs as the kernel allows.
     func elementwise(_ count: Int, outputs: [Tensor], inputs: [Tensor],
                      _ kernel: (Int, [UnsafeMutablePointer<Float>], [UnsafePointer<Float>]) -> Void) {
-        precondition((outputs + inputs).allSatisfy { $0.count == count }, "elementwise: \((outputs + inputs).map(\.shape)) for \(count) values")
-        if (outputs + inputs).allSatisfy({ $0.dtype == .f32 }) {
+        let tensors = outputs + inputs
+        precondition(tensors.allSatisfy { $0.count == count }, "elementwise: \(tensors.map(\.shape)) for \(count) values")
+        if tensors.allSatisfy({ $0.dtype == .f32 }) {
             let outs = outputs.map { $0.floats.baseAddress! }, ins = inputs.map { UnsafePointer($0.floats.baseAddress!) }
             parallelChunks(count, minimumChunk: 4096) { range in
                 kernel(range.count, outs.map { $0 + range.lowerBound }, ins.map { $0 + range.lowerBound })
             }
             return
         }
-        for t in outputs + inputs { Self.checkActivation(t, "elementwise") }
+        for t in tensors { Self.checkActivation(t, "elementwise") }
         let block = Self.elementwiseBlock
         parallelChunks(count, minimumChunk: 4096) { range in
             withUnsafeTemporaryAllocation(of: Float.self, capacity: (inputs.count + outputs.count) * block) { scratch in
