@@ -9,19 +9,20 @@ extension CPUBackend {
 
     public func add(_ out: Tensor, _ a: Tensor, _ b: Tensor) {
         profile.measure("add") {
-            precondition(a.count == b.count && out.count == a.count, "add: \(a.shape) + \(b.shape) -> \(out.shape)")
-            let y = out.floats.baseAddress!, xa = a.floats.baseAddress!, xb = b.floats.baseAddress!
-            parallelChunks(out.count, minimumChunk: 4096) { range in
-                for i in range { y[i] = xa[i] + xb[i] }
+            precondition(a.count == b.count && out.count == a.count && a.dtype == out.dtype && b.dtype == out.dtype,
+                         "add: \(a.shape) \(a.dtype) + \(b.shape) \(b.dtype) -> \(out.shape) \(out.dtype)")
+            elementwise(out.count, outputs: [out], inputs: [a, b]) { n, outs, ins in
+                let y = outs[0], xa = ins[0], xb = ins[1]
+                for i in 0..<n { y[i] = xa[i] + xb[i] }
             }
         }
     }
 
     public func scale(_ x: Tensor, by s: Float) {
         profile.measure("scale") {
-            let xs = x.floats.baseAddress!
-            parallelChunks(x.count, minimumChunk: 4096) { range in
-                for i in range { xs[i] *= s }
+            elementwise(x.count, outputs: [x], inputs: [x]) { n, outs, ins in
+                let y = outs[0], xs = ins[0]
+                for i in 0..<n { y[i] = xs[i] * s }
             }
         }
     }
@@ -30,16 +31,18 @@ extension CPUBackend {
 
     public func activate(_ out: Tensor, _ x: Tensor, _ activation: Activation) {
         profile.measure("activate") {
-            let y = out.floats.baseAddress!, xs = x.floats.baseAddress!
-            parallelChunks(out.count, minimumChunk: 4096) { range in
-                var i = range.lowerBound
+            precondition(out.count == x.count && out.dtype == x.dtype,
+                         "activate: \(x.shape) \(x.dtype) -> \(out.shape) \(out.dtype)")
+            elementwise(out.count, outputs: [out], inputs: [x]) { n, outs, ins in
+                let y = outs[0], xs = ins[0]
+                var i = 0
                 if activation == .silu {
-                    while i + 8 <= range.upperBound {
+                    while i + 8 <= n {
                         VectorMath.store(VectorMath.silu(VectorMath.load(xs, i)), y, i)
                         i += 8
                     }
                 }
-                while i < range.upperBound {
+                while i < n {
                     y[i] = Self.apply(activation, xs[i])
                     i += 1
                 }
@@ -47,21 +50,22 @@ extension CPUBackend {
         }
     }
 
-    /// `dx = dy · act'(x)` (=; dx may alias dy).
+    /// `dx = dy · act'(x)` (=; dx may alias dy): dx and dy f32, x in the activation dtype.
     public func activateBackward(dx: Tensor, dy: Tensor, x: Tensor, _ activation: Activation) {
         profile.measure("activateBackward") {
-            precondition(dx.count == x.count && dy.count == x.count, "activateBackward: dx \(dx.shape), dy \(dy.shape), x \(x.shape)")
-            let d = dx.floats.baseAddress!, g = dy.floats.baseAddress!, xs = x.floats.baseAddress!
-            parallelChunks(x.count, minimumChunk: 4096) { range in
-                var i = range.lowerBound
+            precondition(dx.count == x.count && dy.count == x.count && dx.dtype == .f32 && dy.dtype == .f32,
+                         "activateBackward: dx \(dx.shape) \(dx.dtype), dy \(dy.shape) \(dy.dtype), x \(x.shape)")
+            elementwise(x.count, outputs: [dx], inputs: [dy, x]) { n, outs, ins in
+                let d = outs[0], g = ins[0], xs = ins[1]
+                var i = 0
                 if activation == .silu {
-                    while i + 8 <= range.upperBound {
+                    while i + 8 <= n {
                         let v = VectorMath.load(xs, i), s = VectorMath.sigmoid(v)
                         VectorMath.store(VectorMath.load(g, i) * (s * (1 + v * (1 - s))), d, i)
                         i += 8
                     }
                 }
-                while i < range.upperBound {
+                while i < n {
                     d[i] = g[i] * Self.derivative(activation, xs[i])
                     i += 1
                 }
@@ -73,16 +77,18 @@ extension CPUBackend {
 
     public func gated(_ out: Tensor, gate: Tensor, up: Tensor, _ activation: Activation) {
         profile.measure("gated") {
-            let y = out.floats.baseAddress!, g = gate.floats.baseAddress!, u = up.floats.baseAddress!
-            parallelChunks(out.count, minimumChunk: 4096) { range in
-                var i = range.lowerBound
+            precondition(gate.count == out.count && up.count == out.count && gate.dtype == out.dtype && up.dtype == out.dtype,
+                         "gated: gate \(gate.shape) \(gate.dtype), up \(up.shape) \(up.dtype) -> \(out.shape) \(out.dtype)")
+            elementwise(out.count, outputs: [out], inputs: [gate, up]) { n, outs, ins in
+                let y = outs[0], g = ins[0], u = ins[1]
+                var i = 0
                 if activation == .silu {
-                    while i + 8 <= range.upperBound {
+                    while i + 8 <= n {
                         VectorMath.store(VectorMath.silu(VectorMath.load(g, i)) * VectorMath.load(u, i), y, i)
                         i += 8
                     }
                 }
-                while i < range.upperBound {
+                while i < n {
                     y[i] = Self.apply(activation, g[i]) * u[i]
                     i += 1
                 }
@@ -90,19 +96,20 @@ extension CPUBackend {
         }
     }
 
-    /// Gradients of `gated` (=): `dGate = dy·up·act'(gate)`, `dUp = dy·act(gate)`.
+    /// Gradients of `gated` (=): `dGate = dy·up·act'(gate)`, `dUp = dy·act(gate)`; gate and up
+    /// in the activation dtype, the rest f32.
     /// Each element is read before it is written, so the outputs may alias the inputs.
     public func gatedBackward(dGate: Tensor, dUp: Tensor, dy: Tensor, gate: Tensor, up: Tensor, _ activation: Activation) {
         profile.measure("gatedBackward") {
-            precondition(dGate.count == gate.count && dUp.count == gate.count && dy.count == gate.count && up.count == gate.count,
-                         "gatedBackward: dGate \(dGate.shape), dUp \(dUp.shape), dy \(dy.shape), gate \(gate.shape), up \(up.shape)")
-            let dg = dGate.floats.baseAddress!, du = dUp.floats.baseAddress!, gy = dy.floats.baseAddress!
-            let g = gate.floats.baseAddress!, u = up.floats.baseAddress!
-            parallelChunks(gate.count, minimumChunk: 4096) { range in
-                var i = range.lowerBound
+            precondition(dGate.count == gate.count && dUp.count == gate.count && dy.count == gate.count && up.count == gate.count
+                         && dGate.dtype == .f32 && dUp.dtype == .f32 && dy.dtype == .f32 && up.dtype == gate.dtype,
+                         "gatedBackward: dGate \(dGate.shape), dUp \(dUp.shape), dy \(dy.shape), gate \(gate.shape) \(gate.dtype), up \(up.shape) \(up.dtype)")
+            elementwise(gate.count, outputs: [dGate, dUp], inputs: [dy, gate, up]) { n, outs, ins in
+                let dg = outs[0], du = outs[1], gy = ins[0], g = ins[1], u = ins[2]
+                var i = 0
                 if activation == .silu {
                     // σ = sigmoid(gate): silu = gate·σ, silu' = σ·(1 + gate·(1 − σ)).
-                    while i + 8 <= range.upperBound {
+                    while i + 8 <= n {
                         let dyi = VectorMath.load(gy, i), gi = VectorMath.load(g, i), ui = VectorMath.load(u, i)
                         let s = VectorMath.sigmoid(gi)
                         VectorMath.store(dyi * ui * (s * (1 + gi * (1 - s))), dg, i)
@@ -110,7 +117,7 @@ extension CPUBackend {
                         i += 8
                     }
                 }
-                while i < range.upperBound {
+                while i < n {
                     let dyi = gy[i], gi = g[i], ui = u[i]
                     dg[i] = dyi * ui * Self.derivative(activation, gi)
                     du[i] = dyi * Self.apply(activation, gi)

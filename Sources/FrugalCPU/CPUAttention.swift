@@ -14,7 +14,8 @@ extension CPUBackend {
     /// For each (sequence, head, block of queries): `S = scale·Q·Kᵀ` over the keys the block's
     /// last query may see (one GEMM), `P = softmax(S)` row by row under the causal and segment
     /// masks, `out = P·V` (one GEMM). `logSumExp` is left alone: the backward recomputes `P`
-    /// (`usesAttentionStatistics` is false).
+    /// (`usesAttentionStatistics` is false). 16-bit q, k and v are widened into workspace, and
+    /// the f32 output is rounded into a 16-bit `out`.
     public func attention(_ out: Tensor, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout, logSumExp: Tensor?) {
         profile.measure("attention") {
             let l = layout, d = l.headDim, group = l.heads / l.kvHeads
@@ -22,6 +23,12 @@ extension CPUBackend {
             precondition(q.count == l.batch * l.queryLength * qStride && out.count == q.count
                          && k.count >= l.batch * l.keyLength * kStride && v.count >= l.batch * l.keyLength * kStride,
                          "attention: shapes do not match the layout")
+            if q.dtype != .f32 || k.dtype != .f32 || v.dtype != .f32 || out.dtype != .f32 {
+                precondition(k.dtype == q.dtype && v.dtype == q.dtype && out.dtype == q.dtype,
+                             "attention: q \(q.dtype), k \(k.dtype), v \(v.dtype), out \(out.dtype)")
+                let (q, k, v) = (widened(q), widened(k), widened(v))
+                return withFloatOutput(out, reading: false) { attention($0, q: q, k: k, v: v, layout: l, logSumExp: logSumExp) }
+            }
             let qs = q.floats.baseAddress!, ks = k.floats.baseAddress!, vs = v.floats.baseAddress!
             let y = out.floats.baseAddress!
             if l.queryLength == 1 {
@@ -97,6 +104,7 @@ extension CPUBackend {
     /// `S = scale·Q·Kᵀ`, `P = softmax(S)`, `dP = dOut·Vᵀ`, `D_i = Σ_j P_ij·dP_ij`,
     /// `dS = P ∘ (dP − D)`, then `dQ = scale·dS·K` (=), `dK += scale·dSᵀ·Q`, `dV += Pᵀ·dOut`.
     /// The forward's `out` and `logSumExp` are not needed: `P` is recomputed a block at a time.
+    /// 16-bit q, k and v are widened into workspace first.
     public func attentionBackward(dq: Tensor, dk: Tensor, dv: Tensor, dOut: Tensor, q: Tensor, k: Tensor, v: Tensor,
                                   layout: AttentionLayout, out: Tensor?, logSumExp: Tensor?) {
         profile.measure("attentionBackward") {
@@ -105,6 +113,9 @@ extension CPUBackend {
             precondition(q.count == l.batch * l.queryLength * qStride && dq.count == q.count && dOut.count == q.count
                          && k.count == l.batch * l.keyLength * kStride && dk.count == k.count && v.count == k.count
                          && dv.count == k.count, "attentionBackward: shapes do not match the layout")
+            precondition(k.dtype == q.dtype && v.dtype == q.dtype, "attentionBackward: q \(q.dtype), k \(k.dtype), v \(v.dtype)")
+            let (q, k, v) = (widened(q), widened(k), widened(v))
+            defer { withExtendedLifetime((q, k, v)) {} }
             let qs = q.floats.baseAddress!, ks = k.floats.baseAddress!, vs = v.floats.baseAddress!
             let gOut = dOut.floats.baseAddress!, gq = dq.floats.baseAddress!
             let gk = dk.floats.baseAddress!, gv = dv.floats.baseAddress!

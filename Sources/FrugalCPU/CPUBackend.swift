@@ -1,7 +1,8 @@
 // CPUBackend: the reference backend — OpenBLAS GEMM and multi-threaded Swift loops.
 // The class, its memory and `copy` live here; each op lives in its own file (CPULinear.swift,
 // CPUEmbedding.swift, CPUNorms.swift, CPURope.swift, CPUAttention.swift, CPUActivations.swift,
-// CPUCrossEntropy.swift, CPUOptimizer.swift), forward beside backward.
+// CPUCrossEntropy.swift, CPUOptimizer.swift), forward beside backward; CPUActivationStorage.swift
+// widens and rounds 16-bit activations for them.
 import Foundation
 import FrugalCore
 
@@ -9,7 +10,8 @@ import FrugalCore
 ///
 /// GEMMs go to BLAS (loaded at run time); packed or 16-bit weights are widened a tile of rows
 /// at a time into workspace, never a whole layer. Everything else is plain Swift over
-/// unsafe buffers, split across cores.
+/// unsafe buffers, split across cores. Arithmetic is f32: 16-bit activations are widened by
+/// row or block where an op works so, else whole into workspace, and results rounded back.
 public final class CPUBackend: TrainingBackend, @unchecked Sendable {
     public let device = DeviceKind.cpu
     /// The attention backward recomputes the probabilities: no statistics kept.
@@ -128,6 +130,9 @@ public final class CPUBackend: TrainingBackend, @unchecked Sendable {
             if dst.dtype == src.dtype, let offset = dst.dtype.byteCount(elements: dstOffset) {
                 (dst.rawPointer + offset).copyMemory(from: src.rawPointer, byteCount: src.byteCount)
                 return
+            }
+            if (dst.dtype == .f16 || dst.dtype == .bf16) && src.dtype == .f32 {
+                return narrow(src, into: dst, at: dstOffset)
             }
             precondition(dst.dtype == .f32, "copy into \(dst.dtype) from \(src.dtype)")
             BlockQuantization.dequantize(src.dtype, src.rawPointer, dst.floats.baseAddress! + dstOffset, count: src.count)

@@ -14,6 +14,11 @@ extension CPUBackend {
         let rows = x.shape.rows, inputs = x.shape.last, outputs = weight.shape.rows
         precondition(weight.shape.last == inputs && out.shape.rows == rows && out.shape.last == outputs,
                      "linear: x \(x.shape), weight \(weight.shape), out \(out.shape)")
+        if x.dtype != .f32 || out.dtype != .f32 {  // 16-bit activations: the f32 product, rounded into out
+            precondition(x.dtype == out.dtype, "linear: x \(x.dtype), out \(out.dtype)")
+            let wide = widened(x)
+            return withFloatOutput(out, reading: accumulate) { linear($0, wide, weight, bias: bias, accumulate: accumulate) }
+        }
         if accumulate && weight.dtype != .f32 {  // packed weights write (=): add a product made aside
             let product = empty(out.shape, .f32, .workspace)
             linear(product, x, weight, bias: bias, accumulate: false)
@@ -38,7 +43,8 @@ extension CPUBackend {
     /// Gradients of `linear`: `dx = dy·W` (= or +=), `dWeight += dyᵀ·x` (+=), `dBias += Σ_rows dy` (+=).
     ///
     /// `dx` takes one GEMM per weight tile (packed and 16-bit weights are widened as the
-    /// forward widens them); `dWeight` is one GEMM with beta 1.
+    /// forward widens them); `dWeight` is one GEMM with beta 1, over `x` widened to f32 when it
+    /// is 16-bit.
     public func linearBackward(dx: Tensor?, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor,
                                accumulate: Bool) {
         profile.measure("linearBackward") {
@@ -59,9 +65,11 @@ extension CPUBackend {
             if let dWeight {
                 precondition(dWeight.dtype == .f32 && dWeight.count == outputs * inputs,
                              "linearBackward: dWeight \(dWeight.shape) \(dWeight.dtype) for weight \(weight.shape)")
-                blas.sgemm(transposeA: true, transposeB: false, m: outputs, n: inputs, k: rows, alpha: 1,
-                           a: g, lda: outputs, b: x.floats.baseAddress!, ldb: inputs, beta: 1,
-                           c: dWeight.floats.baseAddress!, ldc: inputs)
+                withExtendedLifetime(widened(x)) { xs in
+                    blas.sgemm(transposeA: true, transposeB: false, m: outputs, n: inputs, k: rows, alpha: 1,
+                               a: g, lda: outputs, b: xs.floats.baseAddress!, ldb: inputs, beta: 1,
+                               c: dWeight.floats.baseAddress!, ldc: inputs)
+                }
             }
             if let dBias {
                 precondition(dBias.count == outputs, "linearBackward: dBias \(dBias.shape) for \(outputs) outputs")

@@ -4,10 +4,11 @@ import FrugalCore
 extension CPUBackend {
     public func multiply(_ out: Tensor, _ a: Tensor, _ b: Tensor) {
         profile.measure("multiply") {
-            precondition(a.count == b.count && out.count == a.count, "multiply: \(a.shape) · \(b.shape) -> \(out.shape)")
-            let y = out.floats.baseAddress!, xa = a.floats.baseAddress!, xb = b.floats.baseAddress!
-            parallelChunks(out.count, minimumChunk: 4096) { range in
-                for i in range { y[i] = xa[i] * xb[i] }
+            precondition(a.count == b.count && out.count == a.count && a.dtype == out.dtype && b.dtype == out.dtype,
+                         "multiply: \(a.shape) \(a.dtype) · \(b.shape) \(b.dtype) -> \(out.shape) \(out.dtype)")
+            elementwise(out.count, outputs: [out], inputs: [a, b]) { n, outs, ins in
+                let y = outs[0], xa = ins[0], xb = ins[1]
+                for i in 0..<n { y[i] = xa[i] * xb[i] }
             }
         }
     }

@@ -20,11 +20,37 @@ extension CPUBackend {
 
     /// Calls `body(h, out)` for every row, in parallel: `h` is the row of `x`, or of `x + residual`
     /// (written to `sum`'s row, or to a scratch row when `sum` is nil); `out` is the row of `out`.
+    /// With 16-bit tensors, `h` and `out` are f32 scratch rows: `x` and `residual` widened, `h`
+    /// and `out` rounded into `sum` and `out`.
     private func forEachRow(_ out: Tensor, sum: Tensor?, _ x: Tensor, residual: Tensor?,
                             _ body: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) {
         let n = x.shape.last
         precondition(out.count == x.count && (residual?.count ?? x.count) == x.count && (sum?.count ?? x.count) == x.count,
                      "norm: x \(x.shape), out \(out.shape), residual \(residual?.shape.description ?? "none"), sum \(sum?.shape.description ?? "none")")
+        precondition(out.dtype == x.dtype && (residual?.dtype ?? x.dtype) == x.dtype && (sum?.dtype ?? x.dtype) == x.dtype,
+                     "norm: x \(x.dtype), out \(out.dtype), residual \(residual?.dtype.rawValue ?? "none"), sum \(sum?.dtype.rawValue ?? "none")")
+        if x.dtype != .f32 {
+            Self.checkActivation(x, "norm")
+            let dtype = x.dtype, rowBytes = 2 * n
+            let xs = UnsafeRawPointer(x.rawPointer), y = out.rawPointer
+            let rs = residual.map { UnsafeRawPointer($0.rawPointer) }, sums = sum?.rawPointer
+            parallelChunks(x.shape.rows, minimumChunk: Self.rowsPerChunk(n)) { range in
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * n) { scratch in
+                    let h = scratch.baseAddress!, o = h + n
+                    for r in range {
+                        BlockQuantization.dequantize(dtype, xs + r * rowBytes, h, count: n)
+                        if let rs {
+                            BlockQuantization.dequantize(dtype, rs + r * rowBytes, o, count: n)
+                            for j in 0..<n { h[j] += o[j] }
+                        }
+                        if let sums { Self.narrow(h, sums + r * rowBytes, dtype, count: n) }
+                        body(h, o)
+                        Self.narrow(o, y + r * rowBytes, dtype, count: n)
+                    }
+                }
+            }
+            return
+        }
         let xs = x.floats.baseAddress!, y = out.floats.baseAddress!
         let rs = residual?.floats.baseAddress, sums = sum?.floats.baseAddress
         parallelChunks(x.shape.rows, minimumChunk: Self.rowsPerChunk(n)) { range in
@@ -42,7 +68,8 @@ extension CPUBackend {
         }
     }
 
-    /// Gradients of `rmsNorm`: `dx` (=, may alias dy) and `dWeight` (+=).
+    /// Gradients of `rmsNorm`: `dx` (=, may alias dy) and `dWeight` (+=); a 16-bit `x` is widened
+    /// into workspace first.
     ///
     /// With `s = 1/rms(x)` and `w' = w + weightOffset`:
     /// `dx_j = s·dy_j·w'_j − s³/n · x_j · Σ_k dy_k·w'_k·x_k`, `dWeight_j += Σ_rows dy_j·x_j·s`.
@@ -52,7 +79,9 @@ extension CPUBackend {
             let n = x.shape.last, rows = x.shape.rows
             precondition(dx.count == x.count && dy.count == x.count && weight.count == n,
                          "rmsNormBackward: x \(x.shape), dx \(dx.shape), dy \(dy.shape), weight \(weight.shape)")
-            let xs = x.floats.baseAddress!, g = dy.floats.baseAddress!, d = dx.floats.baseAddress!
+            let wide = widened(x)
+            defer { withExtendedLifetime(wide) {} }
+            let xs = wide.floats.baseAddress!, g = dy.floats.baseAddress!, d = dx.floats.baseAddress!
             // (rows) the saved statistic: 1/rms per row
             var inverses = [Float](repeating: 0, count: rows)
             inverses.withUnsafeMutableBufferPointer { inverses in
@@ -111,7 +140,8 @@ extension CPUBackend {
         }
     }
 
-    /// Gradients of `layerNorm`: `dx` (=, may alias dy), `dWeight` and `dBias` (+=).
+    /// Gradients of `layerNorm`: `dx` (=, may alias dy), `dWeight` and `dBias` (+=); a 16-bit `x`
+    /// is widened into workspace first.
     ///
     /// With `x̂ = (x − μ)·s` and `g = dy·w`: `dx = s·(g − mean(g) − x̂·mean(g·x̂))`,
     /// `dWeight += Σ_rows dy·x̂`, `dBias += Σ_rows dy`.
@@ -121,7 +151,9 @@ extension CPUBackend {
             let n = x.shape.last, rows = x.shape.rows
             precondition(dx.count == x.count && dy.count == x.count && weight.count == n,
                          "layerNormBackward: x \(x.shape), dx \(dx.shape), dy \(dy.shape), weight \(weight.shape)")
-            let xs = x.floats.baseAddress!, g = dy.floats.baseAddress!, d = dx.floats.baseAddress!
+            let wide = widened(x)
+            defer { withExtendedLifetime(wide) {} }
+            let xs = wide.floats.baseAddress!, g = dy.floats.baseAddress!, d = dx.floats.baseAddress!
             // (rows) the saved statistics: mean and 1/std per row
             var means = [Float](repeating: 0, count: rows), inverses = [Float](repeating: 0, count: rows)
             means.withUnsafeMutableBufferPointer { means in
