@@ -21,7 +21,7 @@ extension CPUBackend {
     /// Calls `body(h, out)` for every row, in parallel: `h` is the row of `x`, or of `x + residual`
     /// (written to `sum`'s row, or to a scratch row when `sum` is nil); `out` is the row of `out`.
     /// With 16-bit tensors, `h` and `out` are f32 scratch rows: `x` and `residual` widened, `h`
-    /// and `out` rounded into `sum` and `out`.
+    /// rounded to their dtype (as `sum` stores it) before the norm, `out` rounded into `out`.
     private func forEachRow(_ out: Tensor, sum: Tensor?, _ x: Tensor, residual: Tensor?,
                             _ body: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) {
         let n = x.shape.last
@@ -40,8 +40,9 @@ extension CPUBackend {
                     for r in range {
                         BlockQuantization.dequantize(dtype, xs + r * rowBytes, h, count: n)
                         if let rs {
+                            // The sum as stored: what backward differentiates.
                             BlockQuantization.dequantize(dtype, rs + r * rowBytes, o, count: n)
-                            for j in 0..<n { h[j] += o[j] }
+                            for j in 0..<n { h[j] = HalfPrecision.round(h[j] + o[j], to: dtype) }
                         }
                         if let sums { Self.narrow(h, sums + r * rowBytes, dtype, count: n) }
                         body(h, o)

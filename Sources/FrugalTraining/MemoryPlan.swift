@@ -270,7 +270,8 @@ public struct MemoryPlan: Sendable, Equatable {
     /// bits under a 16-bit policy or with 16-bit activations, else f32), a chunk of scores of at most 256 MiB, the f32 packed
     /// gradients of q, k and v, and one value per query row. CPU: at the loss, 128 rows of logits (and a packed head's tiles,
     /// widened to f32 by each worker); in backward, each worker's block of 64 query rows of
-    /// probabilities and their gradient, or a packed weight's widened tiles.
+    /// probabilities and their gradient, or a packed weight's widened tiles, with 16-bit activations
+    /// widened to f32 beside them.
     static func workspace(_ p: Configuration, rows: Int) -> (loss: Int, backward: Int) {
         let c = p.model, vocabulary = c.vocabSize, width = c.wordEmbedProjDim ?? c.hiddenSize, length = p.sequenceLength
         // A packed or 16-bit base (head included), or only its block projections quantized on load.
@@ -293,8 +294,13 @@ public struct MemoryPlan: Sendable, Equatable {
             // Up to 256 rows of a packed weight per worker, widened to f32.
             let headTileRows = packedBase ? workers * 256 : 0, tileRows = packedProjections ? workers * 256 : 0
             let attention = 4 * min(workers, p.microBatch * c.kvHeads) * 2 * min(length, 64) * length
+            // 16-bit activations are widened to f32 where BLAS reads them: attention's q, k, v and
+            // output, a projection's input and output.
+            let sixteen = p.activationDType != .f32
+            let widenedAttention = sixteen ? 4 * rows * 2 * (c.heads + c.kvHeads) * c.headDim : 0
+            let widenedProjection = sixteen ? 4 * rows * (c.hiddenSize + c.intermediateSize) : 0
             return (4 * min(rows, 128) * vocabulary + 4 * headTileRows * width,
-                    max(attention, 4 * tileRows * max(width, c.intermediateSize)))
+                    max(attention + widenedAttention, 4 * tileRows * max(width, c.intermediateSize) + widenedProjection))
         }
     }
 

@@ -60,10 +60,12 @@ final class GPUCheckHarnessTests: XCTestCase {
     func testEveryCheckRunsAndPassesCPUAgainstCPU() {
         var checker = GPUChecker(gpu: CPUBackend(), cpu: CPUBackend(), report: { _ in })
         checker.run()
+        checker.checkActivationDtypes()
         XCTAssertGreaterThan(checker.results.count, 50)
         for result in checker.results {
             XCTAssertTrue(result.passed && result.maxError == 0, "\(result)")
         }
         XCTAssertTrue(checker.results.contains { $0.name.hasPrefix("attention backward") })
+        XCTAssertTrue(checker.results.contains { $0.name.hasPrefix("rmsNorm bf16 activations") })
     }
 }

@@ -44,25 +44,24 @@ final class ActivationStorageTests: XCTestCase {
     }
 
     /// 16-bit storage rounds each saved activation once (relative 2⁻⁹ for bf16, 2⁻¹² for f16):
-    /// the loss and the gradients stay within a few of those roundings of the f32 run, and differ
-    /// from it (the activations really were stored in 16 bits).
+    /// the loss and every gradient tensor stay within a few tens of those roundings of the f32
+    /// run (norm-wise: a ReLU's kink or a cancellation can flip single values), and differ from
+    /// it (the activations really were stored in 16 bits). Measured worst: bf16 2.9% (OPT),
+    /// f16 0.27% (Llama 3).
     func testSixteenBitGradientsTrackF32() throws {
         for name in ["llama3", "gemma", "opt", "qwen2", "gpt2"] {
             let (decoder, parameters, batch) = try model(name)
             let (loss, exact) = pass(decoder, parameters, batch, activations: .f32)
-            for (dtype, tolerance) in [(DType.bf16, Float(3e-2)), (.f16, 5e-3)] {
+            for (dtype, tolerance) in [(DType.bf16, Float(5e-2)), (.f16, 6e-3)] {
                 let (rounded, gradients) = pass(decoder, parameters, batch, activations: dtype)
-                XCTAssertEqual(rounded, loss, accuracy: Double(tolerance) * 0.2 * loss, "\(name) \(dtype) loss")
-                var worst: Float = 0, largest: Float = 0, differs = false
-                for (a, b) in zip(gradients, exact) {
-                    for (x, y) in zip(a, b) {
-                        worst = max(worst, abs(x - y)); largest = max(largest, abs(y))
-                        differs = differs || x != y
-                    }
+                XCTAssertEqual(rounded, loss, accuracy: 1e-3 * loss, "\(name) \(dtype) loss")
+                XCTAssertNotEqual(gradients, exact, "\(name) \(dtype): the gradients equal f32's bit for bit")
+                for (p, (a, b)) in zip(parameters.parameters, zip(gradients, exact)) {
+                    let error = zip(a, b).reduce(Float(0)) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) }.squareRoot()
+                    let norm = b.reduce(Float(0)) { $0 + $1 * $1 }.squareRoot()
+                    XCTAssertGreaterThan(norm, 0, "\(name): '\(p.name)' has no gradient")
+                    XCTAssertLessThanOrEqual(error, tolerance * norm, "\(name) \(dtype) '\(p.name)': |Δ| \(error) of |g| \(norm)")
                 }
-                XCTAssertGreaterThan(largest, 0, "\(name): all gradients are zero")
-                XCTAssertLessThanOrEqual(worst, tolerance * largest, "\(name) \(dtype): max |Δgradient| \(worst) of max \(largest)")
-                XCTAssertTrue(differs, "\(name) \(dtype): the gradients equal f32's bit for bit; nothing was stored in 16 bits")
             }
         }
     }

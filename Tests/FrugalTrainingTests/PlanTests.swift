@@ -133,6 +133,12 @@ final class PlanTests: XCTestCase {
         plan.activations = .f16
         plan.offloadActivations = true
         try checkAgainstLedger(plan, "full fp32, f16 activations, batch 2 × 64, checkpointing, inputs offloaded")
+        // A vocabulary of 512: the logits' chunk no longer hides the f32 copies of 16-bit
+        // activations that the CPU's GEMMs read.
+        plan = cpu(qkv, checkpointing: false)
+        plan.model.vocabSize = 512
+        plan.activations = .bf16
+        try checkAgainstLedger(plan, "LoRA q,k,v r16 fp32, bf16 activations, vocabulary 512, batch 2 × 64")
     }
 
     /// A base quantized on load: under nf4 only the MLP's down projection (inputs 1536) has rows of
