@@ -290,26 +290,34 @@ struct GPUChecker {
         }
     }
 
+    /// The attention layouts every attention check runs: GQA, MHA, MQA, packed segments with
+    /// padding, KV-cache offsets, head sizes 32 to 256.
+    static let attentionLayouts: [(String, AttentionLayout)] = [
+        ("causal, GQA 4/2, d 64", AttentionLayout(batch: 2, queryLength: 37, keyLength: 37, queryOffset: 0, heads: 4, kvHeads: 2,
+                                                  headDim: 64, scale: 0.125)),
+        ("causal, MHA, d 128, 70 tokens", AttentionLayout(batch: 1, queryLength: 70, keyLength: 70, queryOffset: 0, heads: 2,
+                                                          kvHeads: 2, headDim: 128, scale: 1 / Float(128).squareRoot())),
+        ("packed segments and padding, GQA 6/2, d 32",
+         AttentionLayout(batch: 2, queryLength: 40, keyLength: 40, queryOffset: 0, heads: 6, kvHeads: 2, headDim: 32,
+                         scale: 1 / Float(32).squareRoot(),
+                         segments: (0..<80).map { i in let t = i % 40; return t < 15 ? 0 : t < 33 ? 1 : -1 })),
+        ("cache offset 35, 5 queries of 40 keys, MQA, d 80",
+         AttentionLayout(batch: 1, queryLength: 5, keyLength: 40, queryOffset: 35, heads: 4, kvHeads: 1, headDim: 80,
+                         scale: 0.1)),
+        ("d 256, GQA 2/1", AttentionLayout(batch: 1, queryLength: 33, keyLength: 33, queryOffset: 0, heads: 2, kvHeads: 1,
+                                           headDim: 256, scale: 0.0625)),
+        ("cache offset 20, 130 queries of 150 keys, GQA 4/2, d 64",
+         AttentionLayout(batch: 2, queryLength: 130, keyLength: 150, queryOffset: 20, heads: 4, kvHeads: 2, headDim: 64,
+                         scale: 0.125)),
+    ]
+
+    /// The layouts of `attentionLayouts` whose labels are `labels`.
+    static func attentionLayouts(_ labels: String...) -> [(String, AttentionLayout)] {
+        attentionLayouts.filter { labels.contains($0.0) }
+    }
+
     mutating func checkAttention() {
-        let cases: [(String, AttentionLayout)] = [
-            ("causal, GQA 4/2, d 64", AttentionLayout(batch: 2, queryLength: 37, keyLength: 37, queryOffset: 0, heads: 4, kvHeads: 2,
-                                                      headDim: 64, scale: 0.125)),
-            ("causal, MHA, d 128, 70 tokens", AttentionLayout(batch: 1, queryLength: 70, keyLength: 70, queryOffset: 0, heads: 2,
-                                                              kvHeads: 2, headDim: 128, scale: 1 / Float(128).squareRoot())),
-            ("packed segments and padding, GQA 6/2, d 32",
-             AttentionLayout(batch: 2, queryLength: 40, keyLength: 40, queryOffset: 0, heads: 6, kvHeads: 2, headDim: 32,
-                             scale: 1 / Float(32).squareRoot(),
-                             segments: (0..<80).map { i in let t = i % 40; return t < 15 ? 0 : t < 33 ? 1 : -1 })),
-            ("cache offset 35, 5 queries of 40 keys, MQA, d 80",
-             AttentionLayout(batch: 1, queryLength: 5, keyLength: 40, queryOffset: 35, heads: 4, kvHeads: 1, headDim: 80,
-                             scale: 0.1)),
-            ("d 256, GQA 2/1", AttentionLayout(batch: 1, queryLength: 33, keyLength: 33, queryOffset: 0, heads: 2, kvHeads: 1,
-                                               headDim: 256, scale: 0.0625)),
-            ("cache offset 20, 130 queries of 150 keys, GQA 4/2, d 64",
-             AttentionLayout(batch: 2, queryLength: 130, keyLength: 150, queryOffset: 20, heads: 4, kvHeads: 2, headDim: 64,
-                             scale: 0.125)),
-        ]
-        for (label, l) in cases {
+        for (label, l) in Self.attentionLayouts {
             let qCount = l.batch * l.queryLength * l.heads * l.headDim, kCount = l.batch * l.keyLength * l.kvHeads * l.headDim
             let q = random(qCount), k = random(kCount), v = random(kCount), dOut = random(qCount)
             let qShape: Shape = [l.batch * l.queryLength, l.heads * l.headDim], kShape: Shape = [l.batch * l.keyLength, l.kvHeads * l.headDim]
@@ -487,21 +495,9 @@ extension GPUChecker {
     mutating func checkActivationDtypes() {
         for dtype in [DType.bf16, .f16] { checkLinearActivations(dtype) }
         for dtype in [DType.bf16, .f16] { checkNormActivations(dtype) }
-        checkAttentionActivations(.bf16, cases: [
-            ("GQA 4/2, d 64", AttentionLayout(batch: 2, queryLength: 37, keyLength: 37, queryOffset: 0, heads: 4, kvHeads: 2,
-                                              headDim: 64, scale: 0.125)),
-            ("packed segments and padding, GQA 6/2, d 32",
-             AttentionLayout(batch: 2, queryLength: 40, keyLength: 40, queryOffset: 0, heads: 6, kvHeads: 2, headDim: 32,
-                             scale: 1 / Float(32).squareRoot(),
-                             segments: (0..<80).map { i in let t = i % 40; return t < 15 ? 0 : t < 33 ? 1 : -1 })),
-            ("cache offset 35, 5 queries of 40 keys, MQA, d 80",
-             AttentionLayout(batch: 1, queryLength: 5, keyLength: 40, queryOffset: 35, heads: 4, kvHeads: 1, headDim: 80,
-                             scale: 0.1)),
-        ])
-        checkAttentionActivations(.f16, cases: [
-            ("MHA, d 128, 70 tokens", AttentionLayout(batch: 1, queryLength: 70, keyLength: 70, queryOffset: 0, heads: 2, kvHeads: 2,
-                                                      headDim: 128, scale: 1 / Float(128).squareRoot())),
-        ])
+        checkAttentionActivations(.bf16, cases: Self.attentionLayouts("causal, GQA 4/2, d 64", "packed segments and padding, GQA 6/2, d 32",
+                                                                      "cache offset 35, 5 queries of 40 keys, MQA, d 80"))
+        checkAttentionActivations(.f16, cases: Self.attentionLayouts("causal, MHA, d 128, 70 tokens"))
         for dtype in [DType.bf16, .f16] { checkElementwiseActivations(dtype) }
     }
 
