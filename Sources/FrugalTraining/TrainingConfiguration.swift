@@ -22,6 +22,10 @@ public enum PrecisionPolicy: String, Sendable, Codable, CaseIterable {
         }
     }
 
+    /// The dtype trainable tensors are stored in: bf16 under pure bf16 (2 bytes a value, updated
+    /// in place, no masters), else f32 (fp16 and bf16 round f32 compute copies).
+    public var trainableDType: DType { self == .pureBF16 ? .bf16 : .f32 }
+
     /// Whether f32 master copies of the trainable weights are kept for the optimizer.
     public var keepsMasters: Bool { self == .fp16 || self == .bf16 }
 
