@@ -15,7 +15,7 @@ extension CPUBackend {
                          "adamW8bit: parameter \(parameter.shape), m \(m.shape) \(m.dtype), v \(v.shape) \(v.dtype)")
             let adam = AdamWCoefficients(step: step, learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon,
                                          weightDecay: weightDecay)
-            let p = parameter.floats.baseAddress!, g = gradient.floats.baseAddress!
+            let p = ParameterValues(parameter), g = gradient.floats.baseAddress!
             let mBlocks = m.rawPointer, vBlocks = v.rawPointer, stride = DType.dynamic8.blockBytes
             DynamicQuantization.signedMap.withUnsafeBufferPointer { signed in
                 DynamicQuantization.unsignedMap.withUnsafeBufferPointer { unsigned in
@@ -28,7 +28,11 @@ extension CPUBackend {
                                 let mBlock = mBlocks + b * stride, vBlock = vBlocks + b * stride
                                 DynamicQuantization.dequantizeBlock(mBlock, count: count, into: ms, map: signed)
                                 DynamicQuantization.dequantizeBlock(vBlock, count: count, into: vs, map: unsigned)
-                                for i in 0..<count { adam.update(&p[start + i], &ms[i], &vs[i], gradient: g[start + i]) }
+                                for i in 0..<count {
+                                    var value = p[start + i]
+                                    adam.update(&value, &ms[i], &vs[i], gradient: g[start + i])
+                                    p[start + i] = value
+                                }
                                 DynamicQuantization.quantizeBlock(ms, count: count, into: mBlock, map: signed)
                                 DynamicQuantization.quantizeBlock(vs, count: count, into: vBlock, map: unsigned)
                             }

@@ -14,6 +14,9 @@ extension CPUBackend {
         let rows = x.shape.rows, inputs = x.shape.last, outputs = weight.shape.rows
         precondition(weight.shape.last == inputs && out.shape.rows == rows && out.shape.last == outputs,
                      "linear: x \(x.shape), weight \(weight.shape), out \(out.shape)")
+        if Self.isTrainable16(weight) {  // pure bf16: the f32 weight's product exactly
+            return linear(out, x, widened(weight), bias: bias, accumulate: accumulate)
+        }
         if x.dtype != .f32 || out.dtype != .f32 {  // 16-bit activations: the f32 product, rounded into out
             precondition(x.dtype == out.dtype, "linear: x \(x.dtype), out \(out.dtype)")
             let wide = widened(x)
@@ -47,6 +50,10 @@ extension CPUBackend {
     /// is 16-bit.
     public func linearBackward(dx: Tensor?, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor,
                                accumulate: Bool) {
+        if Self.isTrainable16(weight) {  // pure bf16: the f32 weight's gradients exactly
+            return linearBackward(dx: dx, dWeight: dWeight, dBias: dBias, dy: dy, x: x, weight: widened(weight),
+                                  accumulate: accumulate)
+        }
         profile.measure("linearBackward") {
             let rows = x.shape.rows, inputs = x.shape.last, outputs = weight.shape.rows
             precondition(weight.shape.last == inputs && dy.shape.rows == rows && dy.shape.last == outputs,
@@ -85,6 +92,14 @@ extension CPUBackend {
     }
 
     // MARK: - Tiling helpers
+
+    /// Whether `weight` is a trainable weight stored in 16 bits (pure bf16), which `linear` and
+    /// `linearBackward` widen whole into an f32 workspace tensor: the GEMMs then run exactly as on
+    /// an f32 weight holding the same values (the tiled paths of a frozen 16-bit weight cut the
+    /// sums differently), so storing the weight in 16 bits changes no result.
+    static func isTrainable16(_ weight: Tensor) -> Bool {
+        (weight.dtype == .bf16 || weight.dtype == .f16) && weight.storage.category == .trainable
+    }
 
     /// Calls `body(firstRow, rowCount, rows)` over `weight` (outputs, inputs) a tile of rows at a
     /// time, the tile's rows as contiguous f32: an f32 weight is one tile read in place; any

@@ -16,12 +16,17 @@ extension CPUBackend {
         profile.measure("adamW") {
             precondition(step >= 1 && gradient.count == parameter.count && m.count == parameter.count
                          && v.count == parameter.count, "adamW: step \(step), parameter \(parameter.shape)")
-            let p = parameter.floats.baseAddress!, g = gradient.floats.baseAddress!
+            let g = gradient.floats.baseAddress!
             let ms = m.floats.baseAddress!, vs = v.floats.baseAddress!
             let adam = AdamWCoefficients(step: step, learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon,
                                          weightDecay: weightDecay)
+            let values = ParameterValues(parameter)
             parallelChunks(parameter.count, minimumChunk: 4096) { range in
-                for i in range { adam.update(&p[i], &ms[i], &vs[i], gradient: g[i]) }
+                for i in range {
+                    var p = values[i]
+                    adam.update(&p, &ms[i], &vs[i], gradient: g[i])
+                    values[i] = p
+                }
             }
         }
     }
@@ -85,6 +90,32 @@ extension CPUBackend {
         profile.measure("zero") {
             precondition(x.dtype == .f32, "zero of a \(x.dtype) tensor")
             memset(x.rawPointer, 0, x.byteCount)
+        }
+    }
+}
+
+/// A parameter's values read as f32 and written back in its dtype: f32 in place, f16 or bf16
+/// widened on read and rounded to nearest even on write (an optimizer's update of a 16-bit weight).
+struct ParameterValues: @unchecked Sendable {
+    private let floats: UnsafeMutablePointer<Float>?
+    private let halves: UnsafeMutablePointer<UInt16>
+    private let dtype: DType
+
+    init(_ parameter: Tensor) {
+        precondition([.f32, .f16, .bf16].contains(parameter.dtype), "optimizer parameter of dtype \(parameter.dtype)")
+        dtype = parameter.dtype
+        floats = dtype == .f32 ? parameter.floats.baseAddress! : nil
+        halves = parameter.rawPointer.assumingMemoryBound(to: UInt16.self)
+    }
+
+    subscript(i: Int) -> Float {
+        @inline(__always) get {
+            if let floats { return floats[i] }
+            return dtype == .bf16 ? HalfPrecision.bf16ToFloat(halves[i]) : HalfPrecision.f16ToFloat(halves[i])
+        }
+        @inline(__always) nonmutating set {
+            if let floats { floats[i] = newValue; return }
+            halves[i] = dtype == .bf16 ? HalfPrecision.floatToBF16(newValue) : HalfPrecision.floatToF16(newValue)
         }
     }
 }

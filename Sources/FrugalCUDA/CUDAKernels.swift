@@ -108,19 +108,24 @@ public enum CUDAKernels {
     static let crossEntropyTotal = KernelName(file: "cross_entropy.cu", name: "cross_entropy_total")
 
     static func adamW(_ shadow: DType) -> KernelName { .init(file: "adamw.cu", name: "adamw_" + suffix(shadow)) }
-    static let adamW8bit = KernelName(file: "adamw8bit.cu", name: "adamw8bit")
-    static let sgd = KernelName(file: "sgd.cu", name: "sgd")
+    /// AdamW on a parameter stored in `parameter`'s dtype itself (no master).
+    static func adamWParameter(_ parameter: DType) -> KernelName {
+        .init(file: "adamw.cu", name: "adamw_parameter_" + suffix(parameter))
+    }
+    /// 8-bit AdamW and SGD on a parameter stored in f32, f16 or bf16.
+    static func adamW8bit(_ parameter: DType) -> KernelName { .init(file: "adamw8bit.cu", name: "adamw8bit_" + suffix(parameter)) }
+    static func sgd(_ parameter: DType) -> KernelName { .init(file: "sgd.cu", name: "sgd_" + suffix(parameter)) }
 
     /// Every entry point the backend may launch.
     public static var allEntryPoints: [(file: String, name: String)] {
         var names: [KernelName] = [embeddingBackward, sumSquaresPartial, sumPartials, allFinite, columnSum,
-                                   crossEntropyRows, crossEntropyTotal, adamW8bit, sgd]
+                                   crossEntropyRows, crossEntropyTotal]
         for t in floatTypes {
             names += [embeddingForward(t), rmsNormRstd(t), rmsNormBackwardWeight(t), layerNormStatistics(t),
                       layerNormBackwardParameters(t), rope(t), attentionForward(t), attentionDelta(t),
                       attentionBackwardQuery(t), attentionBackwardKey(t), attentionSoftmax(t), attentionSoftmaxBackward(t),
                       attentionUnpack(t), activationForward(t), activationBackward(t), gatedForward(t), gatedBackward(t),
-                      add(t), multiply(t), scale(t), round(t), adamW(t)]
+                      add(t), multiply(t), scale(t), round(t), adamW(t), adamWParameter(t), adamW8bit(t), sgd(t)]
             for w in floatTypes {
                 names += [rmsNormForward(t, w), rmsNormBackwardInput(t, w), layerNormForward(t, w), layerNormBackwardInput(t, w),
                           attentionPack(t, to: w), addRowVector(t, w), cast(t, w)]

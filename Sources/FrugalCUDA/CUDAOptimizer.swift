@@ -10,8 +10,22 @@ extension CUDABackend {
 
     // MARK: - AdamW, 8-bit AdamW and SGD
 
+    /// An f32 parameter, or one stored in f16 or bf16 itself (pure bf16's weights: read widened,
+    /// written rounded to nearest even, Kernels/adamw.cu's `adamw_parameter_*`).
     public func adamW(_ parameter: Tensor, gradient: Tensor, m: Tensor, v: Tensor, step: Int, learningRate: Float,
                       beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float) {
+        if parameter.dtype != .f32 {
+            precondition((parameter.dtype == .f16 || parameter.dtype == .bf16) && gradient.count == parameter.count
+                         && m.count == parameter.count && v.count == parameter.count,
+                         "adamW: step \(step), parameter \(parameter.shape) \(parameter.dtype)")
+            let adam = AdamWCoefficients(step: step, learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon,
+                                         weightDecay: weightDecay)
+            return must("adamW of \(parameter.shape) \(parameter.dtype)") {
+                try launch(CUDAKernels.adamWParameter(parameter.dtype), elements: parameter.count,
+                           [parameter.address, m.address, v.address, gradient.address, Int64(parameter.count),
+                            beta1, beta2, epsilon, adam.decay, adam.stepSize, adam.correction2])
+            }
+        }
         adamW(parameter, roundedCopy: nil, gradient: gradient, m: m, v: v, step: step, learningRate: learningRate,
               beta1: beta1, beta2: beta2, epsilon: epsilon, weightDecay: weightDecay)
     }
@@ -33,11 +47,12 @@ extension CUDABackend {
     }
 
     /// One thread block per quantization block of 256 values (Kernels/adamw8bit.cu); the two maps
-    /// travel through the staging slots.
+    /// travel through the staging slots. The parameter is f32, or f16/bf16 read widened and
+    /// written rounded.
     public func adamW8bit(_ parameter: Tensor, gradient: Tensor, m: Tensor, v: Tensor, step: Int, learningRate: Float,
                           beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float) {
         let n = parameter.count, size = DynamicQuantization.blockSize, blocks = (n + size - 1) / size
-        precondition(gradient.count == n && parameter.dtype == .f32 && m.dtype == .dynamic8 && v.dtype == .dynamic8Unsigned
+        precondition(gradient.count == n && [.f32, .f16, .bf16].contains(parameter.dtype) && m.dtype == .dynamic8 && v.dtype == .dynamic8Unsigned
                      && m.count == blocks * size && v.count == blocks * size,
                      "adamW8bit: parameter \(parameter.shape), m \(m.shape) \(m.dtype), v \(v.shape) \(v.dtype)")
         let adam = AdamWCoefficients(step: step, learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon,
@@ -45,17 +60,19 @@ extension CUDABackend {
         guard blocks > 0 else { return }
         must("adamW8bit of \(parameter.shape)") {
             let maps = try stage(DynamicQuantization.signedMap + DynamicQuantization.unsignedMap)
-            try launch(CUDAKernels.adamW8bit, grid: (blocks, 1, 1), block: (size, 1, 1),
+            try launch(CUDAKernels.adamW8bit(parameter.dtype), grid: (blocks, 1, 1), block: (size, 1, 1),
                        [parameter.address, m.address, v.address, gradient.address, maps.address, Int64(n), beta1, beta2, epsilon,
                         adam.decay, adam.stepSize, adam.correction2])
         }
     }
 
+    /// The parameter is f32, or f16/bf16 read widened and written rounded.
     public func sgd(_ parameter: Tensor, gradient: Tensor, momentumBuffer: Tensor, learningRate: Float, momentum: Float,
                     weightDecay: Float) {
-        precondition(gradient.count == parameter.count && momentumBuffer.count == parameter.count, "sgd: \(parameter.shape)")
+        precondition(gradient.count == parameter.count && momentumBuffer.count == parameter.count
+                     && [.f32, .f16, .bf16].contains(parameter.dtype), "sgd: \(parameter.shape) \(parameter.dtype)")
         must("sgd of \(parameter.shape)") {
-            try launch(CUDAKernels.sgd, elements: parameter.count,
+            try launch(CUDAKernels.sgd(parameter.dtype), elements: parameter.count,
                        [parameter.address, momentumBuffer.address, gradient.address, Int64(parameter.count), learningRate,
                         momentum, weightDecay])
         }

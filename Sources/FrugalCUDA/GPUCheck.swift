@@ -80,6 +80,10 @@ enum GPUCheckTolerance {
     /// One step of the dynamic 8-bit map near ±1 (0.0140625 of a block's absmax): a multiply-add the
     /// GPU fuses may land a moment on the other side of a midpoint between two codes.
     static let dynamic8Code = 1.5e-2
+    /// A parameter stored in 16 bits after an update: one step of its dtype (2⁻⁸ of the largest
+    /// value in bf16, 2⁻¹¹ in f16) where the f32 result, which the GPU computes with fused
+    /// multiply-adds, lands on the other side of a rounding midpoint.
+    static func sixteenBitParameter(_ dtype: DType) -> Double { dtype == .bf16 ? 4e-3 : 1e-3 }
 }
 
 /// The checks, run on a candidate backend (`gpu`) against a reference (`cpu`). Any two backends
@@ -428,6 +432,21 @@ struct GPUChecker {
             be.copy(weight, at: 0, from: hostGradient)
             return ([weight, master], [])
         }
+        check("offloaded AdamW of a bf16 weight: widened on the host, the host's step, rounded into bf16 there and back", tolerance: 0) { be in
+            let weight = Self.make(be, p, [n], .bf16, .trainable), gradient = Self.make(be, g, [n], .f32, .gradients)
+            let master = host.zeros([n], .f32, .optimizer), hostGradient = host.empty([n], .f32, .gradients)
+            let bits = Tensor(storage: hostGradient.storage, shape: [n], dtype: .bf16)
+            let m = host.zeros([n], .f32, .optimizer), v = host.zeros([n], .f32, .optimizer)
+            be.copy(bits, at: 0, from: weight)
+            host.copy(master, at: 0, from: bits)
+            be.copy(hostGradient, at: 0, from: gradient)
+            host.adamW(master, gradient: hostGradient, m: m, v: v, step: 1, learningRate: 1e-3, beta1: 0.9, beta2: 0.999,
+                       epsilon: 1e-8, weightDecay: 0.01)
+            host.roundInPlace(master, to: .bf16)
+            host.copy(bits, at: 0, from: master)
+            be.copy(weight, at: 0, from: bits)
+            return ([weight, master], [])
+        }
     }
 
     mutating func checkOptimizers() {
@@ -460,6 +479,30 @@ struct GPUChecker {
             be.sgd(pt, gradient: Self.make(be, g, [n], .f32, .gradients), momentumBuffer: bt, learningRate: 0.01, momentum: 0.9,
                    weightDecay: 0.001)
             return ([pt, bt], [])
+        }
+        // Pure bf16: the parameter stored in 16 bits, read widened, updated in f32, written rounded.
+        for dtype in [DType.bf16, .f16] {
+            let tolerance = GPUCheckTolerance.sixteenBitParameter(dtype)
+            check("AdamW step 3 on a \(dtype.rawValue) parameter", tolerance: tolerance) { be in
+                let pt = Self.make(be, p, [n], dtype, .trainable), mt = Self.make(be, m, [n], .f32, .optimizer)
+                let vt = Self.make(be, v, [n], .f32, .optimizer)
+                be.adamW(pt, gradient: Self.make(be, g, [n], .f32, .gradients), m: mt, v: vt, step: 3, learningRate: 1e-3,
+                         beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0.01)
+                return ([pt, mt, vt], [])
+            }
+            check("8-bit AdamW step 3 on a \(dtype.rawValue) parameter", tolerance: tolerance) { be in
+                let pt = Self.make(be, p, [n], dtype, .trainable)
+                let mt = Self.make(be, m8, shape8, .dynamic8, .optimizer), vt = Self.make(be, v8, shape8, .dynamic8Unsigned, .optimizer)
+                be.adamW8bit(pt, gradient: Self.make(be, g, [n], .f32, .gradients), m: mt, v: vt, step: 3, learningRate: 1e-3,
+                             beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0.01)
+                return ([pt], [])
+            }
+            check("SGD with momentum and weight decay on a \(dtype.rawValue) parameter", tolerance: tolerance) { be in
+                let pt = Self.make(be, p, [n], dtype, .trainable), bt = Self.make(be, m, [n], .f32, .optimizer)
+                be.sgd(pt, gradient: Self.make(be, g, [n], .f32, .gradients), momentumBuffer: bt, learningRate: 0.01,
+                       momentum: 0.9, weightDecay: 0.001)
+                return ([pt, bt], [])
+            }
         }
         check("sum of squares, all-finite", tolerance: 1e-9) { be in
             let t = Self.make(be, p, [n])

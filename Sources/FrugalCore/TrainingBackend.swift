@@ -42,17 +42,22 @@ public protocol TrainingBackend: Backend {
 
     // MARK: - Optimizer and precision
 
-    /// One AdamW step over a parameter tensor (f32) with its gradient and moments:
+    /// One AdamW step over a parameter tensor with its gradient and moments (f32):
     /// `m = β1·m + (1-β1)·g; v = β2·v + (1-β2)·g²; p -= lr·(m̂/(√v̂+ε) + wd·p)`, bias-corrected by `step` (1-based).
+    /// The parameter is f32, or f16/bf16 stored so itself (pure bf16's weights): read widened,
+    /// updated in f32 exactly as an f32 parameter, written back rounded to nearest even.
     func adamW(_ parameter: Tensor, gradient: Tensor, m: Tensor, v: Tensor, step: Int, learningRate: Float,
                beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float)
     /// One AdamW step with 8-bit moments (bitsandbytes' blockwise 8-bit AdamW): per block of 256
     /// values, decodes m (`dynamic8`) and v (`dynamic8Unsigned`), applies `adamW`'s arithmetic to
-    /// the f32 parameter, and encodes the new moments with the block's new absmax. m and v hold
+    /// the parameter (f32, or f16/bf16 read widened and written rounded to nearest even, as in
+    /// `adamW`), and encodes the new moments with the block's new absmax. m and v hold
     /// `parameter.count` values rounded up to whole blocks (the padding stays zero).
     func adamW8bit(_ parameter: Tensor, gradient: Tensor, m: Tensor, v: Tensor, step: Int, learningRate: Float,
                    beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float)
-    /// One SGD step with momentum (PyTorch's rule): `g += wd·p; b = μ·b + g; p -= lr·b`.
+    /// One SGD step with momentum (PyTorch's rule): `g += wd·p; b = μ·b + g; p -= lr·b`. The
+    /// momentum buffer is f32; the parameter f32, or f16/bf16 read widened and written rounded
+    /// to nearest even (as in `adamW`).
     func sgd(_ parameter: Tensor, gradient: Tensor, momentumBuffer: Tensor, learningRate: Float, momentum: Float,
              weightDecay: Float)
     /// `Σ x²` of an f32 tensor, in double precision.

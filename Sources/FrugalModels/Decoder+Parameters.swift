@@ -10,9 +10,10 @@ extension Decoder {
     ///   - frozenLayers: block indices that get no adapters.
     ///   - shareBlockGradients: one block's gradient tensors for every block (for the fused
     ///     optimizer step).
+    ///   - dtype: how the adapters are stored: f32, or bf16 under pure bf16 (`trainableDType`).
     /// - Throws: `FrugalError.invalidArgument` for an unknown target or a non-positive rank.
     public func attachLoRA(_ lora: LoRAConfiguration, seed: UInt64, frozenLayers: Set<Int> = [],
-                           shareBlockGradients: Bool = false) throws -> TrainableParameters {
+                           shareBlockGradients: Bool = false, dtype: DType = .f32) throws -> TrainableParameters {
         let backend = try trainingBackend()
         guard lora.rank > 0 else { throw FrugalError.invalidArgument("LoRA rank must be positive, found \(lora.rank)") }
         guard lora.dropout >= 0 && lora.dropout < 1 else { throw FrugalError.invalidArgument("LoRA dropout must be in [0, 1)") }
@@ -23,7 +24,7 @@ extension Decoder {
             for role in ProjectionRole.allCases where roles.contains(role) {
                 guard let linear = weights.blocks[index][role] else { continue }
                 let adapter = LoRAAdapter(backend: backend, inputs: linear.inputs, outputs: linear.outputs, lora,
-                                          seed: seed &+ UInt64(index * 16 + role.ordinal))
+                                          seed: seed &+ UInt64(index * 16 + role.ordinal), dtype: dtype)
                 weights.blocks[index][role]?.lora = adapter
                 let module = naming.module(role, index)
                 named.append((module + ".lora_A.weight", adapter.a, index))
@@ -34,7 +35,8 @@ extension Decoder {
     }
 
     /// Every weight of the model as the trainable set (a full fine-tune), except those of
-    /// `frozenLayers`. The weights must be f32 (load with `trainable: true`).
+    /// `frozenLayers`. The weights must be trainable f32 or bf16 (load with `trainable: true`, or
+    /// `trainable: true, dtype: .bf16` under pure bf16).
     /// - Parameter shareBlockGradients: one block's gradient tensors for every block (for the
     ///   fused optimizer step).
     public func allWeights(frozenLayers: Set<Int> = [], shareBlockGradients: Bool = false) throws -> TrainableParameters {
@@ -43,8 +45,8 @@ extension Decoder {
             let block = name.hasPrefix("blocks.") ? Int(name.split(separator: ".")[1]) : nil
             return (name, tensor, block)
         }.filter { $0.block.map { !frozenLayers.contains($0) } ?? true }
-        for (name, tensor, _) in named where tensor.dtype != .f32 {
-            throw FrugalError.invalidArgument("weight '\(name)' is \(tensor.dtype.rawValue): a full fine-tune needs the model loaded with trainable f32 weights")
+        for (name, tensor, _) in named where tensor.dtype != .f32 && (tensor.dtype != .bf16 || tensor.storage.category != .trainable) {
+            throw FrugalError.invalidArgument("weight '\(name)' is \(tensor.dtype.rawValue) \(tensor.storage.category.rawValue): a full fine-tune needs the model loaded with trainable f32 (or bf16) weights")
         }
         return TrainableParameters(backend: backend, named: named, shareBlockGradients: shareBlockGradients)
     }

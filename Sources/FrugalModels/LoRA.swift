@@ -8,7 +8,8 @@ import FrugalFormats
 /// the adapted model first equals the base. `s` is `alpha / rank` (or `alpha / √rank` with
 /// rsLoRA). Only `A` and `B` train; the base weight stays frozen, in whatever dtype it has.
 public final class LoRAAdapter: @unchecked Sendable {
-    /// (rank, inputs), the weights the forward pass uses (rounded to the compute dtype).
+    /// (rank, inputs), the weights the forward pass uses (f32 rounded to the compute dtype, or
+    /// stored in bf16 under pure bf16).
     public let a: Tensor
     /// (outputs, rank)
     public let b: Tensor
@@ -24,7 +25,11 @@ public final class LoRAAdapter: @unchecked Sendable {
     /// Adapter tensors allocated on `backend` as trainable memory, initialized as PEFT does.
     /// - Parameters:
     ///   - seed: seeds the Kaiming-uniform draw of `A` (bound `1/√inputs`).
-    public init(backend: Backend, inputs: Int, outputs: Int, _ configuration: LoRAConfiguration, seed: UInt64) {
+    ///   - dtype: how `A` and `B` are stored: f32, or bf16 (pure bf16: `A` drawn in f32, then
+    ///     rounded to nearest even, one adapter at a time).
+    public init(backend: Backend, inputs: Int, outputs: Int, _ configuration: LoRAConfiguration, seed: UInt64,
+                dtype: DType = .f32) {
+        precondition([.f32, .f16, .bf16].contains(dtype), "LoRA adapter of dtype \(dtype)")
         rank = configuration.rank
         alpha = configuration.alpha
         dropout = configuration.dropout
@@ -32,8 +37,13 @@ public final class LoRAAdapter: @unchecked Sendable {
         var random = SplitMix64(seed: seed)
         let bound = 1 / Float(inputs).squareRoot()
         let values = (0..<configuration.rank * inputs).map { _ in (random.nextUniform() * 2 - 1) * bound }
-        a = values.withUnsafeBytes { backend.upload($0, [configuration.rank, inputs], .f32, .trainable) }
-        b = backend.zeros([outputs, rank], .f32, .trainable)
+        if dtype == .f32 {
+            a = values.withUnsafeBytes { backend.upload($0, [configuration.rank, inputs], .f32, .trainable) }
+        } else {
+            let bits = values.map { dtype == .bf16 ? HalfPrecision.floatToBF16($0) : HalfPrecision.floatToF16($0) }
+            a = bits.withUnsafeBytes { backend.upload($0, [configuration.rank, inputs], dtype, .trainable) }
+        }
+        b = backend.zeros([outputs, rank], dtype, .trainable)
     }
 }
 

@@ -54,12 +54,18 @@ public struct ModelFiles {
     /// - Parameters:
     ///   - trainable: load every weight as f32 `trainable` memory for a full fine-tune;
     ///     otherwise weights stay as stored (f16, bf16 or packed) in `weights` memory.
+    ///   - trainableDType: with `trainable`, f32, or bf16 under pure bf16 (each weight rounded to
+    ///     nearest even on the host, one tensor at a time).
     ///   - quantize: a packed type (`nf4` or `q8_0`) for the frozen block projections, quantized on
     ///     the host one tensor at a time; those whose rows are not whole blocks stay as stored
     ///     (`BaseQuantization` counts them).
     /// - Throws: `FrugalError.invalidArgument` for `quantize` with `trainable` (a full fine-tune
     ///   trains f32 weights) or a type that cannot be quantized to; the loaders' errors.
-    public func decoder(on backend: Backend, trainable: Bool = false, quantize: DType? = nil) throws -> Decoder {
+    public func decoder(on backend: Backend, trainable: Bool = false, trainableDType: DType = .f32,
+                        quantize: DType? = nil) throws -> Decoder {
+        guard trainableDType == .f32 || trainableDType == .bf16 else {
+            throw FrugalError.invalidArgument("trainable weights are f32 or bf16, not \(trainableDType.rawValue)")
+        }
         if let quantize {
             try BaseQuantization.check(quantize)
             guard !trainable else {
@@ -67,7 +73,7 @@ public struct ModelFiles {
             }
         }
         let weights = try WeightLoader(source: source, naming: naming, configuration: configuration, backend: backend,
-                                       trainable: trainable, quantize: quantize).load()
+                                       trainable: trainable, trainableDType: trainableDType, quantize: quantize).load()
         return Decoder(configuration: configuration, weights: weights, backend: backend,
                        inverseFrequencies: try ggufRopeFrequencies())
     }

@@ -81,14 +81,16 @@ extension DecoderWeights {
     ///
     /// - Parameters:
     ///   - category: `.weights` for a frozen base (LoRA), `.trainable` for a full fine-tune.
-    ///   - dtype: how a frozen base's matrices are stored (f32, f16 or bf16); trainable weights are f32.
+    ///   - dtype: how a frozen base's matrices are stored (f32, f16 or bf16); trainable weights are
+    ///     f32, or bf16 under pure bf16 (every tensor then, vectors too: the f32 draws rounded).
     ///   - quantize: a packed type (`nf4`, `q8_0`) the block projections are then re-encoded as,
     ///     where their rows are whole blocks, as `ModelFiles.decoder(quantize:)` does; frozen only.
     ///   - seed: each tensor draws from its own stream derived from it.
     public static func random(_ configuration: ModelConfiguration, on backend: Backend, category: MemoryCategory = .weights,
                               dtype: DType = .f32, quantize: DType? = nil, std: Float = 0.02, seed: UInt64 = 0) -> DecoderWeights {
-        precondition([.f32, .f16, .bf16].contains(dtype) && (category == .weights || dtype == .f32 && quantize == nil),
-                     "random weights: \(dtype) \(category.rawValue) (trainable weights are f32)")
+        precondition([.f32, .f16, .bf16].contains(dtype)
+                     && (category == .weights || (dtype == .f32 || dtype == .bf16) && quantize == nil),
+                     "random weights: \(dtype) \(category.rawValue) (trainable weights are f32 or bf16)")
         let c = configuration
         var stream: UInt64 = 0
         func matrix(_ rows: Int, _ columns: Int, projection: Bool = false) -> Tensor {
@@ -104,7 +106,12 @@ extension DecoderWeights {
             return bytes.withUnsafeBytes { backend.upload($0, [rows, columns], dtype, category) }
         }
         func vector(_ count: Int, _ value: Float) -> Tensor {
-            [Float](repeating: value, count: count).withUnsafeBytes { backend.upload($0, [count], .f32, category) }
+            if category == .trainable && dtype == .bf16 {
+                return [UInt16](repeating: HalfPrecision.floatToBF16(value), count: count).withUnsafeBytes {
+                    backend.upload($0, [count], .bf16, category)
+                }
+            }
+            return [Float](repeating: value, count: count).withUnsafeBytes { backend.upload($0, [count], .f32, category) }
         }
         func linear(_ outputs: Int, _ inputs: Int, bias: Bool) -> Linear {
             Linear(weight: matrix(outputs, inputs, projection: true), bias: bias ? vector(outputs, 0) : nil)

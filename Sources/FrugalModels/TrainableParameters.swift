@@ -2,8 +2,8 @@
 import FrugalCore
 import FrugalFormats
 
-/// The trainable tensors of a model (LoRA adapters, or weights in a full fine-tune) and their
-/// f32 gradients, allocated once as `gradients` memory and accumulated into by backward.
+/// The trainable tensors of a model (LoRA adapters, or weights in a full fine-tune: f32, or
+/// bf16 under pure bf16) and their f32 gradients, allocated once as `gradients` memory and accumulated into by backward.
 ///
 /// With gradients shared across blocks, every block's k-th parameter uses the same gradient
 /// tensor: only one block's gradients exist at a time, which is enough when each block's update is
@@ -13,7 +13,8 @@ public final class TrainableParameters: @unchecked Sendable {
     public struct Parameter: @unchecked Sendable {
         /// A stable name (PEFT-style for LoRA: `…q_proj.lora_A.weight`).
         public let name: String
-        /// The tensor the model computes with (f32).
+        /// The tensor the model computes with: f32, or bf16 under pure bf16 (the weight stored in
+        /// 16 bits, updated in place by the optimizer); read it with `download`, not `floats`.
         public let value: Tensor
         /// Its gradient (f32, same shape).
         public let gradient: Tensor
@@ -42,7 +43,8 @@ public final class TrainableParameters: @unchecked Sendable {
         sharesBlockGradients = shareBlockGradients
         var shared = [Int: Tensor](), position = [Int: Int]()
         parameters = named.map { name, tensor, block in
-            precondition(tensor.dtype == .f32, "trainable tensor '\(name)' must be f32, found \(tensor.dtype)")
+            precondition([.f32, .f16, .bf16].contains(tensor.dtype),
+                         "trainable tensor '\(name)' must be f32, f16 or bf16, found \(tensor.dtype)")
             var gradient: Tensor
             if shareBlockGradients, let block {
                 let k = position[block, default: 0]

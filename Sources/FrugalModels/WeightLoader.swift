@@ -12,6 +12,9 @@ struct WeightLoader {
     let backend: Backend
     /// Load every weight as f32 `trainable` memory (a full fine-tune) instead of frozen `weights` as stored.
     var trainable = false
+    /// The dtype trainable weights are stored in: f32, or bf16 under pure bf16 (each tensor widened,
+    /// then rounded to nearest even, one at a time).
+    var trainableDType: DType = .f32
     /// Re-encode every block projection whose rows are whole blocks as this packed type
     /// (`BaseQuantization`); nil keeps them as stored.
     var quantize: DType?
@@ -140,6 +143,10 @@ struct WeightLoader {
         let widened = [Float](unsafeUninitializedCapacity: stored.shape.count) { buffer, count in
             BlockQuantization.dequantize(stored.dtype, stored.bytes.baseAddress!, buffer.baseAddress!, count: stored.shape.count)
             count = stored.shape.count
+        }
+        if trainableDType == .bf16 {
+            let rounded = widened.map(HalfPrecision.floatToBF16)
+            return rounded.withUnsafeBytes { backend.upload($0, stored.shape, .bf16, .trainable) }
         }
         return widened.withUnsafeBytes { backend.upload($0, stored.shape, .f32, .trainable) }
     }

@@ -13,7 +13,8 @@ import FrugalModels
 /// - weights: the frozen base's matrices in their stored dtype (block projections in the
 ///   quantized type when quantized on load and their rows are whole blocks), norms and biases in
 ///   f32; none in a full fine-tune, whose weights are all trainable;
-/// - trainable: LoRA's `A` and `B` in f32, or every weight in f32 in a full fine-tune;
+/// - trainable: LoRA's `A` and `B` in f32, or every weight in f32 in a full fine-tune; in bf16
+///   (2 bytes a value) under pure bf16, LoRA and full alike;
 /// - gradients: one f32 value per trainable value;
 /// - optimizer: AdamW's first and second moments in f32 per trainable value (8-bit AdamW's in
 ///   260-byte blocks of 256 values, per tensor; SGD's momentum buffer in f32), plus an f32
@@ -26,7 +27,8 @@ import FrugalModels
 ///   the attention's at the block's end);
 /// - workspace: on the GPU the cuBLASLt workspace and the attention backward's packed heads and
 ///   chunk of scores; on the CPU the cross-entropy's chunk of logits, or the attention
-///   backward's per-worker scratch.
+///   backward's per-worker scratch (and under pure bf16 the f32 copy of the trainable weight a
+///   GEMM reads, widened whole).
 ///
 /// Offloaded (`hostPeak`): with the optimizer offloaded, its state and an f32 copy of every
 /// trainable value (the master, or the weight itself) move to the host with one f32 buffer as long
@@ -125,7 +127,8 @@ public struct MemoryPlan: Sendable, Equatable {
         let trainableCount = full ? shapes.matrixValues.reduce(0, +) + shapes.vectorValues : adapterValues
         let weights = full ? 0 : shapes.storedBytes(configuration.baseDType, projections: configuration.quantize)
             + 4 * shapes.vectorValues
-        let trainable = 4 * trainableCount
+        let trainableBytes = configuration.precision.trainableDType.byteCount(elements: 1)!
+        let trainable = trainableBytes * trainableCount
         // Gradients: one per trainable value, or with the fused step one block's and those outside the blocks.
         let perBlock = full ? shapes.projections.reduce(0) { $0 + $1.inputs * $1.outputs } + shapes.blockVectorValues
             : adapterValues / c.layers
@@ -134,9 +137,10 @@ public struct MemoryPlan: Sendable, Equatable {
         let trainableTensors = full ? shapes.matrixValues + shapes.vectors
             : Array(repeating: adapted.flatMap { [rank * $0.inputs, $0.outputs * rank] }, count: c.layers).flatMap { $0 }
         let state = trainableTensors.reduce(0) { $0 + configuration.optimizer.stateBytes(values: $1) }
-        let optimizer = state + (configuration.precision.keepsMasters ? trainable : 0)
-        // Offloaded, the host always keeps an f32 copy of every weight, and one largest tensor's gradient.
-        let hostOptimizer = state + trainable, hostGradients = 4 * (trainableTensors.max() ?? 0)
+        let optimizer = state + (configuration.precision.keepsMasters ? 4 * trainableCount : 0)
+        // Offloaded, the host always keeps an f32 copy of every weight (pure bf16's too), and one
+        // largest tensor's gradient.
+        let hostOptimizer = state + 4 * trainableCount, hostGradients = 4 * (trainableTensors.max() ?? 0)
 
         // Activations per token: forward's in the activation dtype (`stored` bytes a value), the
         // attention's statistics and every gradient in f32.
@@ -293,14 +297,21 @@ public struct MemoryPlan: Sendable, Equatable {
             let workers = max(1, environment ?? ProcessInfo.processInfo.activeProcessorCount)
             // Up to 256 rows of a packed weight per worker, widened to f32.
             let headTileRows = packedBase ? workers * 256 : 0, tileRows = packedProjections ? workers * 256 : 0
+            // Pure bf16's trainable weights are widened whole to f32 where a GEMM reads them: the
+            // head at the loss, the largest projection in backward (a full fine-tune's; LoRA's
+            // adapters are small beside the rest).
+            let wholeWeights = p.method == .full && p.precision.trainableDType != .f32
+            let widenedHead = wholeWeights ? 4 * vocabulary * width : 0
+            let widenedWeight = wholeWeights ? 4 * Shapes(c).projections.map { $0.inputs * $0.outputs }.max()! : 0
             let attention = 4 * min(workers, p.microBatch * c.kvHeads) * 2 * min(length, 64) * length
             // 16-bit activations are widened to f32 where BLAS reads them: attention's q, k, v and
             // output, a projection's input and output.
             let sixteen = p.activationDType != .f32
             let widenedAttention = sixteen ? 4 * rows * 2 * (c.heads + c.kvHeads) * c.headDim : 0
             let widenedProjection = sixteen ? 4 * rows * (c.hiddenSize + c.intermediateSize) : 0
-            return (4 * min(rows, 128) * vocabulary + 4 * headTileRows * width,
-                    max(attention + widenedAttention, 4 * tileRows * max(width, c.intermediateSize) + widenedProjection))
+            return (4 * min(rows, 128) * vocabulary + 4 * headTileRows * width + widenedHead,
+                    max(attention + widenedAttention,
+                        max(4 * tileRows * max(width, c.intermediateSize), widenedWeight) + widenedProjection))
         }
     }
 

@@ -84,7 +84,9 @@ public enum OffloadAgreement {
     /// Trains `configuration` on a fresh random model on `backend`: the weights after, and the peaks.
     static func train(_ configuration: TrainingConfiguration, on backend: TrainingBackend) throws
         -> (weights: [Float], device: MemorySnapshot, host: MemorySnapshot) {
-        let decoder = Decoder.random(model, on: backend, category: .trainable, seed: 1)
+        // Stored as the policy stores them (bf16 under pure bf16).
+        let decoder = Decoder.random(model, on: backend, category: .trainable, dtype: configuration.precision.trainableDType,
+                                     seed: 1)
         let parameters = try decoder.allWeights(shareBlockGradients: configuration.fusedOptimizerStep)
         var random = SplitMix64(seed: 2)
         let sequences = (0..<(steps * batch)).map { _ in

@@ -7,14 +7,18 @@ import FrugalModels
 /// Updates trainable tensors from their gradients.
 ///
 /// Under fp16/bf16 the model computes with weights rounded to the compute dtype while the
-/// optimizer updates f32 masters and copies them back rounded; under pure bf16 the weights
-/// themselves are rounded after every update (small updates can be lost, as on the GPU).
+/// optimizer updates f32 masters and copies them back rounded; under pure bf16 the weights are
+/// stored in bf16 themselves (`TrainingConfiguration.trainableDType`) and the update reads each
+/// widened, computes in f32 and writes it rounded to nearest even (small updates can be lost, as
+/// on the GPU). f32 weights under pure bf16 (a caller that made them so) are rounded in place
+/// after each update instead, with the same results.
 ///
 /// With `offloadOptimizer` the state lives in host memory, on a `CPUBackend` of its own counted in
 /// the device's `hostLedger`, and always with an f32 copy of each weight (the master, or under fp32
 /// and pure bf16 the weight itself, rounded as the device's is). An update copies the gradient
-/// into a host buffer, runs the same arithmetic there, and copies the rounded weight back: the
-/// device's weights come out bit-identical to an update on the device where both compute alike.
+/// into a host buffer, runs the same arithmetic there, and copies the rounded weight back (a bf16
+/// weight through that buffer, rounded into bf16 on the host): the device's weights come out
+/// bit-identical to an update on the device where both compute alike.
 public final class Optimizer: @unchecked Sendable {
     /// One parameter's optimizer state.
     struct Slot {
@@ -47,15 +51,26 @@ public final class Optimizer: @unchecked Sendable {
         let host = configuration.offloadOptimizer ? CPUBackend(ledger: backend.hostLedger) : nil
         let state: TrainingBackend = host ?? backend
         let policy = configuration.precision
-        /// An f32 copy of `value` on the state's backend.
+        let hostGradient = host.map { host in
+            host.empty([parameters.parameters.map(\.value.count).max() ?? 0], .f32, .gradients)
+        }
+        /// An f32 copy of `value` on the state's backend (a 16-bit weight crosses to the host in its
+        /// own dtype, through the gradient buffer, and is widened there).
         func copy(of value: Tensor) -> Tensor {
             let copy = state.zeros(value.shape, .f32, .optimizer)
-            backend.copy(copy, at: 0, from: value)
+            if let host, let hostGradient, value.dtype != .f32 {
+                let bits = Tensor(storage: hostGradient.storage, shape: value.shape, dtype: value.dtype)
+                backend.copy(bits, at: 0, from: value)
+                host.copy(copy, at: 0, from: bits)
+            } else {
+                backend.copy(copy, at: 0, from: value)
+            }
             return copy
         }
         slots = parameters.parameters.map { p in
             var master = policy.keepsMasters ? copy(of: p.value) : nil
-            backend.roundInPlace(p.value, to: policy.computeDType)
+            // A weight stored in 16 bits (pure bf16) already holds its rounded values.
+            if p.value.dtype == .f32 { backend.roundInPlace(p.value, to: policy.computeDType) }
             if host != nil, master == nil { master = copy(of: p.value) }
             let shape = p.value.shape, padded: Shape = [DynamicQuantization.paddedCount(shape.count)]
             return switch configuration.optimizer {
@@ -70,9 +85,7 @@ public final class Optimizer: @unchecked Sendable {
             }
         }
         self.host = host
-        hostGradient = host.map { host in
-            host.empty([parameters.parameters.map(\.value.count).max() ?? 0], .f32, .gradients)
-        }
+        self.hostGradient = hostGradient
     }
 
     /// Applies one update with learning rate `rate` from the current gradients.
@@ -110,12 +123,25 @@ public final class Optimizer: @unchecked Sendable {
                           momentum: c.momentum, weightDecay: c.weightDecay)
             }
             if c.precision.keepsMasters { state.copy(weight, at: 0, from: target) }
-            state.roundInPlace(weight, to: c.precision.computeDType)
-            if host != nil { backend.copy(slot.parameter.value, at: 0, from: weight) }
+            // A 16-bit weight updated in place is rounded already (the update writes it so).
+            if weight.dtype == .f32 { state.roundInPlace(weight, to: c.precision.computeDType) }
+            if let host, let hostGradient {
+                let value = slot.parameter.value
+                if value.dtype == .f32 {
+                    backend.copy(value, at: 0, from: weight)
+                } else {
+                    // Host and device copies need equal dtypes: the rounded weight (exact in 16
+                    // bits) goes back in the weight's dtype, through the spent gradient's buffer.
+                    let bits = Tensor(storage: hostGradient.storage, shape: value.shape, dtype: value.dtype)
+                    host.copy(bits, at: 0, from: weight)
+                    backend.copy(value, at: 0, from: bits)
+                }
+            }
         }
     }
 
-    /// Every state tensor by name, for checkpoints: `<name>` (the weight as computed with),
+    /// Every state tensor by name, for checkpoints: `<name>` (the weight as computed with, in its
+    /// dtype),
     /// `<name>.master` (offloaded, also the weight's host copy), `<name>.m`, `<name>.v` — host
     /// tensors when offloaded, which the device backend reads and writes with `copy`.
     var stateTensors: [(String, Tensor)] {

@@ -10,7 +10,8 @@ public enum PrecisionPolicy: String, Sendable, Codable, CaseIterable {
     case fp16
     /// bf16 compute copies of trainable weights, f32 masters.
     case bf16
-    /// Trainable weights stored in bf16 themselves (no f32 masters).
+    /// Trainable weights stored in bf16 themselves, 2 bytes a value (no f32 masters): each update
+    /// computes in f32 from the widened weight and writes it back rounded to nearest even.
     case pureBF16 = "pure-bf16"
 
     /// The dtype trainable weights are rounded to for compute.
@@ -21,6 +22,10 @@ public enum PrecisionPolicy: String, Sendable, Codable, CaseIterable {
         case .bf16, .pureBF16: .bf16
         }
     }
+
+    /// The dtype trainable tensors are stored in: bf16 under pure bf16 (2 bytes a value, updated
+    /// in place, no masters), else f32 (fp16 and bf16 round f32 compute copies).
+    public var trainableDType: DType { self == .pureBF16 ? .bf16 : .f32 }
 
     /// Whether f32 master copies of the trainable weights are kept for the optimizer.
     public var keepsMasters: Bool { self == .fp16 || self == .bf16 }
@@ -60,7 +65,7 @@ public enum ScheduleKind: String, Sendable, Codable, CaseIterable {
 public enum TrainingMethod: Sendable, Codable, Equatable {
     /// Low-rank adapters on a frozen base.
     case lora(LoRAConfiguration)
-    /// Every weight (f32 masters).
+    /// Every weight (stored in f32, or in bf16 under pure bf16).
     case full
 }
 

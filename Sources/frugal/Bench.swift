@@ -194,16 +194,19 @@ extension Frugal.Bench {
             let compute = try device.compute(lowPrecisionMatmul: policy != .fp32)
             let backend = compute.backend
             guard !full || quantization.dtype == nil else { throw ValidationError("--quantize needs --method lora (a full fine-tune trains f32 weights)") }
-            let baseDType: DType = full ? .f32 : policy.computeDType
+            let baseDType: DType = full ? policy.trainableDType : policy.computeDType
             let decoder = try files.map { files in
-                try withCleanErrors { try files.decoder(on: backend, trainable: full, quantize: quantization.dtype) }
+                try withCleanErrors {
+                    try files.decoder(on: backend, trainable: full, trainableDType: policy.trainableDType, quantize: quantization.dtype)
+                }
             } ?? Decoder.random(configuration, on: backend, category: full ? .trainable : .weights, dtype: baseDType,
                                 quantize: quantization.dtype, seed: 1)
             if let line = quantization.summary(decoder) { print(line) }
             let targetList = targets.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
             let lora = LoRAConfiguration(rank: rank, alpha: Float(2 * rank), dropout: 0, targets: targetList)
             let parameters = try withCleanErrors {
-                full ? try decoder.allWeights(shareBlockGradients: fusedStep) : try decoder.attachLoRA(lora, seed: 2, shareBlockGradients: fusedStep)
+                full ? try decoder.allWeights(shareBlockGradients: fusedStep) : try decoder.attachLoRA(lora, seed: 2, shareBlockGradients: fusedStep,
+                                                                                            dtype: policy.trainableDType)
             }
             var training = TrainingConfiguration()
             training.method = full ? .full : .lora(lora)

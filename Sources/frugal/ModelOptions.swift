@@ -69,10 +69,12 @@ struct QuantizeOptions: ParsableArguments {
 }
 
 extension ModelOptions {
-    /// Loads `files` onto `backend` (every weight trainable f32 for a full fine-tune), with the
+    /// Loads `files` onto `backend` (every weight trainable f32, or bf16 under pure bf16, for a full fine-tune), with the
     /// projections quantized as `--quantize` asks, and says on standard error what was quantized.
-    func decoder(_ files: ModelFiles, on backend: Backend, trainable: Bool = false) throws -> Decoder {
-        let decoder = try withCleanErrors { try files.decoder(on: backend, trainable: trainable, quantize: quantization.dtype) }
+    func decoder(_ files: ModelFiles, on backend: Backend, trainable: Bool = false, trainableDType: DType = .f32) throws -> Decoder {
+        let decoder = try withCleanErrors {
+            try files.decoder(on: backend, trainable: trainable, trainableDType: trainableDType, quantize: quantization.dtype)
+        }
         if let line = quantization.summary(decoder) { FileHandle.standardError.write(Data((line + "\n").utf8)) }
         return decoder
     }

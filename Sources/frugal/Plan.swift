@@ -15,7 +15,8 @@ extension Frugal {
             Counts the tensors a run would allocate, as the memory ledger of `frugal train`
             and `frugal bench train` measures them, in six categories:
               weights      the frozen base as stored (none in a full fine-tune)
-              trainable    LoRA's A and B, or every weight, in f32
+              trainable    LoRA's A and B, or every weight, in f32 (bf16 under
+                           pure-bf16)
               gradients    one f32 value per trainable value (one block's and those
                            outside the blocks with --fused-step)
               optimizer    AdamW's two moments in f32 (8-bit codes in 260-byte
@@ -152,7 +153,7 @@ extension Frugal {
             let p = plan.configuration
             let switches = [p.fusedOptimizerStep ? "fused step" : nil, p.offloadOptimizer ? "optimizer offloaded" : nil,
                             p.offloadActivations ? "activations offloaded" : nil].compactMap { $0 }
-            print("\(describe(p.method)) (\(formatCount(plan.trainableCount)) trainable), \(p.precision.rawValue) with \(p.activationDType.rawValue) activations, base \(p.method == .full ? "f32 (trainable)" : p.baseDType.rawValue), batch \(p.microBatch) × \(p.sequenceLength), \(p.checkpointing ? "checkpointing" : "no checkpointing")"
+            print("\(describe(p.method)) (\(formatCount(plan.trainableCount)) trainable), \(p.precision.rawValue) with \(p.activationDType.rawValue) activations, base \(p.method == .full ? "\(p.precision.trainableDType.rawValue) (trainable)" : p.baseDType.rawValue), batch \(p.microBatch) × \(p.sequenceLength), \(p.checkpointing ? "checkpointing" : "no checkpointing")"
                   + switches.map { ", " + $0 }.joined())
             var rows = MemoryCategory.allCases.map { category in
                 let bytes = plan.peak[category, default: 0]

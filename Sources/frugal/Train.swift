@@ -122,7 +122,8 @@ extension Frugal {
             let parameters = try withCleanErrors {
                 switch configuration.method {
                 case let .lora(lora):
-                    try decoder.attachLoRA(lora, seed: seed, frozenLayers: configuration.frozenLayers, shareBlockGradients: fusedStep)
+                    try decoder.attachLoRA(lora, seed: seed, frozenLayers: configuration.frozenLayers, shareBlockGradients: fusedStep,
+                                          dtype: configuration.precision.trainableDType)
                 case .full: try decoder.allWeights(frozenLayers: configuration.frozenLayers, shareBlockGradients: fusedStep)
                 }
             }
@@ -221,7 +222,8 @@ extension Frugal {
             print("device: \(compute.description)")
             let powerCap = try power.apply(compute)
             let governor = try power.governor(compute)
-            let decoder = try model.decoder(files, on: compute.backend, trainable: configuration.method == .full)
+            let decoder = try model.decoder(files, on: compute.backend, trainable: configuration.method == .full,
+                                         trainableDType: configuration.precision.trainableDType)
             return RunSetUp(compute: compute, powerCap: powerCap, governor: governor, decoder: decoder,
                             session: try model.chatSession(files: files, decoder: decoder))
         }

@@ -81,7 +81,8 @@ extension Frugal.Train {
             let training = try withCleanErrors { try pairTokenizer.tokenize(trainingPairs) }
             let heldOut = try withCleanErrors { try pairTokenizer.tokenize(heldOutPairs) }
             let parameters = try attachTrainable(decoder, configuration)
-            let head = ValueHead(backend: backend, width: decoder.weights.head.shape.last)
+            let head = ValueHead(backend: backend, width: decoder.weights.head.shape.last,
+                                 dtype: configuration.precision.trainableDType)
             let reward = try withCleanErrors {
                 try RewardModelTrainer(decoder: decoder, parameters: parameters, head: head, configuration: configuration,
                                        pairs: training, padTokenID: pad)
@@ -131,7 +132,8 @@ extension Frugal.Train {
             let room = max(maxLength - settings.maxNewTokens, 1)
             let prompt = { (pair: PreferencePair) in Array(pairTokenizer.promptTokens(pair.prompt).suffix(room)) }
             let heldOut = heldOutPairs.map(prompt)
-            let critic = ValueHead(backend: backend, width: decoder.weights.head.shape.last)
+            let critic = ValueHead(backend: backend, width: decoder.weights.head.shape.last,
+                                   dtype: configuration.precision.trainableDType)
             let ppo = try withCleanErrors {
                 try PPOTrainer(decoder: decoder, parameters: policy, critic: critic, rewardModel: reward,
                                configuration: configuration, settings: settings, prompts: trainingPairs.map(prompt),
@@ -236,7 +238,9 @@ extension Frugal.Train {
     private func attachTrainable(_ decoder: Decoder, _ configuration: TrainingConfiguration) throws -> TrainableParameters {
         try withCleanErrors {
             switch configuration.method {
-            case let .lora(lora): try decoder.attachLoRA(lora, seed: seed, frozenLayers: configuration.frozenLayers)
+            case let .lora(lora):
+                try decoder.attachLoRA(lora, seed: seed, frozenLayers: configuration.frozenLayers,
+                                       dtype: configuration.precision.trainableDType)
             case .full: try decoder.allWeights(frozenLayers: configuration.frozenLayers)
             }
         }

@@ -95,6 +95,23 @@ final class CheckpointTests: XCTestCase {
         try checkResume(c, split: 3)
     }
 
+    /// Under pure bf16 the weights are bf16 tensors, saved in bf16 and restored byte for byte: a
+    /// full fine-tune with gradient accumulation, and LoRA with the optimizer offloaded (its f32
+    /// copies on the host) and the fused step.
+    func testResumeIsExactUnderPureBF16() throws {
+        var c = TinyTraining.configuration(.full, steps: 4, microBatch: 2)
+        c.precision = .pureBF16
+        c.gradientAccumulation = 2
+        c.learningRate = 1e-3
+        c.weightDecay = 0.01
+        try checkResume(c, split: 2)
+        c = TinyTraining.configuration(steps: 6, microBatch: 2)
+        c.precision = .pureBF16
+        c.offloadOptimizer = true
+        c.fusedOptimizerStep = true
+        try checkResume(c, split: 3)
+    }
+
     /// 8-bit AdamW's packed moments are saved byte for byte: a full fine-tune (norm vectors pad to
     /// a block) with bf16 masters and weight decay, and LoRA with dropout over shuffled data.
     func testResumeIsExactWithAdamW8bit() throws {

@@ -25,10 +25,13 @@ final class PlanTests: XCTestCase {
         let backend = CPUBackend()
         let full = plan.method == .full
         let decoder = Decoder.random(plan.model, on: backend, category: full ? .trainable : .weights,
-                                     dtype: full ? .f32 : plan.baseDType, quantize: full ? nil : plan.quantize, seed: 1)
+                                     dtype: full ? plan.precision.trainableDType : plan.baseDType,
+                                     quantize: full ? nil : plan.quantize, seed: 1)
         let parameters: TrainableParameters
         switch plan.method {
-        case let .lora(lora): parameters = try decoder.attachLoRA(lora, seed: 2, shareBlockGradients: plan.fusedOptimizerStep)
+        case let .lora(lora):
+            parameters = try decoder.attachLoRA(lora, seed: 2, shareBlockGradients: plan.fusedOptimizerStep,
+                                                dtype: plan.precision.trainableDType)
         case .full: parameters = try decoder.allWeights(shareBlockGradients: plan.fusedOptimizerStep)
         }
         var training = TrainingConfiguration()
@@ -121,6 +124,26 @@ final class PlanTests: XCTestCase {
                                "LoRA all-linear r8 bf16 (bf16 base), batch 2 × 64")
         try checkAgainstLedger(cpu(method, precision: .bf16, base: .bf16, checkpointing: true),
                                "LoRA all-linear r8 bf16 (bf16 base), batch 2 × 64, checkpointing")
+    }
+
+    /// Pure bf16: the trainable tensors stored in bf16 (half of fp32's trainable bytes), no
+    /// masters; a full fine-tune (its weights widened whole where the CPU's GEMMs read them) and
+    /// LoRA on a bf16 base, then with the optimizer offloaded (its f32 copies on the host).
+    func testPureBF16AgainstLedger() throws {
+        let full = cpu(.full, precision: .pureBF16, checkpointing: false)
+        try checkAgainstLedger(full, "full pure-bf16 AdamW, batch 2 × 64")
+        let fp32 = try MemoryPlan.predict(cpu(.full, checkpointing: false))
+        let pure = try MemoryPlan.predict(full)
+        XCTAssertEqual(2 * pure.peak[.trainable]!, fp32.peak[.trainable]!)
+        let method = TrainingMethod.lora(LoRAConfiguration(rank: 8, alpha: 16, targets: ["all-linear"]))
+        var lora = cpu(method, precision: .pureBF16, base: .bf16, checkpointing: true)
+        try checkAgainstLedger(lora, "LoRA all-linear r8 pure-bf16 (bf16 base), batch 2 × 64, checkpointing")
+        lora.offloadOptimizer = true
+        try checkAgainstLedger(lora, "LoRA all-linear r8 pure-bf16 (bf16 base), optimizer offloaded")
+        var offloaded = full
+        offloaded.checkpointing = true
+        offloaded.offloadOptimizer = true
+        try checkAgainstLedger(offloaded, "full pure-bf16 AdamW, checkpointing, optimizer offloaded")
     }
 
     /// Forward activations stored in 16 bits under fp32 training: bf16 keeping every tape, f16

@@ -33,7 +33,13 @@ final class PrecisionTests: XCTestCase {
     /// Sets one trainable value (the compute copy) and returns what it was.
     @discardableResult
     private func poke(_ trainer: Trainer, _ value: Float, parameter: Int = 0, at index: Int = 0) -> Float {
-        let values = trainer.parameters.parameters[parameter].value.floats
+        let tensor = trainer.parameters.parameters[parameter].value
+        if tensor.dtype == .bf16 {  // pure bf16 stores the weights in bf16
+            let bits = tensor.rawPointer.assumingMemoryBound(to: UInt16.self)
+            defer { bits[index] = HalfPrecision.floatToBF16(value) }
+            return HalfPrecision.bf16ToFloat(bits[index])
+        }
+        let values = tensor.floats
         defer { values[index] = value }
         return values[index]
     }

@@ -50,16 +50,20 @@ enum TinyTraining {
 
     /// A trainer at step 0 on a freshly loaded fixture model, training what `configuration.method`
     /// says (adapters seeded by `configuration.seed`), over a loader of `microBatch` rows.
+    /// `trainableDType` stores the trainable tensors (the policy's `trainableDType` unless given:
+    /// f32 under pure bf16 is the old way, f32 tensors rounded to bf16 after every update).
     static func trainer(_ configuration: TrainingConfiguration, _ sequences: [TokenizedExample],
                         family: String = "llama3", strategy: BatchStrategy = .padding(length: nil),
-                        shuffle: Bool = false) throws -> Trainer {
+                        shuffle: Bool = false, trainableDType: DType? = nil) throws -> Trainer {
+        let dtype = trainableDType ?? configuration.precision.trainableDType
         let files = try ModelFiles(path: models.appendingPathComponent(family).path)
-        let decoder = try files.decoder(on: CPUBackend(), trainable: configuration.method == .full)
+        let decoder = try files.decoder(on: CPUBackend(), trainable: configuration.method == .full, trainableDType: dtype)
         // The fused step shares one block's gradient tensors, as `frugal train --fused-step` does.
         let share = configuration.fusedOptimizerStep
         let parameters = switch configuration.method {
         case let .lora(lora):
-            try decoder.attachLoRA(lora, seed: configuration.seed, frozenLayers: configuration.frozenLayers, shareBlockGradients: share)
+            try decoder.attachLoRA(lora, seed: configuration.seed, frozenLayers: configuration.frozenLayers, shareBlockGradients: share,
+                                   dtype: dtype)
         case .full: try decoder.allWeights(frozenLayers: configuration.frozenLayers, shareBlockGradients: share)
         }
         let loader = try DataLoader(sequences: sequences, batchSize: configuration.microBatch, strategy: strategy,

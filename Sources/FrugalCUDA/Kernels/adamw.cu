@@ -1,5 +1,6 @@
 // adamw.cu: one AdamW step over f32 master weights, in torch.optim.AdamW's order, optionally
-// writing the updated weights rounded to a 16-bit compute copy in the same pass:
+// writing the updated weights rounded to a 16-bit compute copy in the same pass; or over a
+// parameter stored in f32, f16 or bf16 itself (adamw_parameter_*, pure bf16's weights):
 //   p *= 1 − lr·wd; m += (1−β1)·(g − m); v = β2·v + (1−β2)·g²;
 //   p −= step_size · m / (√v / correction2 + ε), step_size = lr/(1−β1^t), correction2 = √(1−β2^t)
 #include "common.cuh"
@@ -19,3 +20,19 @@
         }                                                                                                       \
     }
 FRUGAL_DTYPES(ADAMW)
+
+// The same step on a parameter stored as T itself (pure bf16: no master): p read widened, the
+// update computed in f32 as above, written back rounded to nearest even. Grid-stride over n.
+#define ADAMW_PARAMETER(suffix, T)                                                                              \
+    extern "C" __global__ void adamw_parameter_##suffix(T* p, float* m, float* v, const float* g, long long n,  \
+                                                        float beta1, float beta2, float epsilon, float decay,  \
+                                                        float step_size, float correction2) {                   \
+        FRUGAL_GRID_STRIDE(i, n) {                                                                              \
+            const float gi = g[i];                                                                              \
+            const float mi = m[i] + (1.f - beta1) * (gi - m[i]);                                                \
+            const float vi = v[i] * beta2 + (1.f - beta2) * gi * gi;                                            \
+            const float pi = to_float(p[i]) * decay - step_size * (mi / (sqrtf(vi) / correction2 + epsilon));  \
+            m[i] = mi; v[i] = vi; p[i] = from_float<T>(pi);                                                     \
+        }                                                                                                       \
+    }
+FRUGAL_DTYPES(ADAMW_PARAMETER)

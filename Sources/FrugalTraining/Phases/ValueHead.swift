@@ -6,7 +6,7 @@ import FrugalFormats
 import FrugalModels
 
 /// A scalar head on the decoder's final hidden states, `v = h·w` with `w` (1, embedding dim) in
-/// f32, trained: the reward model's score and PPO's critic.
+/// f32 (bf16 under pure bf16), trained: the reward model's score and PPO's critic.
 public final class ValueHead: @unchecked Sendable {
     /// (1, embedding dim)
     public let weight: Tensor
@@ -14,10 +14,11 @@ public final class ValueHead: @unchecked Sendable {
     public let parameters: TrainableParameters
     let backend: TrainingBackend
 
-    /// A head of zeros (every score starts at 0), or of `values`.
-    public init(backend: TrainingBackend, width: Int, values: [Float]? = nil) {
+    /// A head of zeros (every score starts at 0), or of `values` (rounded to nearest even when
+    /// `dtype` is bf16: the run's `PrecisionPolicy.trainableDType`).
+    public init(backend: TrainingBackend, width: Int, values: [Float]? = nil, dtype: DType = .f32) {
         self.backend = backend
-        weight = backend.zeros([1, width], .f32, .trainable)
+        weight = backend.zeros([1, width], dtype, .trainable)
         if let values {
             precondition(values.count == width, "value head of \(width) values, given \(values.count)")
             let uploaded = values.withUnsafeBytes { backend.upload($0, [1, width], .f32, .workspace) }
