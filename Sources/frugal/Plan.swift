@@ -24,7 +24,9 @@ extension Frugal {
                            buffer in f32), and f32 masters under fp16 and bf16
               activations  what forward keeps for backward: every block's tensors,
                            or with --checkpointing each block's input and the one
-                           block being recomputed
+                           block being recomputed, in --activations' dtype (bf16
+                           under bf16 and pure-bf16, f16 under fp16); and the
+                           f32 gradients of the block in backward
               workspace    scratch: the GPU's cuBLASLt and attention buffers, the
                            CPU's chunk of logits
             --offload-optimizer moves the optimizer's state, an f32 copy of every
