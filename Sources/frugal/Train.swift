@@ -246,7 +246,7 @@ extension Frugal {
             var s = ["method": method, "precision": c.precision.rawValue, "grad_accum": "\(c.gradientAccumulation)",
                      "batch": "\(c.microBatch)", "checkpointing": "\(c.checkpointing)", "optimizer": c.optimizer.rawValue,
                      "fused_step": "\(c.fusedOptimizerStep)", "offload_optimizer": "\(c.offloadOptimizer)",
-                     "offload_activations": "\(c.offloadActivations)"]
+                     "offload_activations": "\(c.offloadActivations)", "activations": c.activationDType.rawValue]
             if case let .lora(l) = c.method {
                 s["lora_r"] = "\(l.rank)"
                 s["targets"] = l.targets.joined(separator: ",")
