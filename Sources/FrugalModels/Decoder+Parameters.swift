@@ -51,6 +51,26 @@ extension Decoder {
         return TrainableParameters(backend: backend, named: named, shareBlockGradients: shareBlockGradients)
     }
 
+    /// Replaces trainable parameter `i` (an f32 tensor) by a copy of it in `dtype` (f16 or bf16,
+    /// rounded to nearest even), in the model's weights (a projection's weight, bias or LoRA
+    /// adapter, a norm, an embedding, the head — both roles when tied) and in `parameters` (same
+    /// name, block and gradient); the f32 tensor is freed once nothing else holds it.
+    ///
+    /// This is how fp16 and bf16 store their compute copies in 16 bits: the trainable tensors are
+    /// created (LoRA's `A` drawn) or loaded in f32, so the optimizer's masters start from the
+    /// exact values, and `Optimizer.init` calls this for each tensor right after taking its
+    /// master — at most one f32 tensor beside the masters and 16-bit copies made so far. A
+    /// tensor already 16-bit, or `dtype` f32, is left as it is.
+    public func storeTrainable(_ parameters: TrainableParameters, at i: Int, as dtype: DType) {
+        let old = parameters.parameters[i].value
+        guard old.dtype == .f32, dtype != .f32 else { return }
+        precondition(dtype == .f16 || dtype == .bf16, "trainable tensors are stored in f32, f16 or bf16, not \(dtype)")
+        let copy = backend.empty(old.shape, dtype, .trainable)
+        backend.copy(copy, at: 0, from: old)
+        precondition(weights.replace(old, with: copy), "'\(parameters.parameters[i].name)' is not a tensor of the model")
+        parameters.replaceValue(at: i, with: copy)
+    }
+
     /// Turns every LoRA adapter on or off (off gives the base model, e.g. as a frozen reference).
     public func setAdaptersEnabled(_ enabled: Bool) {
         for block in weights.blocks {

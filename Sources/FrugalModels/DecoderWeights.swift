@@ -116,4 +116,43 @@ public struct DecoderWeights: @unchecked Sendable {
         if head.storage !== tokenEmbedding.storage { list.append(("head", head)) }
         return list
     }
+
+    /// Puts `new` wherever the weights (and their LoRA adapters) hold `old` (the same storage
+    /// and offset); whether any did.
+    mutating func replace(_ old: Tensor, with new: Tensor) -> Bool {
+        var found = false
+        func swap(_ t: inout Tensor) {
+            if t.storage === old.storage && t.byteOffset == old.byteOffset { t = new; found = true }
+        }
+        func swap(_ t: inout Tensor?) {
+            guard var u = t else { return }
+            swap(&u)
+            t = u
+        }
+        func swap(_ linear: inout Linear?) {
+            guard var l = linear else { return }
+            swap(&l.weight); swap(&l.bias)
+            if let lora = l.lora { swap(&lora.a); swap(&lora.b) }
+            linear = l
+        }
+        func swap(_ norm: inout Norm?) {
+            guard var n = norm else { return }
+            swap(&n.weight); swap(&n.bias)
+            norm = n
+        }
+        swap(&tokenEmbedding); swap(&positionEmbedding); swap(&head)
+        swap(&projectIn); swap(&projectOut); swap(&finalNorm)
+        for i in blocks.indices {
+            var norms: [Norm?] = [blocks[i].attentionNorm, blocks[i].mlpNorm]
+            for k in norms.indices { swap(&norms[k]) }
+            blocks[i].attentionNorm = norms[0]!
+            blocks[i].mlpNorm = norms[1]!
+            for role in ProjectionRole.allCases {
+                var linear = blocks[i][role]
+                swap(&linear)
+                blocks[i][role] = linear
+            }
+        }
+        return found
+    }
 }

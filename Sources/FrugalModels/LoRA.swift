@@ -10,9 +10,9 @@ import FrugalFormats
 public final class LoRAAdapter: @unchecked Sendable {
     /// (rank, inputs), the weights the forward pass uses (f32 rounded to the compute dtype, or
     /// stored in bf16 under pure bf16).
-    public let a: Tensor
+    public internal(set) var a: Tensor
     /// (outputs, rank)
-    public let b: Tensor
+    public internal(set) var b: Tensor
     public let rank: Int
     public let alpha: Float
     /// The factor applied to the adapter's output.

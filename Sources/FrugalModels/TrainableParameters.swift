@@ -13,9 +13,10 @@ public final class TrainableParameters: @unchecked Sendable {
     public struct Parameter: @unchecked Sendable {
         /// A stable name (PEFT-style for LoRA: `…q_proj.lora_A.weight`).
         public let name: String
-        /// The tensor the model computes with: f32, or bf16 under pure bf16 (the weight stored in
-        /// 16 bits, updated in place by the optimizer); read it with `download`, not `floats`.
-        public let value: Tensor
+        /// The tensor the model computes with: f32, or 16-bit under fp16, bf16 (the compute copy
+        /// of the optimizer's f32 master) and pure bf16 (the weight stored in 16 bits, updated in
+        /// place by the optimizer); read it with `download`, not `floats`.
+        public internal(set) var value: Tensor
         /// Its gradient (f32, same shape).
         public let gradient: Tensor
         /// The decoder block it belongs to; nil for embeddings, the final norm, the head, a value head.
@@ -27,10 +28,10 @@ public final class TrainableParameters: @unchecked Sendable {
         let offset: Int
     }
 
-    public let parameters: [Parameter]
+    public private(set) var parameters: [Parameter]
     /// Whether blocks share their gradient tensors (see the type's description).
     public let sharesBlockGradients: Bool
-    private let index: [Location: Int]
+    private var index: [Location: Int]
     private let backend: TrainingBackend
 
     /// Allocates a zeroed gradient for each named tensor.
@@ -66,6 +67,17 @@ public final class TrainableParameters: @unchecked Sendable {
             index[Location(storage: ObjectIdentifier(p.value.storage), offset: p.value.byteOffset)] = i
         }
         self.index = index
+    }
+
+    /// Replaces parameter `i`'s value by `tensor` (same shape, any trainable dtype), keeping its
+    /// name, block and gradient: `Decoder.storeTrainable` swaps f32 tensors for 16-bit copies.
+    public func replaceValue(at i: Int, with tensor: Tensor) {
+        let old = parameters[i].value
+        precondition(tensor.shape == old.shape && [.f32, .f16, .bf16].contains(tensor.dtype),
+                     "'\(parameters[i].name)': \(old.shape) replaced by \(tensor.shape) \(tensor.dtype)")
+        index[Location(storage: ObjectIdentifier(old.storage), offset: old.byteOffset)] = nil
+        parameters[i].value = tensor
+        index[Location(storage: ObjectIdentifier(tensor.storage), offset: tensor.byteOffset)] = i
     }
 
     /// The gradient buffer of `tensor`, or nil when it does not train.

@@ -13,8 +13,9 @@ import FrugalModels
 /// - weights: the frozen base's matrices in their stored dtype (block projections in the
 ///   quantized type when quantized on load and their rows are whole blocks), norms and biases in
 ///   f32; none in a full fine-tune, whose weights are all trainable;
-/// - trainable: LoRA's `A` and `B` in f32, or every weight in f32 in a full fine-tune; in bf16
-///   (2 bytes a value) under pure bf16, LoRA and full alike;
+/// - trainable: LoRA's `A` and `B` in f32, or every weight in f32 in a full fine-tune; in 16
+///   bits (2 bytes a value) under fp16, bf16 and pure bf16, LoRA and full alike — but fp16 and
+///   bf16 create (or load) them in f32 first, so their peak there is 4 bytes a value, at set-up;
 /// - gradients: one f32 value per trainable value;
 /// - optimizer: AdamW's first and second moments in f32 per trainable value (8-bit AdamW's in
 ///   260-byte blocks of 256 values, per tensor; SGD's momentum buffer in f32), plus an f32
@@ -129,6 +130,13 @@ public struct MemoryPlan: Sendable, Equatable {
             + 4 * shapes.vectorValues
         let trainableBytes = configuration.precision.trainableDType.byteCount(elements: 1)!
         let trainable = trainableBytes * trainableCount
+        // fp16 and bf16 create (or load) the trainable tensors in f32 and replace each, in order,
+        // by its 16-bit compute copy as the optimizer takes its master: the category peaks at the
+        // first replacement, every f32 tensor there and the first tensor's copy beside it (the
+        // token embedding in a full fine-tune, the first adapter's A with LoRA).
+        let createdBytes = configuration.precision.createdDType.byteCount(elements: 1)!
+        let firstTensor = full ? c.vocabSize * (c.wordEmbedProjDim ?? c.hiddenSize) : rank * (adapted.first?.inputs ?? 0)
+        let created = createdBytes * trainableCount + (createdBytes == trainableBytes ? 0 : trainableBytes * firstTensor)
         // Gradients: one per trainable value, or with the fused step one block's and those outside the blocks.
         let perBlock = full ? shapes.projections.reduce(0) { $0 + $1.inputs * $1.outputs } + shapes.blockVectorValues
             : adapterValues / c.layers
@@ -180,10 +188,11 @@ public struct MemoryPlan: Sendable, Equatable {
         if configuration.offloadActivations { host[.activations] = stored * rows * offloaded }
         return MemoryPlan(
             configuration: configuration,
-            peak: [.weights: weights, .trainable: trainable, .gradients: gradients, .optimizer: deviceOptimizer,
+            peak: [.weights: weights, .trainable: max(trainable, created), .gradients: gradients, .optimizer: deviceOptimizer,
                    .activations: activations, .workspace: max(lossWorkspace, backwardWorkspace)],
             hostPeak: host,
-            peakTotal: persistent + max(atLoss + lossWorkspace, activations + backwardWorkspace),
+            peakTotal: max(weights + created + gradients,
+                           persistent + max(atLoss + lossWorkspace, activations + backwardWorkspace)),
             trainableCount: trainableCount,
             flopsPerToken: flops(configuration, shapes, adapterValues: adapterValues, full: full))
     }

@@ -85,7 +85,7 @@ public enum OffloadAgreement {
     static func train(_ configuration: TrainingConfiguration, on backend: TrainingBackend) throws
         -> (weights: [Float], device: MemorySnapshot, host: MemorySnapshot) {
         // Stored as the policy stores them (bf16 under pure bf16).
-        let decoder = Decoder.random(model, on: backend, category: .trainable, dtype: configuration.precision.trainableDType,
+        let decoder = Decoder.random(model, on: backend, category: .trainable, dtype: configuration.precision.createdDType,
                                      seed: 1)
         let parameters = try decoder.allWeights(shareBlockGradients: configuration.fusedOptimizerStep)
         var random = SplitMix64(seed: 2)

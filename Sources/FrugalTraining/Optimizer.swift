@@ -6,8 +6,10 @@ import FrugalModels
 
 /// Updates trainable tensors from their gradients.
 ///
-/// Under fp16/bf16 the model computes with weights rounded to the compute dtype while the
-/// optimizer updates f32 masters and copies them back rounded; under pure bf16 the weights are
+/// Under fp16/bf16 the model computes with weights rounded to the compute dtype — 16-bit compute
+/// copies, 2 bytes a value, that replace the f32 tensors once their masters exist
+/// (`storeComputeCopy`) — while the optimizer updates f32 masters and copies them back rounded to
+/// nearest even; under pure bf16 the weights are
 /// stored in bf16 themselves (`TrainingConfiguration.trainableDType`) and the update reads each
 /// widened, computes in f32 and writes it rounded to nearest even (small updates can be lost, as
 /// on the GPU). f32 weights under pure bf16 (a caller that made them so) are rounded in place
@@ -22,7 +24,9 @@ import FrugalModels
 public final class Optimizer: @unchecked Sendable {
     /// One parameter's optimizer state.
     struct Slot {
-        let parameter: TrainableParameters.Parameter
+        /// The parameter's index in the trainable set (whose value may be replaced by its 16-bit
+        /// compute copy after the master is taken).
+        let index: Int
         /// The f32 copy the update applies to: the master under fp16 and bf16, the weight's host copy
         /// when offloaded; nil when the update applies to the weight itself.
         let master: Tensor?
@@ -33,6 +37,8 @@ public final class Optimizer: @unchecked Sendable {
     }
 
     let slots: [Slot]
+    /// The trainable set.
+    let parameters: TrainableParameters
     let configuration: TrainingConfiguration
     let backend: TrainingBackend
     /// The host backend holding the state when offloaded.
@@ -45,8 +51,15 @@ public final class Optimizer: @unchecked Sendable {
 
     /// Allocates the state (as `optimizer` memory, on the host when offloaded) and rounds the
     /// weights to the compute dtype.
-    public init(_ parameters: TrainableParameters, configuration: TrainingConfiguration, backend: TrainingBackend) {
+    /// - Parameter storeComputeCopy: under fp16 and bf16, called with each parameter's index as
+    ///   soon as its f32 master exists, to replace its f32 tensor by a 16-bit compute copy
+    ///   (`Decoder.storeTrainable`, `ValueHead.storeTrainable`): the masters start from the
+    ///   exact f32 values, and the f32 tensors go one at a time. Without it (or under fp32 and
+    ///   pure bf16) the tensors stay as they are, f32 ones rounded in place.
+    public init(_ parameters: TrainableParameters, configuration: TrainingConfiguration, backend: TrainingBackend,
+                storeComputeCopy: ((Int) -> Void)? = nil) {
         self.configuration = configuration
+        self.parameters = parameters
         self.backend = backend
         let host = configuration.offloadOptimizer ? CPUBackend(ledger: backend.hostLedger) : nil
         let state: TrainingBackend = host ?? backend
@@ -67,21 +80,28 @@ public final class Optimizer: @unchecked Sendable {
             }
             return copy
         }
-        slots = parameters.parameters.map { p in
+        // By index, not over a copy of the list, which would keep every replaced f32 tensor alive.
+        slots = parameters.parameters.indices.map { i in
+            let p = parameters.parameters[i]
             var master = policy.keepsMasters ? copy(of: p.value) : nil
-            // A weight stored in 16 bits (pure bf16) already holds its rounded values.
-            if p.value.dtype == .f32 { backend.roundInPlace(p.value, to: policy.computeDType) }
-            if host != nil, master == nil { master = copy(of: p.value) }
+            if policy.keepsMasters, let storeComputeCopy {
+                // The f32 tensor gives way to its copy in the compute dtype, rounded to nearest even.
+                storeComputeCopy(i)
+            } else if p.value.dtype == .f32 {
+                // A weight stored in 16 bits (pure bf16) already holds its rounded values.
+                backend.roundInPlace(p.value, to: policy.computeDType)
+            }
+            if host != nil, master == nil { master = copy(of: parameters.parameters[i].value) }
             let shape = p.value.shape, padded: Shape = [DynamicQuantization.paddedCount(shape.count)]
             return switch configuration.optimizer {
             case .adamW:
-                Slot(parameter: p, master: master, first: state.zeros(shape, .f32, .optimizer),
+                Slot(index: i, master: master, first: state.zeros(shape, .f32, .optimizer),
                      second: state.zeros(shape, .f32, .optimizer))
             case .adamW8bit:
-                Slot(parameter: p, master: master, first: state.zeros(padded, .dynamic8, .optimizer),
+                Slot(index: i, master: master, first: state.zeros(padded, .dynamic8, .optimizer),
                      second: state.zeros(padded, .dynamic8Unsigned, .optimizer))
             case .sgd:
-                Slot(parameter: p, master: master, first: state.zeros(shape, .f32, .optimizer), second: nil)
+                Slot(index: i, master: master, first: state.zeros(shape, .f32, .optimizer), second: nil)
             }
         }
         self.host = host
@@ -102,11 +122,12 @@ public final class Optimizer: @unchecked Sendable {
     func apply(rate: Float, to indices: some Sequence<Int>) {
         let c = configuration, state: TrainingBackend = host ?? backend
         for slot in indices.map({ slots[$0] }) {
+            let parameter = parameters.parameters[slot.index]
             // Where the update reads the gradient and leaves the weight as computed with.
-            var gradient = slot.parameter.gradient, weight = slot.parameter.value
+            var gradient = parameter.gradient, weight = parameter.value
             if let hostGradient {
                 gradient = Tensor(storage: hostGradient.storage, shape: weight.shape, dtype: .f32)
-                backend.copy(gradient, at: 0, from: slot.parameter.gradient)
+                backend.copy(gradient, at: 0, from: parameter.gradient)
                 // The master rounded into the spent gradient's place, or the weight's host copy itself.
                 weight = c.precision.keepsMasters ? gradient : slot.master!
             }
@@ -122,21 +143,21 @@ public final class Optimizer: @unchecked Sendable {
                 state.sgd(target, gradient: gradient, momentumBuffer: slot.first, learningRate: rate,
                           momentum: c.momentum, weightDecay: c.weightDecay)
             }
+            if let host, let hostGradient, parameter.value.dtype != .f32 {
+                // A 16-bit weight crosses in its dtype, through the spent gradient's buffer, rounded
+                // to nearest even from the master (fp16, bf16) or from the host copy rounded in
+                // place (pure bf16) — never from the buffer itself, which narrowing in place (in
+                // parallel chunks) would overwrite before it is read.
+                if !c.precision.keepsMasters { state.roundInPlace(target, to: c.precision.computeDType) }
+                let bits = Tensor(storage: hostGradient.storage, shape: weight.shape, dtype: parameter.value.dtype)
+                host.copy(bits, at: 0, from: target)
+                backend.copy(parameter.value, at: 0, from: bits)
+                continue
+            }
             if c.precision.keepsMasters { state.copy(weight, at: 0, from: target) }
             // A 16-bit weight updated in place is rounded already (the update writes it so).
             if weight.dtype == .f32 { state.roundInPlace(weight, to: c.precision.computeDType) }
-            if let host, let hostGradient {
-                let value = slot.parameter.value
-                if value.dtype == .f32 {
-                    backend.copy(value, at: 0, from: weight)
-                } else {
-                    // Host and device copies need equal dtypes: the rounded weight (exact in 16
-                    // bits) goes back in the weight's dtype, through the spent gradient's buffer.
-                    let bits = Tensor(storage: hostGradient.storage, shape: value.shape, dtype: value.dtype)
-                    host.copy(bits, at: 0, from: weight)
-                    backend.copy(value, at: 0, from: bits)
-                }
-            }
+            if host != nil { backend.copy(parameter.value, at: 0, from: weight) }
         }
     }
 
@@ -146,8 +167,8 @@ public final class Optimizer: @unchecked Sendable {
     /// tensors when offloaded, which the device backend reads and writes with `copy`.
     var stateTensors: [(String, Tensor)] {
         slots.flatMap { slot -> [(String, Tensor)] in
-            let name = slot.parameter.name
-            var list = [(name, slot.parameter.value), (name + ".m", slot.first)]
+            let parameter = parameters.parameters[slot.index], name = parameter.name
+            var list = [(name, parameter.value), (name + ".m", slot.first)]
             if let master = slot.master { list.append((name + ".master", master)) }
             if let second = slot.second { list.append((name + ".v", second)) }
             return list

@@ -27,10 +27,13 @@ public final class Trainer: @unchecked Sendable {
     /// Optimizer steps attempted so far (applied or skipped).
     public internal(set) var step = 0
 
-    /// A trainer at step 0.
+    /// A trainer at step 0. Under fp16 and bf16 it replaces each f32 trainable tensor of `decoder`
+    /// (and of `parameters`) by its 16-bit compute copy as the optimizer takes the f32 master
+    /// (`Decoder.storeTrainable`); `storesComputeCopies: false` keeps them in f32 tensors holding
+    /// rounded values instead (the former way, with the same results, for comparisons).
     /// - Throws: `FrugalError.invalidArgument` when the backend cannot train.
     public init(decoder: Decoder, parameters: TrainableParameters, configuration: TrainingConfiguration,
-                loader: DataLoader) throws {
+                loader: DataLoader, storesComputeCopies: Bool = true) throws {
         let backend = try decoder.trainingBackend()
         guard configuration.steps > 0, configuration.gradientAccumulation > 0 else {
             throw FrugalError.invalidArgument("steps and gradient accumulation must be positive")
@@ -49,7 +52,9 @@ public final class Trainer: @unchecked Sendable {
         self.loader = loader
         self.backend = backend
         phaseTimer = backend.makePhaseTimer()
-        optimizer = Optimizer(parameters, configuration: configuration, backend: backend)
+        let dtype = configuration.precision.trainableDType
+        optimizer = Optimizer(parameters, configuration: configuration, backend: backend,
+                              storeComputeCopy: storesComputeCopies ? { decoder.storeTrainable(parameters, at: $0, as: dtype) } : nil)
         schedule = LearningRateSchedule(peak: configuration.learningRate, kind: configuration.schedule,
                                         warmupSteps: configuration.warmupSteps, totalSteps: configuration.steps)
         scaler = LossScaler(configuration.lossScale)

@@ -23,9 +23,16 @@ public enum PrecisionPolicy: String, Sendable, Codable, CaseIterable {
         }
     }
 
-    /// The dtype trainable tensors are stored in: bf16 under pure bf16 (2 bytes a value, updated
-    /// in place, no masters), else f32 (fp16 and bf16 round f32 compute copies).
-    public var trainableDType: DType { self == .pureBF16 ? .bf16 : .f32 }
+    /// The dtype trainable tensors are stored in while training: the compute dtype, 2 bytes a
+    /// value, under fp16, bf16 (compute copies of the optimizer's f32 masters) and pure bf16
+    /// (updated in place, no masters); f32 under fp32.
+    public var trainableDType: DType { computeDType }
+
+    /// The dtype trainable tensors are created or loaded in (LoRA's adapters, a full fine-tune's
+    /// weights, a value head): bf16 under pure bf16, else f32 — under fp16 and bf16 the
+    /// optimizer's masters must start from the exact f32 values, and the `Trainer` replaces each
+    /// f32 tensor by its 16-bit compute copy once its master exists (`Optimizer.init`).
+    public var createdDType: DType { self == .pureBF16 ? .bf16 : .f32 }
 
     /// Whether f32 master copies of the trainable weights are kept for the optimizer.
     public var keepsMasters: Bool { self == .fp16 || self == .bf16 }

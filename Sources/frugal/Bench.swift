@@ -197,7 +197,7 @@ extension Frugal.Bench {
             let baseDType: DType = full ? policy.trainableDType : policy.computeDType
             let decoder = try files.map { files in
                 try withCleanErrors {
-                    try files.decoder(on: backend, trainable: full, trainableDType: policy.trainableDType, quantize: quantization.dtype)
+                    try files.decoder(on: backend, trainable: full, trainableDType: policy.createdDType, quantize: quantization.dtype)
                 }
             } ?? Decoder.random(configuration, on: backend, category: full ? .trainable : .weights, dtype: baseDType,
                                 quantize: quantization.dtype, seed: 1)
@@ -206,7 +206,7 @@ extension Frugal.Bench {
             let lora = LoRAConfiguration(rank: rank, alpha: Float(2 * rank), dropout: 0, targets: targetList)
             let parameters = try withCleanErrors {
                 full ? try decoder.allWeights(shareBlockGradients: fusedStep) : try decoder.attachLoRA(lora, seed: 2, shareBlockGradients: fusedStep,
-                                                                                            dtype: policy.trainableDType)
+                                                                                            dtype: policy.createdDType)
             }
             var training = TrainingConfiguration()
             training.method = full ? .full : .lora(lora)

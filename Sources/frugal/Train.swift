@@ -123,7 +123,7 @@ extension Frugal {
                 switch configuration.method {
                 case let .lora(lora):
                     try decoder.attachLoRA(lora, seed: seed, frozenLayers: configuration.frozenLayers, shareBlockGradients: fusedStep,
-                                          dtype: configuration.precision.trainableDType)
+                                          dtype: configuration.precision.createdDType)
                 case .full: try decoder.allWeights(frozenLayers: configuration.frozenLayers, shareBlockGradients: fusedStep)
                 }
             }
@@ -223,7 +223,7 @@ extension Frugal {
             let powerCap = try power.apply(compute)
             let governor = try power.governor(compute)
             let decoder = try model.decoder(files, on: compute.backend, trainable: configuration.method == .full,
-                                         trainableDType: configuration.precision.trainableDType)
+                                         trainableDType: configuration.precision.createdDType)
             return RunSetUp(compute: compute, powerCap: powerCap, governor: governor, decoder: decoder,
                             session: try model.chatSession(files: files, decoder: decoder))
         }

@@ -82,7 +82,7 @@ extension Frugal.Train {
             let heldOut = try withCleanErrors { try pairTokenizer.tokenize(heldOutPairs) }
             let parameters = try attachTrainable(decoder, configuration)
             let head = ValueHead(backend: backend, width: decoder.weights.head.shape.last,
-                                 dtype: configuration.precision.trainableDType)
+                                 dtype: configuration.precision.createdDType)
             let reward = try withCleanErrors {
                 try RewardModelTrainer(decoder: decoder, parameters: parameters, head: head, configuration: configuration,
                                        pairs: training, padTokenID: pad)
@@ -133,7 +133,7 @@ extension Frugal.Train {
             let prompt = { (pair: PreferencePair) in Array(pairTokenizer.promptTokens(pair.prompt).suffix(room)) }
             let heldOut = heldOutPairs.map(prompt)
             let critic = ValueHead(backend: backend, width: decoder.weights.head.shape.last,
-                                   dtype: configuration.precision.trainableDType)
+                                   dtype: configuration.precision.createdDType)
             let ppo = try withCleanErrors {
                 try PPOTrainer(decoder: decoder, parameters: policy, critic: critic, rewardModel: reward,
                                configuration: configuration, settings: settings, prompts: trainingPairs.map(prompt),
@@ -240,7 +240,7 @@ extension Frugal.Train {
             switch configuration.method {
             case let .lora(lora):
                 try decoder.attachLoRA(lora, seed: seed, frozenLayers: configuration.frozenLayers,
-                                       dtype: configuration.precision.trainableDType)
+                                       dtype: configuration.precision.createdDType)
             case .full: try decoder.allWeights(frozenLayers: configuration.frozenLayers)
             }
         }

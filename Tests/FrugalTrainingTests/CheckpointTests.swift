@@ -112,6 +112,31 @@ final class CheckpointTests: XCTestCase {
         try checkResume(c, split: 3)
     }
 
+    /// Under fp16 and bf16 the weights are 16-bit compute copies of the f32 masters, saved in
+    /// their dtype and restored byte for byte with the masters: a bf16 full fine-tune with
+    /// gradient accumulation, fp16 LoRA with loss scaling and the optimizer offloaded, and bf16
+    /// LoRA with the fused step.
+    func testResumeIsExactWith16BitComputeCopies() throws {
+        var c = TinyTraining.configuration(.full, steps: 4, microBatch: 2)
+        c.precision = .bf16
+        c.gradientAccumulation = 2
+        c.learningRate = 1e-3
+        c.weightDecay = 0.01
+        try checkResume(c, split: 2)
+        c = TinyTraining.configuration(steps: 6, microBatch: 2)
+        c.precision = .fp16
+        c.offloadOptimizer = true
+        try checkResume(c, split: 3)
+        c = TinyTraining.configuration(.full, steps: 4, microBatch: 2)
+        c.precision = .fp16
+        c.learningRate = 1e-3
+        try checkResume(c, split: 2)
+        c = TinyTraining.configuration(steps: 6, microBatch: 2)
+        c.precision = .bf16
+        c.fusedOptimizerStep = true
+        try checkResume(c, split: 3)
+    }
+
     /// 8-bit AdamW's packed moments are saved byte for byte: a full fine-tune (norm vectors pad to
     /// a block) with bf16 masters and weight decay, and LoRA with dropout over shuffled data.
     func testResumeIsExactWithAdamW8bit() throws {

@@ -25,13 +25,13 @@ final class PlanTests: XCTestCase {
         let backend = CPUBackend()
         let full = plan.method == .full
         let decoder = Decoder.random(plan.model, on: backend, category: full ? .trainable : .weights,
-                                     dtype: full ? plan.precision.trainableDType : plan.baseDType,
+                                     dtype: full ? plan.precision.createdDType : plan.baseDType,
                                      quantize: full ? nil : plan.quantize, seed: 1)
         let parameters: TrainableParameters
         switch plan.method {
         case let .lora(lora):
             parameters = try decoder.attachLoRA(lora, seed: 2, shareBlockGradients: plan.fusedOptimizerStep,
-                                                dtype: plan.precision.trainableDType)
+                                                dtype: plan.precision.createdDType)
         case .full: parameters = try decoder.allWeights(shareBlockGradients: plan.fusedOptimizerStep)
         }
         var training = TrainingConfiguration()

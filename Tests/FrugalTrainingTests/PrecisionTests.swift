@@ -34,10 +34,10 @@ final class PrecisionTests: XCTestCase {
     @discardableResult
     private func poke(_ trainer: Trainer, _ value: Float, parameter: Int = 0, at index: Int = 0) -> Float {
         let tensor = trainer.parameters.parameters[parameter].value
-        if tensor.dtype == .bf16 {  // pure bf16 stores the weights in bf16
-            let bits = tensor.rawPointer.assumingMemoryBound(to: UInt16.self)
-            defer { bits[index] = HalfPrecision.floatToBF16(value) }
-            return HalfPrecision.bf16ToFloat(bits[index])
+        if tensor.dtype != .f32 {  // fp16, bf16 and pure bf16 store the weights in 16 bits
+            let bits = tensor.rawPointer.assumingMemoryBound(to: UInt16.self), f16 = tensor.dtype == .f16
+            defer { bits[index] = f16 ? HalfPrecision.floatToF16(value) : HalfPrecision.floatToBF16(value) }
+            return f16 ? HalfPrecision.f16ToFloat(bits[index]) : HalfPrecision.bf16ToFloat(bits[index])
         }
         let values = tensor.floats
         defer { values[index] = value }

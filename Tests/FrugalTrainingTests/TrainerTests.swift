@@ -50,12 +50,13 @@ enum TinyTraining {
 
     /// A trainer at step 0 on a freshly loaded fixture model, training what `configuration.method`
     /// says (adapters seeded by `configuration.seed`), over a loader of `microBatch` rows.
-    /// `trainableDType` stores the trainable tensors (the policy's `trainableDType` unless given:
-    /// f32 under pure bf16 is the old way, f32 tensors rounded to bf16 after every update).
+    /// `trainableDType` creates the trainable tensors (the policy's `createdDType` unless given:
+    /// f32 is the old way under pure bf16, fp16 and bf16 — f32 tensors rounded to the compute
+    /// dtype after every update, the Trainer storing no 16-bit compute copies).
     static func trainer(_ configuration: TrainingConfiguration, _ sequences: [TokenizedExample],
                         family: String = "llama3", strategy: BatchStrategy = .padding(length: nil),
                         shuffle: Bool = false, trainableDType: DType? = nil) throws -> Trainer {
-        let dtype = trainableDType ?? configuration.precision.trainableDType
+        let dtype = trainableDType ?? configuration.precision.createdDType
         let files = try ModelFiles(path: models.appendingPathComponent(family).path)
         let decoder = try files.decoder(on: CPUBackend(), trainable: configuration.method == .full, trainableDType: dtype)
         // The fused step shares one block's gradient tensors, as `frugal train --fused-step` does.
@@ -68,7 +69,8 @@ enum TinyTraining {
         }
         let loader = try DataLoader(sequences: sequences, batchSize: configuration.microBatch, strategy: strategy,
                                     shuffle: shuffle, seed: configuration.seed)
-        return try Trainer(decoder: decoder, parameters: parameters, configuration: configuration, loader: loader)
+        return try Trainer(decoder: decoder, parameters: parameters, configuration: configuration, loader: loader,
+                           storesComputeCopies: trainableDType != .f32)
     }
 
     /// An f32 vector of `values` on `backend`.

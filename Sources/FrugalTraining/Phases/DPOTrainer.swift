@@ -78,8 +78,10 @@ public final class DPOTrainer: @unchecked Sendable {
         self.beta = beta
         self.padTokenID = padTokenID
         sampler = EpochSampler(pairs, seed: configuration.seed)
+        let dtype = configuration.precision.trainableDType
         update = PhaseUpdate([("policy", parameters)], configuration: configuration, backend: backend,
-                             totalUpdates: configuration.steps)
+                             totalUpdates: configuration.steps,
+                             storeComputeCopies: ["policy": { decoder.storeTrainable(parameters, at: $0, as: dtype) }])
         random = SplitMix64(seed: configuration.seed ^ 0x5EED)
     }
 

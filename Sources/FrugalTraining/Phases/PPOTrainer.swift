@@ -122,8 +122,11 @@ public final class PPOTrainer: @unchecked Sendable {
         self.settings = settings
         self.padTokenID = padTokenID
         sampler = EpochSampler(prompts, seed: configuration.seed)
+        let dtype = configuration.precision.trainableDType
         update = PhaseUpdate([("actor", parameters), ("critic", critic.parameters)], configuration: configuration, backend: backend,
-                             totalUpdates: configuration.steps * settings.epochs)
+                             totalUpdates: configuration.steps * settings.epochs,
+                             storeComputeCopies: ["actor": { decoder.storeTrainable(parameters, at: $0, as: dtype) },
+                                                  "critic": { _ in critic.storeTrainable(as: dtype) }])
         random = SplitMix64(seed: configuration.seed ^ 0x5A3B1E)
     }
 

@@ -30,13 +30,19 @@ final class PhaseUpdate {
     /// Times each step's phases on the device; the trainers start it and mark their phases.
     let timer: PhaseTimer
 
-    /// - Parameter totalUpdates: the updates of the whole run, for the schedule.
+    /// - Parameters:
+    ///   - totalUpdates: the updates of the whole run, for the schedule.
+    ///   - storeComputeCopies: by group name, what replaces a parameter's f32 tensor by its 16-bit
+    ///     compute copy once its master exists under fp16 and bf16 (`Optimizer.init`'s
+    ///     `storeComputeCopy`: `Decoder.storeTrainable`, `ValueHead.storeTrainable`).
     init(_ groups: [(name: String, parameters: TrainableParameters)], configuration: TrainingConfiguration,
-         backend: TrainingBackend, totalUpdates: Int) {
+         backend: TrainingBackend, totalUpdates: Int, storeComputeCopies: [String: (Int) -> Void] = [:]) {
         self.groups = groups
         self.configuration = configuration
         self.backend = backend
-        optimizers = groups.map { Optimizer($0.parameters, configuration: configuration, backend: backend) }
+        optimizers = groups.map {
+            Optimizer($0.parameters, configuration: configuration, backend: backend, storeComputeCopy: storeComputeCopies[$0.name])
+        }
         schedule = LearningRateSchedule(peak: configuration.learningRate, kind: configuration.schedule,
                                         warmupSteps: configuration.warmupSteps, totalSteps: totalUpdates)
         scaler = LossScaler(configuration.lossScale)

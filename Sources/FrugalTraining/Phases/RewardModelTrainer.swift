@@ -49,8 +49,11 @@ public final class RewardModelTrainer: @unchecked Sendable {
         self.configuration = configuration
         self.padTokenID = padTokenID
         sampler = EpochSampler(pairs, seed: configuration.seed)
+        let dtype = configuration.precision.trainableDType
         update = PhaseUpdate([("model", parameters), ("head", head.parameters)], configuration: configuration, backend: backend,
-                             totalUpdates: configuration.steps)
+                             totalUpdates: configuration.steps,
+                             storeComputeCopies: ["model": { decoder.storeTrainable(parameters, at: $0, as: dtype) },
+                                                  "head": { _ in head.storeTrainable(as: dtype) }])
         random = SplitMix64(seed: configuration.seed ^ 0x5EED)
     }
 

@@ -9,7 +9,7 @@ import FrugalModels
 /// f32 (bf16 under pure bf16), trained: the reward model's score and PPO's critic.
 public final class ValueHead: @unchecked Sendable {
     /// (1, embedding dim)
-    public let weight: Tensor
+    public private(set) var weight: Tensor
     /// The head as a trainable set of its own (`v_head.weight`).
     public let parameters: TrainableParameters
     let backend: TrainingBackend
@@ -25,6 +25,17 @@ public final class ValueHead: @unchecked Sendable {
             backend.copy(weight, at: 0, from: uploaded)
         }
         parameters = TrainableParameters(backend: backend, named: [("v_head.weight", weight, nil)])
+    }
+
+    /// Replaces the f32 head by its copy in `dtype` (f16 or bf16, rounded to nearest even), in
+    /// `weight` and `parameters`: fp16 and bf16's 16-bit compute copy, made once the optimizer
+    /// holds the f32 master (see `Decoder.storeTrainable`). A 16-bit head is left as it is.
+    public func storeTrainable(as dtype: DType) {
+        guard weight.dtype == .f32, dtype != .f32 else { return }
+        let copy = backend.empty(weight.shape, dtype, .trainable)
+        backend.copy(copy, at: 0, from: weight)
+        parameters.replaceValue(at: 0, with: copy)
+        weight = copy
     }
 
     /// The value at every row of `hidden` (rows, embedding dim).
