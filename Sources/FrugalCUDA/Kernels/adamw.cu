@@ -5,17 +5,23 @@
 //   p −= step_size · m / (√v / correction2 + ε), step_size = lr/(1−β1^t), correction2 = √(1−β2^t)
 #include "common.cuh"
 
+// One value's step: m and v updated in place, the new parameter returned.
+__device__ __forceinline__ float adamw_value(float p, float g, float* m, float* v, float beta1, float beta2, float epsilon,
+                                             float decay, float step_size, float correction2) {
+    const float mi = *m + (1.f - beta1) * (g - *m);
+    const float vi = *v * beta2 + (1.f - beta2) * g * g;
+    *m = mi; *v = vi;
+    return p * decay - step_size * (mi / (sqrtf(vi) / correction2 + epsilon));
+}
+
 // p, m, v (in place); shadow (= p rounded to T, optional). Grid-stride over n.
 #define ADAMW(suffix, T)                                                                                        \
     extern "C" __global__ void adamw_##suffix(float* p, float* m, float* v, T* shadow, const float* g, long long n, \
                                               float beta1, float beta2, float epsilon, float decay,              \
                                               float step_size, float correction2) {                             \
         FRUGAL_GRID_STRIDE(i, n) {                                                                              \
-            const float gi = g[i];                                                                              \
-            const float mi = m[i] + (1.f - beta1) * (gi - m[i]);                                                \
-            const float vi = v[i] * beta2 + (1.f - beta2) * gi * gi;                                            \
-            const float pi = p[i] * decay - step_size * (mi / (sqrtf(vi) / correction2 + epsilon));             \
-            m[i] = mi; v[i] = vi; p[i] = pi;                                                                    \
+            const float pi = adamw_value(p[i], g[i], m + i, v + i, beta1, beta2, epsilon, decay, step_size, correction2); \
+            p[i] = pi;                                                                                          \
             if (shadow) shadow[i] = from_float<T>(pi);                                                          \
         }                                                                                                       \
     }
@@ -27,12 +33,8 @@ FRUGAL_DTYPES(ADAMW)
     extern "C" __global__ void adamw_parameter_##suffix(T* p, float* m, float* v, const float* g, long long n,  \
                                                         float beta1, float beta2, float epsilon, float decay,  \
                                                         float step_size, float correction2) {                   \
-        FRUGAL_GRID_STRIDE(i, n) {                                                                              \
-            const float gi = g[i];                                                                              \
-            const float mi = m[i] + (1.f - beta1) * (gi - m[i]);                                                \
-            const float vi = v[i] * beta2 + (1.f - beta2) * gi * gi;                                            \
-            const float pi = to_float(p[i]) * decay - step_size * (mi / (sqrtf(vi) / correction2 + epsilon));  \
-            m[i] = mi; v[i] = vi; p[i] = from_float<T>(pi);                                                     \
-        }                                                                                                       \
+        FRUGAL_GRID_STRIDE(i, n)                                                                                \
+            p[i] = from_float<T>(adamw_value(to_float(p[i]), g[i], m + i, v + i, beta1, beta2, epsilon, decay,   \
+                                             step_size, correction2));                                         \
     }
 FRUGAL_DTYPES(ADAMW_PARAMETER)
