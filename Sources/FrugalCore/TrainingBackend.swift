@@ -28,7 +28,7 @@ public protocol TrainingBackend: Backend {
                            layout: AttentionLayout, out: Tensor?, logSumExp: Tensor?)
     /// `dx = dy · act'(x)` (=; dx may alias dy).
     func activateBackward(dx: Tensor, dy: Tensor, x: Tensor, _ activation: Activation)
-    /// Gradients of `gated` (=): `dGate = dy·up·act'(gate)`, `dUp = dy·act(gate)`.
+    /// Gradients of `gated` (=): `dGate = dy·up·act'(gate)`, `dUp = dy·act(gate)` (dGate may alias dy).
     func gatedBackward(dGate: Tensor, dUp: Tensor, dy: Tensor, gate: Tensor, up: Tensor, _ activation: Activation)
 
     // MARK: - Loss

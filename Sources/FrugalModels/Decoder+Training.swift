@@ -205,31 +205,7 @@ extension Decoder {
     private func blockBackward(_ index: Int, _ dOut: Tensor, _ tape: BlockTape, _ input: ForwardInput,
                                _ parameters: TrainableParameters, _ backend: TrainingBackend) -> Tensor {
         let block = weights.blocks[index], preNorm = configuration.normBeforeBlock, c = configuration
-        // out = s2 (pre-norm) or N2(s2)
-        let dS2 = preNorm ? dOut : normBackward(dOut, tape.s2, block.mlpNorm, parameters, backend)
-        // MLP
-        let dProduct = linearBackward(dS2, tape.product, block.down, tape.lora[.down], parameters, backend)
-        var dH2: Tensor
-        if let gate = block.gate, let g = tape.gate {
-            let dGate = backend.empty(g.shape, .f32, .activations), dUp = backend.empty(g.shape, .f32, .activations)
-            backend.gatedBackward(dGate: dGate, dUp: dUp, dy: dProduct, gate: g, up: tape.up, c.activation)
-            dH2 = linearBackward(dGate, tape.h2, gate, tape.lora[.gate], parameters, backend)
-            linearBackward(dUp, tape.h2, block.up, tape.lora[.up], parameters, backend, into: dH2)
-        } else {
-            let dUp = backend.empty(tape.up.shape, .f32, .activations)
-            backend.activateBackward(dx: dUp, dy: dProduct, x: tape.up, c.activation)
-            dH2 = linearBackward(dUp, tape.h2, block.up, tape.lora[.up], parameters, backend)
-        }
-        // s2 = mid + M(h2)
-        let dMid = backend.empty(dS2.shape, .f32, .activations)
-        if preNorm {
-            let dFromNorm = normBackward(dH2, tape.mid, block.mlpNorm, parameters, backend)
-            backend.add(dMid, dS2, dFromNorm)
-        } else {
-            backend.add(dMid, dS2, dH2)
-        }
-        // mid = s1 (pre-norm) or N1(s1)
-        let dS1 = preNorm ? dMid : normBackward(dMid, tape.s1, block.attentionNorm, parameters, backend)
+        let dS1 = mlpBackward(index, dOut, tape, parameters, backend)
         // Attention
         let dAttended = linearBackward(dS1, tape.attended, block.output, tape.lora[.o], parameters, backend)
         let dq = backend.empty(tape.q.shape, .f32, .activations)
@@ -252,6 +228,38 @@ extension Decoder {
             backend.add(dx, dS1, dH1)
         }
         return dx
+    }
+
+    /// Backward of a block's MLP half, from the gradient of the block's output to that of `s1`
+    /// (=), accumulating parameter gradients (+=). Its MLP-wide gradients are freed on return,
+    /// before the attention's backward allocates its own.
+    private func mlpBackward(_ index: Int, _ dOut: Tensor, _ tape: BlockTape, _ parameters: TrainableParameters,
+                             _ backend: TrainingBackend) -> Tensor {
+        let block = weights.blocks[index], preNorm = configuration.normBeforeBlock, c = configuration
+        // out = s2 (pre-norm) or N2(s2)
+        let dS2 = preNorm ? dOut : normBackward(dOut, tape.s2, block.mlpNorm, parameters, backend)
+        let dProduct = linearBackward(dS2, tape.product, block.down, tape.lora[.down], parameters, backend)
+        var dH2: Tensor
+        if let gate = block.gate, let g = tape.gate {
+            // The gate's gradient overwrites the product's, read first element by element.
+            let dUp = backend.empty(g.shape, .f32, .activations)
+            backend.gatedBackward(dGate: dProduct, dUp: dUp, dy: dProduct, gate: g, up: tape.up, c.activation)
+            dH2 = linearBackward(dProduct, tape.h2, gate, tape.lora[.gate], parameters, backend)
+            linearBackward(dUp, tape.h2, block.up, tape.lora[.up], parameters, backend, into: dH2)
+        } else {
+            backend.activateBackward(dx: dProduct, dy: dProduct, x: tape.up, c.activation)
+            dH2 = linearBackward(dProduct, tape.h2, block.up, tape.lora[.up], parameters, backend)
+        }
+        // s2 = mid + M(h2)
+        let dMid = backend.empty(dS2.shape, .f32, .activations)
+        if preNorm {
+            let dFromNorm = normBackward(dH2, tape.mid, block.mlpNorm, parameters, backend)
+            backend.add(dMid, dS2, dFromNorm)
+        } else {
+            backend.add(dMid, dS2, dH2)
+        }
+        // mid = s1 (pre-norm) or N1(s1)
+        return preNorm ? dMid : normBackward(dMid, tape.s1, block.attentionNorm, parameters, backend)
     }
 
     /// Backward of `project`: the input gradient (= in a new tensor, or += into `sum`), with weight,

@@ -171,11 +171,11 @@ public struct MemoryPlan: Sendable, Equatable {
         // live through backward.
         let ends = 4 * (widened + (c.finalNorm ? d : 0) + d)
         // Deepest point of a block's backward (f32 gradients): in the MLP, the incoming gradient,
-        // the gradients of product, gate and up, and that of the MLP's input; or at the block's
-        // end, the gradients of the attention (output, q, k, v), of the norms and residuals, and
-        // one MLP-wide gradient not yet freed (a debug build holds locals to the end of their
-        // scope; an optimized one frees them sooner, so this can overstate by a few hidden-wide rows).
-        let backward = 4 * max(2 * d + mlpWidths, mlp + 6 * d + 2 * q + 2 * kv)
+        // the product's (which the gate's overwrites) and up's gradients, and that of the MLP's
+        // input; or, the MLP's gradients freed, in the attention: the incoming gradient and the
+        // MLP's output gradient, the gradients of the attention output, q, k, v, of h1, its norm's
+        // and the block input's.
+        let backward = 4 * max(2 * d + (c.gatedMLP ? 2 : 1) * mlp, 5 * d + 2 * q + 2 * kv)
         let restored = configuration.offloadActivations ? stored * d : 0
         let activations = rows * (kept + restored + ends + (configuration.checkpointing ? tape : 0) + backward)
         let atLoss = rows * (kept + ends)
