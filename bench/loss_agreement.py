@@ -9,8 +9,9 @@ by transformers with torch's AdamW (lr 1e-4, betas 0.9/0.999, eps 1e-8, no weigh
 clipping, constant rate), both on the tokens `frugal bench train` draws: SplitMix64 seeded 3,
 2 × batch sequences of seq + 1 tokens (input = the first seq, targets = the last seq), taken in
 order, the loss the mean cross-entropy over every target. fp32 runs plain; bf16 keeps f32
-weights and runs the model under torch.autocast(bfloat16) (Frugal: f32 masters, bf16 weights in
-the GEMMs). Prints a table and writes one JSON file.
+weights and runs the model under torch.autocast(bfloat16) (Frugal: f32 masters, bf16 compute
+copies of the weights and bf16 activations, as autocast leaves them). Prints a table and writes
+one JSON file.
 
     python3 bench/loss_agreement.py --frugal .build/release/frugal --device cpu --precision fp32 --steps 10
     python3 bench/loss_agreement.py --frugal .devbin/frugal --device cuda --precision bf16 --steps 20 --output $OUT/loss-agreement.json
