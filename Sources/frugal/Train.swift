@@ -127,7 +127,7 @@ extension Frugal {
                 case .full: try decoder.allWeights(frozenLayers: configuration.frozenLayers, shareBlockGradients: fusedStep)
                 }
             }
-            print("training \(formatCount(parameters.count)) parameters (\(describe(configuration.method))) on \(loader.sequenceCount) sequences, \(configuration.steps) steps of \(configuration.microBatch)×\(configuration.gradientAccumulation), \(configuration.precision.rawValue)\(checkpointing ? ", checkpointing" : "")")
+            print("training \(formatCount(parameters.count)) parameters (\(describe(configuration.method))) on \(loader.sequenceCount) sequences, \(configuration.steps) steps of \(configuration.microBatch)×\(configuration.gradientAccumulation), \(configuration.precision.rawValue)\(configuration.activationDType == .f32 ? "" : " with \(configuration.activationDType.rawValue) activations")\(checkpointing ? ", checkpointing" : "")")
             let trainer = try withCleanErrors {
                 try Trainer(decoder: decoder, parameters: parameters, configuration: configuration, loader: loader)
             }
