@@ -51,7 +51,7 @@ public final class OpProfile: @unchecked Sendable {
             if let start {
                 let d = ContinuousClock.now - start
                 entries[name(), default: Entry()].calls += 1
-                entries[name(), default: Entry()].seconds += Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+                entries[name(), default: Entry()].seconds += d.inSeconds
             }
             lock.unlock()
         }

@@ -42,7 +42,7 @@ public final class HostPhaseTimer: PhaseTimer {
 
     public func mark(_ phase: StepPhase) {
         let now = ContinuousClock.now, d = now - last
-        totals[phase, default: 0] += Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+        totals[phase, default: 0] += d.inSeconds
         last = now
     }
 

@@ -51,7 +51,7 @@ public struct Generator {
 
         var clock = ContinuousClock.now
         var logits = decoder.backend.download(decoder.logits(prompt, cache: cache, lastOnly: true))
-        statistics.prefillSeconds = seconds(since: clock)
+        statistics.prefillSeconds = (ContinuousClock.now - clock).inSeconds
         clock = .now
         while output.count < options.maxTokens {
             let token = sampler.next(logits, history: history)
@@ -62,12 +62,7 @@ public struct Generator {
             if !onToken(token) || cache.length >= capacity { break }
             logits = decoder.backend.download(decoder.logits([token], cache: cache, lastOnly: true))
         }
-        statistics.decodeSeconds = seconds(since: clock)
+        statistics.decodeSeconds = (ContinuousClock.now - clock).inSeconds
         return (output, statistics)
-    }
-
-    private func seconds(since start: ContinuousClock.Instant) -> Double {
-        let d = ContinuousClock.now - start
-        return Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
     }
 }

@@ -2,6 +2,7 @@
 // average watts and a sampled power timeline. RAPL (CPU powercap files) lives here; NVML's meter
 // comes with the CUDA backend and conforms to the same protocol.
 import Foundation
+import FrugalCore
 
 /// A cumulative energy counter: the seam between a device's power telemetry and the measurements.
 ///
@@ -79,7 +80,7 @@ public final class EnergyWindow: @unchecked Sendable {
     /// Reads the counter now and adds the reading to the timeline.
     public func sample() {
         let joules = meter.cumulativeJoules()
-        let elapsed = Self.seconds(ContinuousClock.now - started)
+        let elapsed = (ContinuousClock.now - started).inSeconds
         lock.lock(); defer { lock.unlock() }
         guard let joules else { failed = true; return }
         readings.append((elapsed, joules))
@@ -100,10 +101,6 @@ public final class EnergyWindow: @unchecked Sendable {
         let joules = last.1 - first.1, seconds = last.0 - first.0
         return EnergyMeasurement(meter: meter.name, joules: joules, seconds: seconds,
                                  averageWatts: seconds > 0 ? joules / seconds : nil, timeline: timeline)
-    }
-
-    private static func seconds(_ d: Duration) -> Double {
-        Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
     }
 }
 

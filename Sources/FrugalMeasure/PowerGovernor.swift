@@ -2,6 +2,7 @@
 // pauses long enough that the energy used since the start stays within budget × elapsed time,
 // learning the device's idle power from its own pauses.
 import Foundation
+import FrugalCore
 
 /// Paces work so that average power, read from an `EnergyMeter`, stays under a budget.
 ///
@@ -44,7 +45,7 @@ public final class PowerGovernor {
         guard let joules = meter.cumulativeJoules() else { return 0 }
         let overdraft = (joules - startJoules) - budgetWatts * (clock() - startSeconds)
         guard overdraft > 0 else { return 0 }
-        let limit = Double(maximumPause.components.seconds) + Double(maximumPause.components.attoseconds) * 1e-18
+        let limit = maximumPause.inSeconds
         let pause = min(overdraft / max(budgetWatts - idleWatts, 0.05 * budgetWatts), limit)
         let before = meter.cumulativeJoules(), began = clock()
         sleep(pause)

@@ -130,7 +130,7 @@ public final class Trainer: @unchecked Sendable {
         return StepMetrics(
             step: step, totalSteps: configuration.steps, loss: loss, learningRate: rate, gradientNorm: norm,
             tokens: tokens, targetTokens: targets,
-            seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18,
+            seconds: elapsed.inSeconds,
             phaseSeconds: Dictionary(uniqueKeysWithValues: phases.map { ($0.key.rawValue, $0.value) }),
             lossScale: configuration.precision == .fp16 ? scaler.scale : nil, memory: backend.ledger.snapshot,
             epoch: loader.state.epoch)

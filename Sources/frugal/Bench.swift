@@ -194,7 +194,7 @@ extension Frugal.Bench {
             let compute = try device.compute(lowPrecisionMatmul: policy != .fp32)
             let backend = compute.backend
             guard !full || quantization.dtype == nil else { throw ValidationError("--quantize needs --method lora (a full fine-tune trains f32 weights)") }
-            let baseDType: DType = full ? policy.trainableDType : policy.computeDType
+            let baseDType: DType = full ? policy.createdDType : policy.computeDType
             let decoder = try files.map { files in
                 try withCleanErrors {
                     try files.decoder(on: backend, trainable: full, trainableDType: policy.createdDType, quantize: quantization.dtype)
@@ -245,24 +245,39 @@ extension Frugal.Bench {
             opProfile?.enabled = profile && warmup == 0
             if warmup == 0 { energy = compute.energyMeter?.start() }
             while !trainer.isFinished {
-                let cpuBefore = processCPUSeconds()
-                guard case let .step(metrics) = try withCleanErrors({ try trainer.trainStep() }) else { continue }
+                let cpuBefore = processCPUSeconds(), started = ContinuousClock.now
+                let event = try withCleanErrors { try trainer.trainStep() }
                 let cpuSeconds = processCPUSeconds() - cpuBefore
-                let kind = metrics.step <= warmup ? "warm-up" : "timed"
-                print(String(format: "step %d (%@): %.3f s (CPU %.2f s), %.1f tokens/s, loss %.4f", metrics.step, kind,
-                             metrics.seconds, cpuSeconds, metrics.tokensPerSecond, metrics.loss))
-                if metrics.step > warmup {
-                    timed.append(metrics.seconds)
-                    cpu.append(cpuSeconds)
-                    tokens += metrics.tokens
-                    phaseSeconds.merge(metrics.phaseSeconds ?? [:], uniquingKeysWith: +)
+                let step: Int
+                switch event {
+                case .checkpoint: continue
+                case let .skippedStep(skipped, newLossScale):
+                    // fp16's overflowed step costs time and energy but trains no token.
+                    step = skipped
+                    print("step \(step) (\(step <= warmup ? "warm-up" : "timed")): skipped, fp16 gradients overflowed; loss scale now \(newLossScale)")
+                    if step > warmup {
+                        let elapsed = ContinuousClock.now - started
+                        timed.append(elapsed.inSeconds)
+                        cpu.append(cpuSeconds)
+                    }
+                case let .step(metrics):
+                    step = metrics.step
+                    let kind = step <= warmup ? "warm-up" : "timed"
+                    print(String(format: "step %d (%@): %.3f s (CPU %.2f s), %.1f tokens/s, loss %.4f", step, kind,
+                                 metrics.seconds, cpuSeconds, metrics.tokensPerSecond, metrics.loss))
+                    if step > warmup {
+                        timed.append(metrics.seconds)
+                        cpu.append(cpuSeconds)
+                        tokens += metrics.tokens
+                        phaseSeconds.merge(metrics.phaseSeconds ?? [:], uniquingKeysWith: +)
+                    }
+                    losses.append(metrics.loss)
+                    memory = metrics.memory
                 }
-                if metrics.step == warmup {
+                if step == warmup {
                     opProfile?.enabled = profile
                     energy = compute.energyMeter?.start()
                 }
-                losses.append(metrics.loss)
-                memory = metrics.memory
             }
             let joules = energy?.stop()
             let total = timed.reduce(0, +), tokensPerSecond = Double(tokens) / max(total, 1e-12)
@@ -364,7 +379,7 @@ private func medianSeconds(_ repeats: Int, _ body: () -> Void) -> Double {
         let start = ContinuousClock.now
         body()
         let d = ContinuousClock.now - start
-        times.append(Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18)
+        times.append(d.inSeconds)
     }
     return median(times)
 }

@@ -130,7 +130,7 @@ extension Frugal {
                 let elapsed = ContinuousClock.now - start
                 run.name = name
                 run.adapter = path
-                run.seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+                run.seconds = elapsed.inSeconds
                 report.runs.append(run)
             }
             print(report.table.render())

@@ -16,7 +16,7 @@ struct ProgressLine {
     }
 
     mutating func update(_ m: StepMetrics) {
-        let elapsed = seconds(ContinuousClock.now - started)
+        let elapsed = (ContinuousClock.now - started).inSeconds
         let done = m.step - startStep
         let eta = done > 0 ? elapsed / Double(done) * Double(total - m.step) : 0
         let width = 24, filled = min(width, width * m.step / max(total, 1))
@@ -32,10 +32,6 @@ struct ProgressLine {
     func finish() { if interactive { write("\n") } }
 
     private func write(_ text: String) { FileHandle.standardError.write(Data(text.utf8)) }
-
-    private func seconds(_ d: Duration) -> Double {
-        Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
-    }
 
     private func duration(_ s: Double) -> String {
         let t = Int(s.rounded())

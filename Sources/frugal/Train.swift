@@ -194,7 +194,7 @@ extension Frugal {
                                     command: CommandLine.arguments.joined(separator: " "), settings: settings(configuration))
                 run.steps = losses.count
                 run.tokens = trainedTokens
-                run.seconds = Double(loopTime.components.seconds) + Double(loopTime.components.attoseconds) * 1e-18
+                run.seconds = loopTime.inSeconds
                 run.tokensPerSecond = run.seconds! > 0 ? Double(trainedTokens) / run.seconds! : nil
                 run.record(memory: memory, host: hostMemory)
                 run.predictedPeakBytes = predictedPeak

@@ -159,7 +159,7 @@ extension Frugal.Train {
 
         let evaluationStarted = ContinuousClock.now
         let before = evaluate()
-        print("before: " + describe(before) + String(format: "  (held-out, %.1f s)", seconds(ContinuousClock.now - evaluationStarted)))
+        print("before: " + describe(before) + String(format: "  (held-out, %.1f s)", (ContinuousClock.now - evaluationStarted).inSeconds))
         let metricsLog = try MetricsLog(directory: directory, append: resume)
         let interrupt = InterruptFlag()
         let meter = compute.energyMeter?.start()
@@ -211,7 +211,7 @@ extension Frugal.Train {
         }
         if let first = losses.first, let last = losses.last {
             print(String(format: "loss %.4f → %.4f over %d steps, %.1f s (%.1f s/step)", first, last, losses.count,
-                         seconds(loopTime), seconds(loopTime) / Double(max(losses.count, 1))))
+                         loopTime.inSeconds, loopTime.inSeconds / Double(max(losses.count, 1))))
         }
         print("peak memory by category: " + MemoryCategory.allCases.map { "\($0.rawValue) \(formatBytes(memory.peak[$0, default: 0]))" }.joined(separator: ", ") + " (total peak \(formatBytes(memory.peakTotal)))")
         if let energy { print(String(format: "energy %.1f J (%@)", energy.joules, energy.meter)) }
@@ -223,7 +223,7 @@ extension Frugal.Train {
                                 command: CommandLine.arguments.joined(separator: " "), settings: settings)
             run.steps = losses.count
             run.tokens = tokens
-            run.seconds = seconds(loopTime)
+            run.seconds = loopTime.inSeconds
             run.tokensPerSecond = run.seconds! > 0 ? Double(tokens) / run.seconds! : nil
             run.record(memory: memory)
             run.record(energy: energy)
@@ -248,10 +248,6 @@ extension Frugal.Train {
 
     private func describe(_ figures: [String: Double]) -> String {
         figures.sorted { $0.key < $1.key }.map { String(format: "%@ %.4g", $0.key, $0.value) }.joined(separator: ", ")
-    }
-
-    private func seconds(_ d: Duration) -> Double {
-        Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
     }
 }
 

@@ -175,7 +175,7 @@ public final class PPOTrainer: @unchecked Sendable {
         let started = ContinuousClock.now
         update.timer.start()
         var rollouts = sampler.next(settings.rollouts).map { generate($0, random: &random) }
-        let rolloutSeconds = seconds(since: started)
+        let rolloutSeconds = (ContinuousClock.now - started).inSeconds
         score(&rollouts)
         update.timer.mark(.rollout)
         let tokens = rollouts.reduce(0) { $0 + $1.sequence.tokens.count }
@@ -333,10 +333,5 @@ public final class PPOTrainer: @unchecked Sendable {
         totals["value_loss", default: 0] += valueLoss
         totals["clip_fraction", default: 0] += clipped
         totals["approx_kl", default: 0] += approximateKL
-    }
-
-    private func seconds(since start: ContinuousClock.Instant) -> Double {
-        let d = ContinuousClock.now - start
-        return Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
     }
 }

@@ -102,7 +102,7 @@ final class PhaseUpdate {
         let elapsed = ContinuousClock.now - start
         return StepMetrics(step: step, totalSteps: totalSteps, loss: loss, learningRate: rate, gradientNorm: norm,
                            tokens: tokens, targetTokens: targetTokens,
-                           seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18,
+                           seconds: elapsed.inSeconds,
                            phaseSeconds: Dictionary(uniqueKeysWithValues: timer.finish().map { ($0.key.rawValue, $0.value) }),
                            lossScale: configuration.precision == .fp16 ? scaler.scale : nil,
                            memory: backend.ledger.snapshot, epoch: epoch)
