@@ -228,13 +228,14 @@ extension SweepRunner {
     }
 
     /// Why a failed run counts as out of memory, or nil when it does not: killed by SIGKILL (the
-    /// kernel's OOM killer); its output says so ("out of memory", "out of host memory", "Could not
-    /// allocate memory", "Cannot allocate memory", "bad_alloc"); or it crashed on a signal while
-    /// under a memory limit (Swift traps when an allocation fails).
+    /// kernel's OOM killer); its output says so ("out of memory", Frugal's own "out of GPU memory"
+    /// and "out of host memory", "Could not allocate memory", "Cannot allocate memory",
+    /// "bad_alloc"); or it crashed on a signal while under a memory limit (Swift traps when an
+    /// allocation fails).
     public static func outOfMemoryReason(_ ending: Ending, log: String, memoryLimit: Int?) -> String? {
         if ending.isSuccess { return nil }
         let lowered = log.lowercased()
-        for phrase in ["out of memory", "out of host memory", "out of device memory", "could not allocate memory",
+        for phrase in ["out of memory", "out of gpu memory", "out of host memory", "out of device memory", "could not allocate memory",
                        "cannot allocate memory", "bad_alloc", "memory allocation failed"] {
             if let range = lowered.range(of: phrase) {
                 let line = lowered[..<range.lowerBound].split(separator: "\n", omittingEmptySubsequences: false).count - 1

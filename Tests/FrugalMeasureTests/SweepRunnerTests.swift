@@ -175,6 +175,8 @@ final class SweepRunnerTests: XCTestCase {
         let limit = 1 << 30
         XCTAssertNil(SweepRunner.outOfMemoryReason(.exit(0), log: "out of memory", memoryLimit: limit))
         XCTAssertNotNil(SweepRunner.outOfMemoryReason(.exit(1), log: "CUDA error: out of memory", memoryLimit: nil))
+        // Frugal's CUDA allocator's own words (CUDAError.outOfMemory), as the H100 factorial's full cells ended.
+        XCTAssertNotNil(SweepRunner.outOfMemoryReason(.exit(1), log: "error: out of GPU memory: asked 64.00 MiB for optimizer, 58.19 MiB free of 79.18 GiB.", memoryLimit: nil))
         XCTAssertNotNil(SweepRunner.outOfMemoryReason(.signal(SIGILL), log: "Fatal error: Could not allocate memory.", memoryLimit: nil))
         XCTAssertNotNil(SweepRunner.outOfMemoryReason(.signal(SIGKILL), log: "", memoryLimit: nil))
         XCTAssertNotNil(SweepRunner.outOfMemoryReason(.signal(SIGILL), log: "", memoryLimit: limit))
