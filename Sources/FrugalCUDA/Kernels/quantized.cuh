@@ -113,6 +113,6 @@ __device__ __forceinline__ void decode_nf4(const unsigned char* block, T* y) {
     }
 }
 
-// X(name, block values, block bytes) for every packed type.
-#define FRUGAL_QUANTIZED(X) X(q8_0, 32, 34) X(q4_0, 32, 18) X(q4_1, 32, 20) X(q4_K, 256, 144) X(q6_K, 256, 210) \
-    X(nf4, 256, 134)
+// X(name, block values, block bytes) for every packed type: GGUF's, then Frugal's nf4.
+#define FRUGAL_GGUF_QUANTIZED(X) X(q8_0, 32, 34) X(q4_0, 32, 18) X(q4_1, 32, 20) X(q4_K, 256, 144) X(q6_K, 256, 210)
+#define FRUGAL_QUANTIZED(X) FRUGAL_GGUF_QUANTIZED(X) X(nf4, 256, 134)
