@@ -96,3 +96,36 @@ public final class PowerCap {
         return state.previousMilliwatts
     }
 }
+
+/// A power limit control that reads the device's limit and range but never writes them: what a
+/// cap would set is recorded (and reported through `onWrite`) instead. `--power-cap-dry-run`
+/// goes through a whole cap — range check, state file, set, restore — on a machine whose
+/// settings must not change.
+public final class DryRunPowerControl: PowerLimitControl {
+    public let device: PowerLimitControl
+    /// The limits a cap would have written, in order, milliwatts.
+    public private(set) var writes: [Int] = []
+    /// Called with each limit a cap would have written.
+    public var onWrite: (Int) -> Void
+
+    public init(_ device: PowerLimitControl, onWrite: @escaping (Int) -> Void = { _ in }) {
+        self.device = device
+        self.onWrite = onWrite
+    }
+
+    public var deviceName: String { device.deviceName }
+    /// The device's real limit (a dry run changes nothing).
+    public func powerLimit() throws -> Int { try device.powerLimit() }
+    public func powerLimitRange() throws -> ClosedRange<Int> { try device.powerLimitRange() }
+    public func setPowerLimit(milliwatts: Int) throws {
+        writes.append(milliwatts)
+        onWrite(milliwatts)
+    }
+}
+
+extension PowerCap {
+    /// The state file of dry runs, apart from a real cap's: ~/.cache/frugal/power-limit.dry-run.json.
+    public static func dryRunStateFile(environment: [String: String] = ProcessInfo.processInfo.environment) -> URL {
+        defaultStateFile(environment: environment).deletingPathExtension().appendingPathExtension("dry-run.json")
+    }
+}

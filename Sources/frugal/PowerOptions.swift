@@ -1,6 +1,7 @@
 // PowerOptions: `--power-cap WATTS` for a training run — the GPU's limit set through NVML for the
-// run and put back on every way out (a killed run's limit is put back at the next start) — and
-// `--power-budget WATTS`, which needs no privilege: it pauses between steps to hold average power.
+// run and put back on every way out (a killed run's limit is put back at the next start; with
+// `--power-cap-dry-run` nothing is written, each write is printed) — and `--power-budget WATTS`,
+// which needs no privilege: it pauses between steps to hold average power.
 import ArgumentParser
 import Foundation
 import FrugalCUDA
@@ -13,6 +14,9 @@ struct PowerOptions: ParsableArguments {
     var powerCap: Double?
     @Flag(name: .customLong("power-cap-if-permitted"), help: "Without the privilege, warn and train uncapped instead of stopping.")
     var continueUncapped = false
+    @Flag(name: .customLong("power-cap-dry-run"), help: ArgumentHelp(
+        "Go through --power-cap (read the limit and its range through NVML, check, record, set, restore) but write nothing to the GPU: each limit it would set is printed."))
+    var dryRun = false
     @Option(name: .customLong("power-budget"), help: ArgumentHelp(
         "Hold the device's average power under WATTS by pausing between steps (no privilege needed; reads NVML or RAPL).",
         valueName: "watts"))
@@ -45,13 +49,18 @@ struct PowerOptions: ParsableArguments {
             if powerCap != nil { throw failure("--power-cap: NVML cannot be opened on this machine") }
             return nil
         }
-        if let restored = try? PowerCap.restoreLeftover(control: control) {
+        if dryRun && powerCap == nil { throw failure("--power-cap-dry-run needs --power-cap WATTS") }
+        let device: PowerLimitControl = dryRun ? DryRunPowerControl(control) { milliwatts in
+            print("power cap (dry run): would set \(control.deviceName)'s limit to \(milliwatts / 1000) W; not changed")
+        } : control
+        let stateFile = dryRun ? PowerCap.dryRunStateFile() : PowerCap.defaultStateFile()
+        if let restored = try? PowerCap.restoreLeftover(control: device, stateFile: stateFile) {
             print("restored the power limit a stopped run left behind: \(restored / 1000) W")
         }
         guard let powerCap else { return nil }
         do {
-            let cap = try PowerCap(watts: powerCap, control: control)
-            print("power cap: \(cap.milliwatts / 1000) W (was \(cap.previousMilliwatts / 1000) W; restored on exit)")
+            let cap = try PowerCap(watts: powerCap, control: device, stateFile: stateFile)
+            print("power cap\(dryRun ? " (dry run)" : ""): \(cap.milliwatts / 1000) W (was \(cap.previousMilliwatts / 1000) W; restored on exit)")
             return cap
         } catch let error as PowerCapError {
             guard continueUncapped, case .notPermitted = error else { throw failure("--power-cap: \(error)") }

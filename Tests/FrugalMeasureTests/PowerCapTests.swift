@@ -97,4 +97,24 @@ final class PowerCapTests: XCTestCase {
         }
         XCTAssertEqual(gpu.changes, [])
     }
+
+    /// A dry run reads the real limit and range and goes through set and restore, writing nothing.
+    func testADryRunReadsTheDeviceAndChangesNothing() throws {
+        let gpu = FakePowerControl(stateFile: stateFile)
+        var reported: [Int] = []
+        let dry = DryRunPowerControl(gpu) { reported.append($0) }
+        let cap = try PowerCap(watts: 300, control: dry, stateFile: stateFile)
+        XCTAssertEqual(cap.previousMilliwatts, 700_000)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: stateFile.path), "the state file is written as for a real cap")
+        try cap.restore()
+        XCTAssertEqual(dry.writes, [300_000, 700_000])
+        XCTAssertEqual(reported, [300_000, 700_000])
+        XCTAssertEqual(gpu.changes, [], "the device was written")
+        XCTAssertEqual(gpu.limit, 700_000)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: stateFile.path))
+        XCTAssertThrowsError(try PowerCap(watts: 900, control: DryRunPowerControl(gpu), stateFile: stateFile)) { error in
+            XCTAssertEqual(error as? PowerCapError, .outOfRange(requested: 900_000, range: 200_000...700_000))
+        }
+        XCTAssertEqual(PowerCap.dryRunStateFile(environment: ["FRUGAL_CACHE": "/c"]).path, "/c/power-limit.dry-run.json")
+    }
 }
