@@ -13,18 +13,25 @@ final class BadInputTests: XCTestCase {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("FrugalModelsTests/Fixtures/models")
 
-    /// Runs frugal with `arguments` (standard output discarded); returns exit status and standard error.
-    static func frugal(_ arguments: [String]) throws -> (status: Int32, stderr: String) {
+    /// Runs frugal with `arguments`; returns exit status, standard error and standard output
+    /// (through a file, so that neither pipe can fill while the other is read).
+    @discardableResult
+    static func frugal(_ arguments: [String]) throws -> (status: Int32, stderr: String, stdout: String) {
         let process = Process()
         process.executableURL = Self.executable
         process.arguments = arguments
         let errors = Pipe()
+        let outputFile = FileManager.default.temporaryDirectory.appendingPathComponent("frugal-stdout-\(UUID().uuidString)")
+        _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: outputFile) }
+        let output = try FileHandle(forWritingTo: outputFile)
+        defer { try? output.close() }
         process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
+        process.standardOutput = output
         try process.run()
         let data = errors.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self), try String(contentsOf: outputFile, encoding: .utf8))
     }
 
     private var scratch: URL!
@@ -39,7 +46,7 @@ final class BadInputTests: XCTestCase {
     /// Asserts a failure with exactly one line on stderr, mentioning every fragment.
     private func assertOneLineError(_ arguments: [String], mentions fragments: [String],
                                     file: StaticString = #filePath, line: UInt = #line) throws {
-        let (status, stderr) = try Self.frugal(arguments)
+        let (status, stderr, _) = try Self.frugal(arguments)
         XCTAssertEqual(status, 1, "exit status; stderr: \(stderr)", file: file, line: line)
         let lines = stderr.split(separator: "\n")
         XCTAssertEqual(lines.count, 1, "expected one line, got: \(stderr)", file: file, line: line)
@@ -97,15 +104,8 @@ final class BadInputTests: XCTestCase {
     }
 
     func testInfoOfATinyModel() throws {
-        let process = Process()
-        process.executableURL = Self.executable
-        process.arguments = ["info", "--model", Self.fixtures.appendingPathComponent("gemma").path]
-        let out = Pipe()
-        process.standardOutput = out
-        try process.run()
-        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        XCTAssertEqual(process.terminationStatus, 0)
+        let (status, _, text) = try Self.frugal(["info", "--model", Self.fixtures.appendingPathComponent("gemma").path])
+        XCTAssertEqual(status, 0)
         XCTAssertTrue(text.contains("gemma"), text)
         XCTAssertTrue(text.contains("weights"), text)
     }

@@ -3,27 +3,13 @@ import Foundation
 import XCTest
 
 final class BenchTrainTests: XCTestCase {
-    /// Runs frugal with `arguments`; returns its exit status and standard output.
-    private func frugal(_ arguments: [String]) throws -> (status: Int32, stdout: String) {
-        let process = Process()
-        process.executableURL = BadInputTests.executable
-        process.arguments = arguments
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
-
     /// A full fine-tune under fp16 creates its random weights in f32 for the masters, then trains
     /// on 16-bit compute copies (it once trapped: the weights were drawn in f16). An overflowed
     /// first step may be skipped; the row still counts the timed steps.
     func testFullFineTuneUnderFP16() throws {
-        let (status, stdout) = try frugal(["bench", "train", "--device", "cpu", "--shape", "smollm2", "--method", "full",
-                                           "--precision", "fp16", "--batch", "1", "--seq", "8", "--steps", "2",
-                                           "--warmup", "1", "--json"])
+        let (status, _, stdout) = try BadInputTests.frugal(["bench", "train", "--device", "cpu", "--shape", "smollm2",
+                                                             "--method", "full", "--precision", "fp16", "--batch", "1",
+                                                             "--seq", "8", "--steps", "2", "--warmup", "1", "--json"])
         XCTAssertEqual(status, 0, stdout)
         let last = try XCTUnwrap(stdout.split(separator: "\n").last)
         let row = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(last.utf8)) as? [String: Any])

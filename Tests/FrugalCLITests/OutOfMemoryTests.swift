@@ -29,10 +29,11 @@ final class OutOfMemoryTests: XCTestCase {
 
     /// Runs `frugal train` on the CPU for one step of the eight records under a 200 MiB budget.
     private func train(_ extra: [String], result: String) throws -> (status: Int32, stderr: String) {
-        try BadInputTests.frugal(["train", "--device", "cpu", "--data", scratch.appendingPathComponent("data.json").path,
-                                  "--steps", "1", "--max-length", "64", "--memory-limit", "200MiB",
-                                  "--output", scratch.appendingPathComponent(result).path,
-                                  "--result", scratch.appendingPathComponent(result + ".json").path] + extra)
+        let run = try BadInputTests.frugal(["train", "--device", "cpu", "--data", scratch.appendingPathComponent("data.json").path,
+                                            "--steps", "1", "--max-length", "64", "--memory-limit", "200MiB",
+                                            "--output", scratch.appendingPathComponent(result).path,
+                                            "--result", scratch.appendingPathComponent(result + ".json").path] + extra)
+        return (run.status, run.stderr)
     }
 
     private func result(_ name: String) throws -> [String: Any] {
