@@ -256,8 +256,7 @@ extension Frugal.Bench {
                     step = skipped
                     print("step \(step) (\(step <= warmup ? "warm-up" : "timed")): skipped, fp16 gradients overflowed; loss scale now \(newLossScale)")
                     if step > warmup {
-                        let elapsed = ContinuousClock.now - started
-                        timed.append(elapsed.inSeconds)
+                        timed.append((ContinuousClock.now - started).inSeconds)
                         cpu.append(cpuSeconds)
                     }
                 case let .step(metrics):
@@ -378,8 +377,7 @@ private func medianSeconds(_ repeats: Int, _ body: () -> Void) -> Double {
     for _ in 0..<max(1, repeats) {
         let start = ContinuousClock.now
         body()
-        let d = ContinuousClock.now - start
-        times.append(d.inSeconds)
+        times.append((ContinuousClock.now - start).inSeconds)
     }
     return median(times)
 }
