@@ -46,8 +46,8 @@ extension CUDABackend {
         }
     }
 
-    /// One thread block per quantization block of 256 values (Kernels/adamw8bit.cu); the two maps
-    /// travel through the staging slots. The parameter is f32, or f16/bf16 read widened and
+    /// Thread blocks of 256, eight per multiprocessor at most, stride over the quantization blocks of
+    /// 256 values (Kernels/adamw8bit.cu); the two maps travel through the staging slots. The parameter is f32, or f16/bf16 read widened and
     /// written rounded.
     public func adamW8bit(_ parameter: Tensor, gradient: Tensor, m: Tensor, v: Tensor, step: Int, learningRate: Float,
                           beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float) {
@@ -60,7 +60,7 @@ extension CUDABackend {
         guard blocks > 0 else { return }
         must("adamW8bit of \(parameter.shape)") {
             let maps = try stage(DynamicQuantization.signedMap + DynamicQuantization.unsignedMap)
-            try launch(CUDAKernels.adamW8bit(parameter.dtype), grid: (blocks, 1, 1), block: (size, 1, 1),
+            try launch(CUDAKernels.adamW8bit(parameter.dtype), grid: (min(blocks, multiprocessors * 8), 1, 1), block: (size, 1, 1),
                        [parameter.address, m.address, v.address, gradient.address, maps.address, Int64(n), beta1, beta2, epsilon,
                         adam.decay, adam.stepSize, adam.correction2])
         }

@@ -450,7 +450,7 @@ struct GPUChecker {
     }
 
     mutating func checkOptimizers() {
-        let n = 70_000
+        let n = 700_000
         let p = random(n), g = random(n), m = random(n, scale: 0.1), v = random(n, scale: 0.01).map(abs)
         check("AdamW step 3 over f32 masters") { be in
             let pt = Self.make(be, p, [n], .f32, .trainable), mt = Self.make(be, m, [n], .f32, .optimizer)
@@ -459,7 +459,8 @@ struct GPUChecker {
                      beta2: 0.999, epsilon: 1e-8, weightDecay: 0.01)
             return ([pt, mt, vt], [])
         }
-        // 70 000 values: 274 quantization blocks, the last one partly padding.
+        // 700 000 values: 2,735 quantization blocks, the last one partly padding — more than the
+        // thread blocks 8-bit AdamW starts (eight per multiprocessor), so each strides over several.
         let padding = [Float](repeating: 0, count: DynamicQuantization.paddedCount(n) - n)
         let m8 = m + padding, v8 = v + padding, shape8: Shape = [m8.count]
         func adamW8bit(_ be: any TrainingBackend) -> (parameter: Tensor, m: Tensor, v: Tensor) {
