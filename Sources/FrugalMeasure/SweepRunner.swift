@@ -195,7 +195,13 @@ public struct SweepRunner: Sendable {
         guard let data = FileManager.default.contents(atPath: url.path) else { return ([], 0) }
         var records = [SweepRecord](), unreadable = 0
         for line in data.split(separator: 0x0A) where !line.allSatisfy({ $0 == 0x20 || $0 == 0x0D }) {
-            if let record = try? JSONDecoder().decode(SweepRecord.self, from: Data(line)) {
+            if var record = try? JSONDecoder().decode(SweepRecord.self, from: Data(line)) {
+                // A failure whose words count as out of memory now but did not when it was
+                // recorded (Frugal's own "out of GPU memory", before 2026-11-23) is read as one.
+                if !record.result.outOfMemory, let error = record.result.error, let line = outOfMemoryLine(error) {
+                    record.result.outOfMemory = true
+                    record.result.error = "out of memory: " + line
+                }
                 records.append(record)
             } else {
                 unreadable += 1
@@ -234,18 +240,24 @@ extension SweepRunner {
     /// allocation fails).
     public static func outOfMemoryReason(_ ending: Ending, log: String, memoryLimit: Int?) -> String? {
         if ending.isSuccess { return nil }
+        if let line = outOfMemoryLine(log) { return "out of memory: " + line }
+        if ending == .signal(SIGKILL) { return "out of memory: killed by SIGKILL (the kernel's OOM killer)" }
+        if case .signal = ending, let memoryLimit {
+            return "out of memory: crashed (\(ending)) under a memory limit of \(memoryLimit) bytes"
+        }
+        return nil
+    }
+
+    /// The first line of `log` that says it ran out of memory (up to 300 characters), or nil.
+    static func outOfMemoryLine(_ log: String) -> String? {
         let lowered = log.lowercased()
         for phrase in ["out of memory", "out of gpu memory", "out of host memory", "out of device memory", "could not allocate memory",
                        "cannot allocate memory", "bad_alloc", "memory allocation failed"] {
             if let range = lowered.range(of: phrase) {
                 let line = lowered[..<range.lowerBound].split(separator: "\n", omittingEmptySubsequences: false).count - 1
                 let text = log.split(separator: "\n", omittingEmptySubsequences: false)[line]
-                return "out of memory: " + text.trimmingCharacters(in: .whitespaces).prefix(300)
+                return String(text.trimmingCharacters(in: .whitespaces).prefix(300))
             }
-        }
-        if ending == .signal(SIGKILL) { return "out of memory: killed by SIGKILL (the kernel's OOM killer)" }
-        if case .signal = ending, let memoryLimit {
-            return "out of memory: crashed (\(ending)) under a memory limit of \(memoryLimit) bytes"
         }
         return nil
     }

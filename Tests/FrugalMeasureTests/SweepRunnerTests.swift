@@ -171,6 +171,24 @@ final class SweepRunnerTests: XCTestCase {
         XCTAssertEqual(SweepRunner.readRecords(sweepFolder.appendingPathComponent("results.jsonl")).unreadable, 1)
     }
 
+    /// A failure recorded before its words counted as out of memory (the H100 factorial's full
+    /// fine-tunes, 2026-11-23) reads back as out of memory; other failures stay failures.
+    func testRecordedFailuresAreReadAgainstTodaysOutOfMemoryWords() throws {
+        func record(_ name: String, error: String) throws -> Data {
+            var result = RunResult(name: name, device: "unknown (the run did not finish)", command: "frugal train", settings: [:])
+            result.error = error
+            let record = SweepRecord(configuration: name, repetition: 1, options: [:], termination: "exit 1", result: result)
+            return try JSONEncoder().encode(record) + Data("\n".utf8)
+        }
+        let file = folder.appendingPathComponent("results.jsonl")
+        try (record("full", error: "exit 1: error: out of GPU memory: asked 64.00 MiB for optimizer, 58.19 MiB free of 79.18 GiB.")
+             + record("broken", error: "exit 1: error: no such file")).write(to: file)
+        let records = SweepRunner.readRecords(file).records
+        XCTAssertEqual(records.map(\.result.outOfMemory), [true, false])
+        XCTAssertEqual(records[0].result.error, "out of memory: exit 1: error: out of GPU memory: asked 64.00 MiB for optimizer, 58.19 MiB free of 79.18 GiB.")
+        XCTAssertEqual(records[1].result.error, "exit 1: error: no such file")
+    }
+
     func testOutOfMemoryClassification() {
         let limit = 1 << 30
         XCTAssertNil(SweepRunner.outOfMemoryReason(.exit(0), log: "out of memory", memoryLimit: limit))
