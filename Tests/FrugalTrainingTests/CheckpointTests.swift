@@ -95,17 +95,23 @@ final class CheckpointTests: XCTestCase {
         try checkResume(c, split: 3)
     }
 
-    /// Under pure bf16 the weights are bf16 tensors, saved in bf16 and restored byte for byte: a
-    /// full fine-tune with gradient accumulation, and LoRA with the optimizer offloaded (its f32
-    /// copies on the host) and the fused step.
-    func testResumeIsExactUnderPureBF16() throws {
+    /// A full fine-tune under `precision` with gradient accumulation and weight decay, resumed
+    /// after step 2 of 4.
+    private func checkFullResumeWithAccumulation(_ precision: PrecisionPolicy) throws {
         var c = TinyTraining.configuration(.full, steps: 4, microBatch: 2)
-        c.precision = .pureBF16
+        c.precision = precision
         c.gradientAccumulation = 2
         c.learningRate = 1e-3
         c.weightDecay = 0.01
         try checkResume(c, split: 2)
-        c = TinyTraining.configuration(steps: 6, microBatch: 2)
+    }
+
+    /// Under pure bf16 the weights are bf16 tensors, saved in bf16 and restored byte for byte: a
+    /// full fine-tune with gradient accumulation, and LoRA with the optimizer offloaded (its f32
+    /// copies on the host) and the fused step.
+    func testResumeIsExactUnderPureBF16() throws {
+        try checkFullResumeWithAccumulation(.pureBF16)
+        var c = TinyTraining.configuration(steps: 6, microBatch: 2)
         c.precision = .pureBF16
         c.offloadOptimizer = true
         c.fusedOptimizerStep = true
@@ -117,13 +123,8 @@ final class CheckpointTests: XCTestCase {
     /// gradient accumulation, fp16 LoRA with loss scaling and the optimizer offloaded, and bf16
     /// LoRA with the fused step.
     func testResumeIsExactWith16BitComputeCopies() throws {
-        var c = TinyTraining.configuration(.full, steps: 4, microBatch: 2)
-        c.precision = .bf16
-        c.gradientAccumulation = 2
-        c.learningRate = 1e-3
-        c.weightDecay = 0.01
-        try checkResume(c, split: 2)
-        c = TinyTraining.configuration(steps: 6, microBatch: 2)
+        try checkFullResumeWithAccumulation(.bf16)
+        var c = TinyTraining.configuration(steps: 6, microBatch: 2)
         c.precision = .fp16
         c.offloadOptimizer = true
         try checkResume(c, split: 3)
