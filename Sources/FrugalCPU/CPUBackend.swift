@@ -124,6 +124,14 @@ public final class CPUBackend: TrainingBackend, @unchecked Sendable {
         upload(copy.bytes, copy.shape, copy.dtype, copy.storage.category)
     }
 
+    public func upload(_ copy: HostCopy, into tensor: Tensor) {
+        precondition(copy.dtype == tensor.dtype && copy.shape.count == tensor.count, "upload: \(copy.shape) \(copy.dtype) into \(tensor.shape) \(tensor.dtype)")
+        tensor.rawPointer.copyMemory(from: copy.storage.pointer, byteCount: tensor.byteCount)
+    }
+
+    /// Every op has finished when it returns: nothing to wait for.
+    public func fence() -> DeviceFence { DeviceFence() }
+
     public func copy(_ dst: Tensor, at dstOffset: Int, from src: Tensor) {
         profile.measure("copy") {
             precondition(dstOffset + src.count <= dst.count, "copy: \(src.count) values at \(dstOffset) into \(dst.count)")

@@ -1,12 +1,14 @@
-// CUDAOffload: activation offload on the GPU — a tensor's bytes copied asynchronously into pinned
-// host memory and back, the pinned buffers kept for reuse across steps.
+// CUDAOffload: offload on the GPU — a tensor's bytes copied asynchronously into pinned host memory
+// and back (activations, an offloaded optimizer's gradients and weights), the pinned buffers kept
+// for reuse across steps, and events the host waits on for the copies.
 import Foundation
 import FrugalCore
 
 /// Pinned host buffers, kept by size once released so later offloads skip `cuMemAllocHost`.
 ///
 /// A buffer is reused without waiting: every copy into or out of it is ordered on the backend's
-/// one stream, so its next offload runs after its last restore.
+/// one stream, so its next offload runs after its last restore or upload (the host writes into a
+/// buffer only after a fence that follows the offload into it).
 final class PinnedPool: @unchecked Sendable {
     private let driver: CUDADriver
     private var free: [Int: [UnsafeMutableRawPointer]] = [:]
@@ -51,6 +53,25 @@ extension CUDABackend {
             let tensor = try allocate(copy.shape, copy.dtype, copy.storage.category)
             try driver.copyAsync(to: tensor.address, from: copy.storage.pointer, bytes: tensor.byteCount, stream: stream)
             return tensor
+        }
+    }
+
+    /// Queues the copy from the pinned (or any host) buffer into the tensor.
+    public func upload(_ copy: HostCopy, into tensor: Tensor) {
+        precondition(copy.dtype == tensor.dtype && copy.shape.count == tensor.count && tensor.storage.device == .cuda,
+                     "upload: \(copy.shape) \(copy.dtype) into \(tensor.storage.device) \(tensor.shape) \(tensor.dtype)")
+        must("upload(\(copy.shape), \(copy.dtype))") {
+            try driver.copyAsync(to: tensor.address, from: copy.storage.pointer, bytes: tensor.byteCount, stream: stream)
+        }
+    }
+
+    /// An event recorded on the stream; waiting synchronizes on it alone.
+    public func fence() -> DeviceFence {
+        must("fence") {
+            let event = try driver.createEvent(), driver = driver
+            try driver.record(event, on: stream)
+            return DeviceFence(wait: { [self] in must("waiting for the device") { try driver.synchronize(event: event) } },
+                               release: { driver.destroyEvent(event) })
         }
     }
 

@@ -77,6 +77,13 @@ public protocol Backend: AnyObject, Sendable {
     /// A new device tensor, in the category the copy was made from, holding `copy`'s bytes
     /// (on a GPU: copied asynchronously after the queued work).
     func restore(_ copy: HostCopy) -> Tensor
+    /// Copies `copy`'s bytes into `tensor` (same dtype and count; on a GPU asynchronously, after the
+    /// queued work). The host may drop the copy at once, but must not write its bytes again before
+    /// a fence queued after this call has passed.
+    func upload(_ copy: HostCopy, into tensor: Tensor)
+    /// A fence after the work queued so far: the host waits on it for an `offload`'s bytes, or
+    /// for an `upload` to have read its host copy, without waiting for work queued later.
+    func fence() -> DeviceFence
 
     // MARK: - Linear algebra
 

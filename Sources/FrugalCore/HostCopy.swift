@@ -1,10 +1,12 @@
-// HostCopy: a device tensor's bytes parked in host memory (activation offload), until restored.
+// HostCopy: a device tensor's bytes parked in host memory (activation offload, an offloaded
+// optimizer's gradients), until restored.
 
 /// A tensor's bytes moved to host memory by `Backend.offload`, brought back by `Backend.restore`.
 ///
 /// The storage lives on the CPU (pinned on a GPU) and is counted in the backend's `hostLedger`
 /// under the category of the tensor it came from. On a GPU its bytes are final only once the
-/// device's queued work reaches the copy; nothing but `restore` reads them.
+/// device's queued work reaches the copy: the host reads them (`tensor`) once a `Backend.fence`
+/// queued after the offload has passed.
 public struct HostCopy: @unchecked Sendable {
     /// The host buffer.
     public let storage: TensorStorage
@@ -16,6 +18,16 @@ public struct HostCopy: @unchecked Sendable {
         self.storage = storage
         self.shape = shape
         self.dtype = dtype
+    }
+
+    /// The bytes as a host tensor.
+    public var tensor: Tensor { Tensor(storage: storage, shape: shape, dtype: dtype) }
+
+    /// The same buffer carrying `dtype` values of the same shape, in its first bytes (a weight's
+    /// 16-bit values written over its f32 gradient).
+    public func viewed(as dtype: DType) -> HostCopy {
+        precondition(dtype.byteCount(elements: shape.count)! <= storage.byteCount, "a host copy of \(storage.byteCount) bytes viewed as \(shape) \(dtype)")
+        return HostCopy(storage: storage, shape: shape, dtype: dtype)
     }
 
     /// The bytes, in `dtype`'s layout.

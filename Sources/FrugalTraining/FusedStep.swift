@@ -13,6 +13,10 @@ import FrugalModels
 /// accumulation, global-norm clipping, fp16's loss-scale check. A non-finite gradient stops the
 /// step at that block (the blocks after it, updated already, keep their update) and `finish`
 /// reports it.
+///
+/// With the optimizer offloaded, a block's gradients leave for the host as soon as backward has
+/// them, and the host checks and updates that block when the next one is done, while the device
+/// computes the next block's backward: the update overlaps backward instead of stopping it.
 final class FusedStep {
     let rate: Float
     private let optimizer: Optimizer
@@ -22,6 +26,8 @@ final class FusedStep {
     /// The indices of each block's parameters in the trainable set.
     private let blockSlots: [Int: [Int]]
     private var updated = Set<Int>()
+    /// Offloaded: the last group sent to the host, checked and applied when the next one is sent.
+    private var waiting: Optimizer.GradientsInFlight?
     private var squares = 0.0
     private var fault: String?
 
@@ -52,16 +58,26 @@ final class FusedStep {
         }
     }
 
-    /// Backward finished block `index`: check and update its parameters.
+    /// Backward finished block `index`: check and update its parameters (offloaded: send them, and
+    /// check and update the block sent before).
     func blockDone(_ index: Int) {
-        update(blockSlots[index] ?? [], zeroAfter: parameters.sharesBlockGradients)
+        let indices = blockSlots[index] ?? []
+        if optimizer.host != nil { return sendToHost(indices, zeroAfter: parameters.sharesBlockGradients) }
+        update(indices, zeroAfter: parameters.sharesBlockGradients)
     }
 
-    /// Updates the parameters outside the blocks.
+    /// Updates the parameters outside the blocks (offloaded: one at a time, after the last block sent).
     /// - Returns: the global gradient norm (every parameter's, each counted once).
     /// - Throws: `FrugalError.numericalFault` naming the first non-finite gradient, or the loss.
     func finish(loss: Double, step: Int) throws -> Double {
-        update(parameters.parameters.indices.filter { !updated.contains($0) }, zeroAfter: false)
+        let sent = Set(waiting?.indices ?? [])
+        let rest = parameters.parameters.indices.filter { !updated.contains($0) && !sent.contains($0) }
+        if optimizer.host != nil {
+            for index in rest { sendToHost([index], zeroAfter: false) }
+            if let waiting { applyOnHost(waiting) }
+        } else {
+            update(rest, zeroAfter: false)
+        }
         if let fault { throw FrugalError.numericalFault(step: step, detail: "non-finite gradient in '\(fault)' (fused step: the blocks after it were updated)") }
         guard loss.isFinite else { throw FrugalError.numericalFault(step: step, detail: "the loss is \(loss)") }
         return squares.squareRoot()
@@ -82,5 +98,30 @@ final class FusedStep {
         optimizer.apply(rate: rate, to: indices)
         updated.formUnion(indices)
         if zeroAfter { for gradient in gradients { backend.zero(gradient) } }
+    }
+
+    /// Offloaded: queues `indices`' gradients to the host (zeroing shared ones behind the copies),
+    /// then checks and updates the group sent before.
+    private func sendToHost(_ indices: [Int], zeroAfter: Bool) {
+        guard fault == nil, !indices.isEmpty else { return }
+        let flight = optimizer.send(indices)
+        if zeroAfter { for i in indices { backend.zero(parameters.parameters[i].gradient) } }
+        if let waiting { applyOnHost(waiting) }
+        waiting = flight
+    }
+
+    /// Offloaded: checks `flight`'s gradients on the host and updates them there unless one is not finite.
+    private func applyOnHost(_ flight: Optimizer.GradientsInFlight) {
+        guard fault == nil else { return }
+        timer.mark(.backward)
+        defer { timer.mark(.optimizer) }
+        let sums = optimizer.sumsOfSquares(flight)
+        if let bad = sums.firstIndex(where: { !$0.isFinite }) {
+            fault = parameters.parameters[flight.indices[bad]].name
+            return
+        }
+        squares += sums.reduce(0, +)
+        optimizer.applyOnHost(flight, rate: rate)
+        updated.formUnion(flight.indices)
     }
 }

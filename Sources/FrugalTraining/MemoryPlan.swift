@@ -146,9 +146,12 @@ public struct MemoryPlan: Sendable, Equatable {
             : Array(repeating: adapted.flatMap { [rank * $0.inputs, $0.outputs * rank] }, count: c.layers).flatMap { $0 }
         let state = trainableTensors.reduce(0) { $0 + configuration.optimizer.stateBytes(values: $1) }
         let optimizer = state + (configuration.precision.keepsMasters ? 4 * trainableCount : 0)
-        // Offloaded, the host always keeps an f32 copy of every weight (pure bf16's too), and one
-        // largest tensor's gradient.
-        let hostOptimizer = state + 4 * trainableCount, hostGradients = 4 * (trainableTensors.max() ?? 0)
+        // Offloaded, the host always keeps an f32 copy of every weight (pure bf16's too), and the
+        // gradients of two consecutive groups of the update's pipeline (`Optimizer.offloadGroups`):
+        // the blocks from the last to the first, then each tensor outside them.
+        let groups = Array(repeating: perBlock, count: c.layers) + (full ? shapes.outsideBlocks : [])
+        let hostOptimizer = state + 4 * trainableCount
+        let hostGradients = 4 * zip(groups, groups.dropFirst() + [0]).map { $0 + $1 }.max()!
 
         // Activations per token: forward's in the activation dtype (`stored` bytes a value), the
         // attention's statistics and every gradient in f32.
@@ -230,6 +233,10 @@ public struct MemoryPlan: Sendable, Equatable {
         let layers: Int
         /// Values of each norm and bias.
         let vectors: [Int]
+        /// Values of each tensor outside the blocks, in the trainable set's order
+        /// (`DecoderWeights.namedTensors`): embeddings, OPT's projections around the final norm,
+        /// the final norm, the head unless tied.
+        let outsideBlocks: [Int]
         /// Values of the norms and biases in all.
         var vectorValues: Int { vectors.reduce(0, +) }
         /// Values of one block's norms and biases.
@@ -256,6 +263,10 @@ public struct MemoryPlan: Sendable, Equatable {
             let norms = (2 * c.layers + (c.finalNorm ? 1 : 0)) * (c.normKind == .layer ? 2 : 1)
             vectors = Array(repeating: biases, count: c.layers).flatMap { $0 } + Array(repeating: d, count: norms)
             blockVectorValues = biases.reduce(0, +) + 2 * d * (c.normKind == .layer ? 2 : 1)
+            let finalNorm = c.finalNorm ? Array(repeating: d, count: c.normKind == .layer ? 2 : 1) : []
+            outsideBlocks = [c.vocabSize * embedding] + (c.learnedPositions ? [(c.maxPositions + c.positionOffset) * d] : [])
+                + (embedding != d ? [d * embedding] : []) + finalNorm + (embedding != d ? [embedding * d] : [])
+                + (c.tiedEmbeddings ? [] : [c.vocabSize * embedding])
             blockMultiplies = c.layers * projections.reduce(0) { $0 + $1.inputs * $1.outputs }
             headMultiplies = c.vocabSize * embedding
         }

@@ -18,9 +18,11 @@ import FrugalModels
 /// With `offloadOptimizer` the state lives in host memory, on a `CPUBackend` of its own counted in
 /// the device's `hostLedger`, and always with an f32 copy of each weight (the master, or under fp32
 /// and pure bf16 the weight itself, rounded as the device's is). An update copies the gradient
-/// into a host buffer, runs the same arithmetic there, and copies the rounded weight back (a bf16
-/// weight through that buffer, rounded into bf16 on the host): the device's weights come out
-/// bit-identical to an update on the device where both compute alike.
+/// into a pinned host buffer, runs the same arithmetic there, and copies the weight back through
+/// that buffer in its dtype (rounded on the host): the device's weights come out bit-identical to
+/// an update on the device where both compute alike. The copies are pipelined with the host's
+/// work (`Optimizer+Offload.swift`), and under the fused step the host updates each block while
+/// the device goes on with backward.
 public final class Optimizer: @unchecked Sendable {
     /// One parameter's optimizer state.
     struct Slot {
@@ -43,9 +45,6 @@ public final class Optimizer: @unchecked Sendable {
     let backend: TrainingBackend
     /// The host backend holding the state when offloaded.
     let host: CPUBackend?
-    /// Offloaded: the host buffer each gradient is copied into (as long as the largest weight), which
-    /// then holds the rounded weight on its way back.
-    private let hostGradient: Tensor?
     /// Updates applied so far (AdamW's bias-correction step).
     public internal(set) var updates = 0
 
@@ -64,15 +63,12 @@ public final class Optimizer: @unchecked Sendable {
         let host = configuration.offloadOptimizer ? CPUBackend(ledger: backend.hostLedger) : nil
         let state: TrainingBackend = host ?? backend
         let policy = configuration.precision
-        let hostGradient = host.map { host in
-            host.empty([parameters.parameters.map(\.value.count).max() ?? 0], .f32, .gradients)
-        }
         /// An f32 copy of `value` on the state's backend (a 16-bit weight crosses to the host in its
-        /// own dtype, through the gradient buffer, and is widened there).
+        /// own dtype, through a buffer counted as gradients as the update's are, and is widened there).
         func copy(of value: Tensor) -> Tensor {
             let copy = state.zeros(value.shape, .f32, .optimizer)
-            if let host, let hostGradient, value.dtype != .f32 {
-                let bits = Tensor(storage: hostGradient.storage, shape: value.shape, dtype: value.dtype)
+            if let host, value.dtype != .f32 {
+                let bits = host.empty(value.shape, value.dtype, .gradients)
                 backend.copy(bits, at: 0, from: value)
                 host.copy(copy, at: 0, from: bits)
             } else {
@@ -105,7 +101,6 @@ public final class Optimizer: @unchecked Sendable {
             }
         }
         self.host = host
-        self.hostGradient = hostGradient
     }
 
     /// Applies one update with learning rate `rate` from the current gradients.
@@ -120,44 +115,30 @@ public final class Optimizer: @unchecked Sendable {
 
     /// Applies the current update to the parameters at `indices` (of the trainable set).
     func apply(rate: Float, to indices: some Sequence<Int>) {
-        let c = configuration, state: TrainingBackend = host ?? backend
+        if host != nil { return applyOffloaded(rate: rate, to: Array(indices)) }
+        let policy = configuration.precision
         for slot in indices.map({ slots[$0] }) {
-            let parameter = parameters.parameters[slot.index]
-            // Where the update reads the gradient and leaves the weight as computed with.
-            var gradient = parameter.gradient, weight = parameter.value
-            if let hostGradient {
-                gradient = Tensor(storage: hostGradient.storage, shape: weight.shape, dtype: .f32)
-                backend.copy(gradient, at: 0, from: parameter.gradient)
-                // The master rounded into the spent gradient's place, or the weight's host copy itself.
-                weight = c.precision.keepsMasters ? gradient : slot.master!
-            }
-            let target = slot.master ?? weight
-            switch c.optimizer {
-            case .adamW:
-                state.adamW(target, gradient: gradient, m: slot.first, v: slot.second!, step: updates,
-                            learningRate: rate, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon, weightDecay: c.weightDecay)
-            case .adamW8bit:
-                state.adamW8bit(target, gradient: gradient, m: slot.first, v: slot.second!, step: updates,
-                                learningRate: rate, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon, weightDecay: c.weightDecay)
-            case .sgd:
-                state.sgd(target, gradient: gradient, momentumBuffer: slot.first, learningRate: rate,
-                          momentum: c.momentum, weightDecay: c.weightDecay)
-            }
-            if let host, let hostGradient, parameter.value.dtype != .f32 {
-                // A 16-bit weight crosses in its dtype, through the spent gradient's buffer, rounded
-                // to nearest even from the master (fp16, bf16) or from the host copy rounded in
-                // place (pure bf16) — never from the buffer itself, which narrowing in place (in
-                // parallel chunks) would overwrite before it is read.
-                if !c.precision.keepsMasters { state.roundInPlace(target, to: c.precision.computeDType) }
-                let bits = Tensor(storage: hostGradient.storage, shape: weight.shape, dtype: parameter.value.dtype)
-                host.copy(bits, at: 0, from: target)
-                backend.copy(parameter.value, at: 0, from: bits)
-                continue
-            }
-            if c.precision.keepsMasters { state.copy(weight, at: 0, from: target) }
+            let weight = parameters.parameters[slot.index].value
+            update(slot, slot.master ?? weight, gradient: parameters.parameters[slot.index].gradient, rate: rate, on: backend)
+            if let master = slot.master { backend.copy(weight, at: 0, from: master) }
             // A 16-bit weight updated in place is rounded already (the update writes it so).
-            if weight.dtype == .f32 { state.roundInPlace(weight, to: c.precision.computeDType) }
-            if host != nil { backend.copy(parameter.value, at: 0, from: weight) }
+            if weight.dtype == .f32 { backend.roundInPlace(weight, to: policy.computeDType) }
+        }
+    }
+
+    /// One slot's update of `target` (the master, or the weight itself) from `gradient`, on `state`.
+    func update(_ slot: Slot, _ target: Tensor, gradient: Tensor, rate: Float, on state: TrainingBackend) {
+        let c = configuration
+        switch c.optimizer {
+        case .adamW:
+            state.adamW(target, gradient: gradient, m: slot.first, v: slot.second!, step: updates,
+                        learningRate: rate, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon, weightDecay: c.weightDecay)
+        case .adamW8bit:
+            state.adamW8bit(target, gradient: gradient, m: slot.first, v: slot.second!, step: updates,
+                            learningRate: rate, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon, weightDecay: c.weightDecay)
+        case .sgd:
+            state.sgd(target, gradient: gradient, momentumBuffer: slot.first, learningRate: rate,
+                      momentum: c.momentum, weightDecay: c.weightDecay)
         }
     }
 
