@@ -288,11 +288,28 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
         try launch(kernel, grid: (rows, 1, 1), block: (256, 1, 1), arguments)
     }
 
-    /// Launches a column-reduction kernel (block 32×8, one block per 32 columns).
-    func launch(_ kernel: KernelName, columns: Int, _ arguments: [any KernelArgument]) throws {
-        guard columns > 0 else { return }
-        try launch(kernel, grid: ((columns + 31) / 32, 1, 1), block: (32, 8, 1), arguments)
+    /// Adds column sums over `rows` rows into each non-nil output of `outputs` (+=, `columns` f32
+    /// values apiece) in row splits: `kernel` (block 32×8, a block per 32 columns and split) takes
+    /// one partial-sums buffer per output (null for a nil one), then `arguments`, then rows,
+    /// columns and rows per split, and writes each split's sums; `column_partials_add` then adds
+    /// them in split order.
+    func reduceColumns(_ kernel: KernelName, rows: Int, columns: Int, into outputs: [DevicePointer?],
+                       _ arguments: [any KernelArgument]) throws {
+        guard columns > 0, rows > 0, outputs.contains(where: { $0 != nil }) else { return }
+        let splits = min(Self.columnSplits, (rows + 127) / 128), perSplit = (rows + splits - 1) / splits
+        // (outputs, splits, columns) the partial sums
+        let partials = try allocate([outputs.count * splits * columns], .f32, .workspace)
+        let buffers = outputs.indices.map { outputs[$0] == nil ? 0 : partials.address + UInt64($0 * splits * columns * 4) }
+        try launch(kernel, grid: ((columns + 31) / 32, splits, 1), block: (32, 8, 1),
+                   buffers.map { $0 as any KernelArgument } + arguments + [i32(rows), i32(columns), i32(perSplit)])
+        for (output, buffer) in zip(outputs, buffers) {
+            guard let output else { continue }
+            try launch(CUDAKernels.columnPartialsAdd, elements: columns, [output, buffer, i32(splits), i32(columns)])
+        }
     }
+
+    /// The most row splits of a column reduction (a split of at least 128 rows).
+    static let columnSplits = 64
 
     private func allowSharedMemory(_ function: CUDADriver.Handle, _ kernel: KernelName, _ bytes: Int) throws {
         sharedMemoryLock.lock(); defer { sharedMemoryLock.unlock() }

@@ -99,10 +99,11 @@ public enum CUDAKernels {
         return .init(file: "dequantize.cu", name: "dequantize_" + dtype.rawValue + (output == .f32 ? "" : "_to_" + suffix(output)))
     }
 
-    static let sumSquaresPartial = KernelName(file: "reduce.cu", name: "sum_squares_partial")
-    static let sumPartials = KernelName(file: "reduce.cu", name: "sum_partials")
+    static let sumSquaresChunks = KernelName(file: "reduce.cu", name: "sum_squares_chunks")
+    static let sumPartialsRanges = KernelName(file: "reduce.cu", name: "sum_partials_ranges")
     static let allFinite = KernelName(file: "reduce.cu", name: "all_finite")
     static let columnSum = KernelName(file: "reduce.cu", name: "column_sum")
+    static let columnPartialsAdd = KernelName(file: "reduce.cu", name: "column_partials_add")
 
     static let crossEntropyRows = KernelName(file: "cross_entropy.cu", name: "cross_entropy_rows")
     static let crossEntropyTotal = KernelName(file: "cross_entropy.cu", name: "cross_entropy_total")
@@ -118,7 +119,7 @@ public enum CUDAKernels {
 
     /// Every entry point the backend may launch.
     public static var allEntryPoints: [(file: String, name: String)] {
-        var names: [KernelName] = [embeddingBackward, sumSquaresPartial, sumPartials, allFinite, columnSum,
+        var names: [KernelName] = [embeddingBackward, sumSquaresChunks, sumPartialsRanges, allFinite, columnSum, columnPartialsAdd,
                                    crossEntropyRows, crossEntropyTotal]
         for t in floatTypes {
             names += [embeddingForward(t), rmsNormRstd(t), rmsNormBackwardWeight(t), layerNormStatistics(t),

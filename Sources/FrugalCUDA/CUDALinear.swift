@@ -105,7 +105,7 @@ extension CUDABackend {
             }
             if let dBias {
                 precondition(dBias.count == outputs && dBias.dtype == .f32, "linearBackward: dBias \(dBias.shape) for \(outputs) outputs")
-                try launch(CUDAKernels.columnSum, columns: outputs, [dBias.address, dy.address, i32(rows), i32(outputs)])
+                try reduceColumns(CUDAKernels.columnSum, rows: rows, columns: outputs, into: [dBias.address], [dy.address])
             }
         }
     }

@@ -35,8 +35,8 @@ extension CUDABackend {
             try launch(CUDAKernels.rmsNormRstd(x.dtype), rows: rows, [rstd.address, x.address, i32(rows), i32(n), eps])
             if let dWeight {
                 precondition(dWeight.dtype == .f32 && dWeight.count == n, "rmsNormBackward: dWeight \(dWeight.shape)")
-                try launch(CUDAKernels.rmsNormBackwardWeight(x.dtype), columns: n,
-                           [dWeight.address, dy.address, x.address, rstd.address, i32(rows), i32(n)])
+                try reduceColumns(CUDAKernels.rmsNormBackwardWeight(x.dtype), rows: rows, columns: n, into: [dWeight.address],
+                                  [dy.address, x.address, rstd.address])
             }
             try launch(CUDAKernels.rmsNormBackwardInput(x.dtype, weight.dtype), rows: rows,
                        [dx.address, dy.address, x.address, weight.address, rstd.address, i32(rows), i32(n), weightOffset])
@@ -75,8 +75,8 @@ extension CUDABackend {
             if dWeight != nil || dBias != nil {
                 if let dWeight { precondition(dWeight.dtype == .f32 && dWeight.count == n, "layerNormBackward: dWeight") }
                 if let dBias { precondition(dBias.dtype == .f32 && dBias.count == n, "layerNormBackward: dBias") }
-                try launch(CUDAKernels.layerNormBackwardParameters(x.dtype), columns: n,
-                           [dWeight.address, dBias.address, dy.address, x.address, mean, rstd, i32(rows), i32(n)])
+                try reduceColumns(CUDAKernels.layerNormBackwardParameters(x.dtype), rows: rows, columns: n,
+                                  into: [dWeight?.address, dBias?.address], [dy.address, x.address, mean, rstd])
             }
             try launch(CUDAKernels.layerNormBackwardInput(x.dtype, weight.dtype), rows: rows,
                        [dx.address, dy.address, x.address, weight.address, mean, rstd, i32(rows), i32(n)])

@@ -83,27 +83,31 @@ extension CUDABackend {
     /// `Σ x²` in double precision: per chunk, then the chunks in order (deterministic).
     public func sumOfSquares(_ x: Tensor) -> Double { sumsOfSquares([x])[0] }
 
-    /// Every tensor's partial sums into one buffer, then each tensor's total, then one download.
+    /// Every tensor's chunks summed by one launch, then each tensor's total by another, then one
+    /// download: two launches for the whole list (a LoRA model's gradient norm has hundreds of tensors).
     public func sumsOfSquares(_ tensors: [Tensor]) -> [Double] {
         precondition(tensors.allSatisfy { $0.dtype == .f32 }, "sumsOfSquares of non-f32 tensors")
         guard !tensors.isEmpty else { return [] }
-        let chunks = tensors.map { ($0.count + Self.reductionChunk - 1) / Self.reductionChunk }
-        let partialCount = chunks.reduce(0, +)
-        let bytes: [UInt8] = must("sumOfSquares of \(tensors.count) tensors") {
-            // (partialCount) partial sums, then one total per tensor, as doubles
-            let buffer = try allocate([2 * (partialCount + tensors.count)], .f32, .workspace)
-            var offset = 0
-            for (index, (x, count)) in zip(tensors, chunks).enumerated() {
-                let partials = buffer.address + UInt64(offset * 8), total = buffer.address + UInt64((partialCount + index) * 8)
-                if count > 0 {
-                    try launch(CUDAKernels.sumSquaresPartial, grid: (count, 1, 1), block: (256, 1, 1),
-                               [partials, x.address, Int64(x.count), Int64(Self.reductionChunk)])
-                }
-                try launch(CUDAKernels.sumPartials, grid: (1, 1, 1), block: (256, 1, 1), [total, partials, i32(count)])
-                offset += count
+        // Per chunk: where its values start and how many; per tensor: its first chunk, then the end.
+        var starts = [UInt64](), counts = [Int64](), offsets: [Int32] = [0]
+        for x in tensors {
+            for first in stride(from: 0, to: x.count, by: Self.reductionChunk) {
+                starts.append(x.address + UInt64(first * 4))
+                counts.append(Int64(min(Self.reductionChunk, x.count - first)))
             }
-            let totals = Tensor(storage: buffer.storage, byteOffset: partialCount * 8, shape: [2 * tensors.count], dtype: .f32)
-            return downloadBytes(totals)
+            offsets.append(Int32(starts.count))
+        }
+        let bytes: [UInt8] = must("sumOfSquares of \(tensors.count) tensors") {
+            // (chunks) partial sums, then one total per tensor, as doubles
+            let buffer = try allocate([2 * (starts.count + tensors.count)], .f32, .workspace)
+            let totals = buffer.address + UInt64(starts.count * 8)
+            if !starts.isEmpty {
+                try launch(CUDAKernels.sumSquaresChunks, grid: (starts.count, 1, 1), block: (256, 1, 1),
+                           [buffer.address, try stage(starts).address, try stage(counts).address])
+            }
+            try launch(CUDAKernels.sumPartialsRanges, grid: (tensors.count, 1, 1), block: (256, 1, 1),
+                       [totals, buffer.address, try stage(offsets).address])
+            return downloadBytes(Tensor(storage: buffer.storage, byteOffset: starts.count * 8, shape: [2 * tensors.count], dtype: .f32))
         }
         return bytes.withUnsafeBytes { raw in (0..<tensors.count).map { Double(bitPattern: raw.load(fromByteOffset: 8 * $0, as: UInt64.self)) } }
     }

@@ -179,6 +179,7 @@ struct GPUChecker {
         checkLinear()
         checkEmbedding()
         checkNorms()
+        checkColumnReductions()
         checkRope()
         checkAttention()
         checkActivations()
@@ -273,6 +274,35 @@ struct GPUChecker {
             be.layerNormBackward(dx: dx, dWeight: dw, dBias: db, dy: Self.make(be, dy, [rows, n]), x: Self.make(be, x, [rows, n]),
                                  weight: Self.make(be, w, [n]), eps: 1e-5)
             return ([dx, dw, db], [])
+        }
+    }
+
+    /// The parameter gradients that sum columns over 1,000 rows: eight row splits of 125 rows
+    /// (`reduceColumns`), 200 and 96 columns (a partial block of 32).
+    mutating func checkColumnReductions() {
+        let rows = 1000, n = 200, outputs = 96
+        let x = random(rows * n, scale: 2), w = random(n), dy = random(rows * n), dw0 = random(n), db0 = random(n)
+        let weight = random(outputs * n, scale: 0.2), dyLinear = random(rows * outputs), dBias0 = random(outputs)
+        check("linear backward dBias += over \(rows) rows (row splits)") { be in
+            let db = Self.make(be, dBias0, [outputs], .f32, .gradients)
+            be.linearBackward(dx: nil, dWeight: nil, dBias: db, dy: Self.make(be, dyLinear, [rows, outputs]),
+                              x: Self.make(be, x, [rows, n]), weight: Self.make(be, weight, [outputs, n], .f32, .weights))
+            return ([db], [])
+        }
+        check("rmsNorm backward dWeight += over \(rows) rows (row splits)") { be in
+            let dx = be.zeros([rows, n], .f32, .activations), dw = Self.make(be, dw0, [n], .f32, .gradients)
+            be.rmsNormBackward(dx: dx, dWeight: dw, dy: Self.make(be, dy, [rows, n]), x: Self.make(be, x, [rows, n]),
+                               weight: Self.make(be, w, [n]), eps: 1e-5, weightOffset: 0)
+            return ([dx, dw], [])
+        }
+        for (weightOnly, name) in [(false, "dWeight +=, dBias +="), (true, "dWeight += alone")] {
+            check("layerNorm backward \(name) over \(rows) rows (row splits)") { be in
+                let dx = be.zeros([rows, n], .f32, .activations), dw = Self.make(be, dw0, [n], .f32, .gradients)
+                let db = weightOnly ? nil : Self.make(be, db0, [n], .f32, .gradients)
+                be.layerNormBackward(dx: dx, dWeight: dw, dBias: db, dy: Self.make(be, dy, [rows, n]), x: Self.make(be, x, [rows, n]),
+                                     weight: Self.make(be, w, [n]), eps: 1e-5)
+                return ([dx, dw] + (db.map { [$0] } ?? []), [])
+            }
         }
     }
 
@@ -510,6 +540,10 @@ struct GPUChecker {
             var bad = p
             bad[n / 2] = .nan
             return ([], [be.sumOfSquares(t), be.allFinite(t) ? 1 : 0, be.allFinite(Self.make(be, bad, [n])) ? 1 : 0])
+        }
+        check("sums of squares of several tensors in one pass", tolerance: 1e-9) { be in
+            let sizes = [n, 37, n / 3, 65_536, 65_537]
+            return ([], be.sumsOfSquares(sizes.map { Self.make(be, Array(p.prefix($0)), [$0]) }))
         }
         for dtype in [DType.f16, .bf16] {
             check("round in place to \(dtype.rawValue), zero", tolerance: 0) { be in

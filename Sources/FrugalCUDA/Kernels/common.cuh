@@ -88,3 +88,19 @@ __device__ __forceinline__ double block_sum_double(double v) {
 // The first element index and stride of a grid-stride loop over n elements.
 #define FRUGAL_GRID_STRIDE(i, n) \
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < (n); i += (long long)gridDim.x * blockDim.x)
+
+// Column reductions (reduce.cu's column sums, the norms' parameter gradients) run in row splits, a
+// block (32, 8) per 32 columns and split, each writing its split's partial sums for
+// `column_partials_add` to add in split order.
+// The rows of split blockIdx.y: [first, last).
+#define FRUGAL_SPLIT_ROWS(first, last, rows, rows_per_split) \
+    const int first = blockIdx.y * (rows_per_split), last = min((rows), first + (rows_per_split))
+
+// The sum over a block (32, 8)'s 8 row lanes, for lane threadIdx.y == 0.
+__device__ __forceinline__ float column_lanes_sum(float (*partial)[33], float sum) {
+    partial[threadIdx.y][threadIdx.x] = sum;
+    __syncthreads();
+    if (threadIdx.y == 0)
+        for (int k = 1; k < blockDim.y; k++) sum += partial[k][threadIdx.x];
+    return sum;
+}

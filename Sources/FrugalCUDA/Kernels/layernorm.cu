@@ -70,27 +70,27 @@ __device__ void layernorm_statistics(float* mean_out, float* rstd_out, const A* 
     }
 }
 
-// dweight[c] += Σ_r dy·x̂, dbias[c] += Σ_r dy (+=; either may be null). Block (32, 8).
+// partials_w[split, c] = Σ_{r in split} dy·x̂, partials_b[split, c] = Σ_{r in split} dy (=; either
+// may be null), the splits of reduce.cu's column sums. Block (32, 8).
 template <typename A>
-__device__ void layernorm_backward_parameters(float* dweight, float* dbias, const float* dy, const A* x, const float* mean,
-                                              const float* rstd, int rows, int n) {
+__device__ void layernorm_backward_parameters(float* partials_w, float* partials_b, const float* dy, const A* x,
+                                              const float* mean, const float* rstd, int rows, int n, int rows_per_split) {
     __shared__ float partial_w[8][33];
     __shared__ float partial_b[8][33];
     const int c = blockIdx.x * 32 + threadIdx.x;
+    FRUGAL_SPLIT_ROWS(first, last, rows, rows_per_split);
     float sum_w = 0.f, sum_b = 0.f;
     if (c < n)
-        for (int r = threadIdx.y; r < rows; r += blockDim.y) {
+        for (int r = first + threadIdx.y; r < last; r += blockDim.y) {
             const float g = dy[(long long)r * n + c];
             sum_w += g * (to_float(x[(long long)r * n + c]) - mean[r]) * rstd[r];
             sum_b += g;
         }
-    partial_w[threadIdx.y][threadIdx.x] = sum_w;
-    partial_b[threadIdx.y][threadIdx.x] = sum_b;
-    __syncthreads();
+    sum_w = column_lanes_sum(partial_w, sum_w);
+    sum_b = column_lanes_sum(partial_b, sum_b);
     if (threadIdx.y == 0 && c < n) {
-        for (int k = 1; k < blockDim.y; k++) { sum_w += partial_w[k][threadIdx.x]; sum_b += partial_b[k][threadIdx.x]; }
-        if (dweight) dweight[c] += sum_w;
-        if (dbias) dbias[c] += sum_b;
+        if (partials_w) partials_w[(long long)blockIdx.y * n + c] = sum_w;
+        if (partials_b) partials_b[(long long)blockIdx.y * n + c] = sum_b;
     }
 }
 
@@ -99,10 +99,11 @@ __device__ void layernorm_backward_parameters(float* dweight, float* dbias, cons
                                                          int n, float eps) {                                       \
         layernorm_statistics<A>(mean_out, rstd_out, x, n, eps);                                                    \
     }                                                                                                              \
-    extern "C" __global__ void layernorm_backward_parameters_##sa(float* dweight, float* dbias, const float* dy,      \
-                                                                  const A* x, const float* mean, const float* rstd, \
-                                                                  int rows, int n) {                               \
-        layernorm_backward_parameters<A>(dweight, dbias, dy, x, mean, rstd, rows, n);                              \
+    extern "C" __global__ void layernorm_backward_parameters_##sa(float* partials_w, float* partials_b,              \
+                                                                  const float* dy, const A* x, const float* mean,   \
+                                                                  const float* rstd, int rows, int n,               \
+                                                                  int rows_per_split) {                             \
+        layernorm_backward_parameters<A>(partials_w, partials_b, dy, x, mean, rstd, rows, n, rows_per_split);      \
     }
 FRUGAL_DTYPES(LAYERNORM_STATISTICS)
 

@@ -49,30 +49,30 @@ __device__ void rmsnorm_rstd(float* rstd, const A* x, int n, float eps) {
     if (threadIdx.x == 0) rstd[blockIdx.x] = rsqrtf(total / n + eps);
 }
 
-// dweight[c] += Σ_r dy[r,c] · x[r,c] · rstd[r] (+=). Block (32, 8): 32 columns, 8 row lanes.
+// partials[split, c] = Σ_{r in split} dy[r,c] · x[r,c] · rstd[r] (=), the splits of reduce.cu's
+// column sums. Block (32, 8): 32 columns, 8 row lanes.
 template <typename A>
-__device__ void rmsnorm_backward_weight(float* dweight, const float* dy, const A* x, const float* rstd, int rows, int n) {
+__device__ void rmsnorm_backward_weight(float* partials, const float* dy, const A* x, const float* rstd, int rows, int n,
+                                        int rows_per_split) {
     __shared__ float partial[8][33];
     const int c = blockIdx.x * 32 + threadIdx.x;
+    FRUGAL_SPLIT_ROWS(first, last, rows, rows_per_split);
     float sum = 0.f;
     if (c < n)
-        for (int r = threadIdx.y; r < rows; r += blockDim.y)
+        for (int r = first + threadIdx.y; r < last; r += blockDim.y)
             sum += dy[(long long)r * n + c] * to_float(x[(long long)r * n + c]) * rstd[r];
-    partial[threadIdx.y][threadIdx.x] = sum;
-    __syncthreads();
-    if (threadIdx.y == 0 && c < n) {
-        for (int k = 1; k < blockDim.y; k++) sum += partial[k][threadIdx.x];
-        dweight[c] += sum;
-    }
+    sum = column_lanes_sum(partial, sum);
+    if (threadIdx.y == 0 && c < n) partials[(long long)blockIdx.y * n + c] = sum;
 }
 
 #define RMSNORM_STATISTICS(sa, A)                                                                             \
     extern "C" __global__ void rmsnorm_rstd_##sa(float* rstd, const A* x, int rows, int n, float eps) {         \
         rmsnorm_rstd<A>(rstd, x, n, eps);                                                                     \
     }                                                                                                         \
-    extern "C" __global__ void rmsnorm_backward_weight_##sa(float* dweight, const float* dy, const A* x,         \
-                                                            const float* rstd, int rows, int n) {              \
-        rmsnorm_backward_weight<A>(dweight, dy, x, rstd, rows, n);                                            \
+    extern "C" __global__ void rmsnorm_backward_weight_##sa(float* partials, const float* dy, const A* x,        \
+                                                            const float* rstd, int rows, int n,                \
+                                                            int rows_per_split) {                              \
+        rmsnorm_backward_weight<A>(partials, dy, x, rstd, rows, n, rows_per_split);                           \
     }
 FRUGAL_DTYPES(RMSNORM_STATISTICS)
 
