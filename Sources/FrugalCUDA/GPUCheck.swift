@@ -325,7 +325,7 @@ struct GPUChecker {
     }
 
     /// The attention layouts every attention check runs: GQA, MHA, MQA, packed segments with
-    /// padding, KV-cache offsets, head sizes 32 to 256.
+    /// padding, KV-cache offsets, head sizes 32 to 256, several query blocks.
     static let attentionLayouts: [(String, AttentionLayout)] = [
         ("causal, GQA 4/2, d 64", AttentionLayout(batch: 2, queryLength: 37, keyLength: 37, queryOffset: 0, heads: 4, kvHeads: 2,
                                                   headDim: 64, scale: 0.125)),
@@ -342,6 +342,17 @@ struct GPUChecker {
                                            headDim: 256, scale: 0.0625)),
         ("cache offset 20, 130 queries of 150 keys, GQA 4/2, d 64",
          AttentionLayout(batch: 2, queryLength: 130, keyLength: 150, queryOffset: 20, heads: 4, kvHeads: 2, headDim: 64,
+                         scale: 0.125)),
+        // The GPU's GEMM path goes a query block at a time (`AttentionLayout.queryBlockSize`):
+        // three blocks, the last partial; with segments; keys past the last query's position.
+        ("causal, 389 tokens in 3 query blocks, GQA 4/2, d 64",
+         AttentionLayout(batch: 2, queryLength: 389, keyLength: 389, queryOffset: 0, heads: 4, kvHeads: 2, headDim: 64,
+                         scale: 0.125)),
+        ("packed segments across 2 query blocks, MHA, d 32",
+         AttentionLayout(batch: 1, queryLength: 300, keyLength: 300, queryOffset: 0, heads: 2, kvHeads: 2, headDim: 32,
+                         scale: 1 / Float(32).squareRoot(), segments: (0..<300).map { $0 < 120 ? 0 : $0 < 280 ? 1 : -1 })),
+        ("cache offset 20, 300 queries of 330 keys (10 unseen), MQA, d 64",
+         AttentionLayout(batch: 1, queryLength: 300, keyLength: 330, queryOffset: 20, heads: 2, kvHeads: 1, headDim: 64,
                          scale: 0.125)),
     ]
 

@@ -36,6 +36,16 @@ public struct AttentionLayout: Sendable {
     }
 }
 
+extension AttentionLayout {
+    /// Queries per block where a backend computes the causal scores a block of queries at a time,
+    /// each block against only the keys it can see (the GPU's GEMM path; `MemoryPlan` sizes its
+    /// workspace with it): about 128, in at most 8 blocks.
+    public static func queryBlockSize(_ queryLength: Int) -> Int {
+        let blocks = min(8, max(1, queryLength / 128))
+        return (queryLength + blocks - 1) / blocks
+    }
+}
+
 /// A compute device: allocation with memory categories, and the forward ops of the models.
 ///
 /// Weights may be f32, f16, bf16 or packed quantized blocks. Forward activations (an op's inputs

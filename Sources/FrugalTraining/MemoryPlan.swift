@@ -291,7 +291,8 @@ public struct MemoryPlan: Sendable, Equatable {
     ///
     /// GPU (`CUDABackend`'s defaults): a 32 MiB cuBLASLt workspace always; at the loss, one
     /// 64 MiB chunk of logits; in backward, attention's packed q, k, v and output gradient (in 16
-    /// bits under a 16-bit policy or with 16-bit activations, else f32), a chunk of scores of at most 256 MiB, the f32 packed
+    /// bits under a 16-bit policy or with 16-bit activations, else f32), a chunk of one query
+    /// block's scores (`AttentionLayout.queryBlockSize`) of at most 256 MiB, the f32 packed
     /// gradients of q, k and v, and one value per query row. CPU: at the loss, 128 rows of logits (and a packed head's tiles,
     /// widened to f32 by each worker); in backward, each worker's block of 64 query rows of
     /// probabilities and their gradient, or a packed weight's widened tiles, with 16-bit activations
@@ -307,7 +308,7 @@ public struct MemoryPlan: Sendable, Equatable {
             let logitRows = max(1, min(rows, chunkBytes / 4 / vocabulary))
             let pairs = p.microBatch * c.heads, headValues = pairs * length * c.headDim
             let packed = p.precision == .fp32 && p.activationDType == .f32 ? 4 : 2
-            let pairBytes = length * length * (8 + 2 * packed)
+            let pairBytes = AttentionLayout.queryBlockSize(length) * length * (8 + 2 * packed)
             let chunk = max(1, min(pairs, scoreBudget / pairBytes))
             let attention = 4 * headValues * packed + chunk * pairBytes + 3 * 4 * headValues + 4 * pairs * length
             return (blas + 4 * logitRows * vocabulary, blas + attention)

@@ -1,8 +1,10 @@
 // attention_gemm.cu: the passes around attention's batched GEMMs (CUDAAttentionGEMM.swift) —
 // heads packed into contiguous (pair, position, d) matrices for cuBLASLt's strided batches on the
 // tensor cores, and the masked softmax (forward) and its gradient (backward) over one chunk of
-// (sequence, head) pairs' scores S = scale·q·kᵀ, (pairs, lq, lk) f32. Activations are packed
-// from their dtype into the GEMMs' operand dtype; outputs are unpacked from f32 into theirs.
+// (sequence, head) pairs' scores S = scale·q·kᵀ, (pairs, lq, lk) f32 — for one block of queries
+// at a time, lq and lk are the block's and the keys it sees, q_offset the block's first query's
+// key position, and lse_stride the full query length. Activations are packed from their dtype
+// into the GEMMs' operand dtype; outputs are unpacked from f32 into theirs.
 //
 // Visibility is attention.cu's: query i sits at key position q_offset + i and sees keys
 // j ≤ q_offset + i of its own segment (segments: (batch, lk) ids, or null). A query that sees
@@ -49,10 +51,10 @@ __device__ void attention_unpack(D* dst, const float* src, int batch, int len, i
 }
 
 // One warp per score row (pair p, query i) of the chunk: P = softmax over the visible keys (=,
-// as T), lse (=). Grid ⌈pairs·lq / 8⌉, block 256.
+// as T), lse (=, row i of pair bh at lse[bh·lse_stride + i]). Grid ⌈pairs·lq / 8⌉, block 256.
 template <typename T>
 __device__ void attention_softmax(T* probabilities, float* lse, const float* scores, const int* segments, int pairs, int first,
-                                  int heads, int lq, int lk, int q_offset) {
+                                  int heads, int lq, int lk, int q_offset, int lse_stride) {
     const long long row = (long long)blockIdx.x * 8 + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (row >= (long long)pairs * lq) return;
@@ -76,22 +78,23 @@ __device__ void attention_softmax(T* probabilities, float* lse, const float* sco
         const bool visible = j < limit && gemm_visible(i, j, q_offset, seg);
         out[j] = from_float<T>(visible ? expf(s[j] - m) * inverse : 0.f);
     }
-    if (lane == 0) lse[(long long)bh * lq + i] = sum > 0.f ? m + logf(sum) : -FRUGAL_INFINITY;
+    if (lane == 0) lse[(long long)bh * lse_stride + i] = sum > 0.f ? m + logf(sum) : -FRUGAL_INFINITY;
 }
 
 // The softmax's gradient for one chunk, elementwise: P = exp(S − lse) on visible keys, and
-// dS = P·(dP − delta) (=, both as T). Grid-stride over pairs·lq·lk.
+// dS = P·(dP − delta) (=, both as T; lse and delta of row i of pair bh at bh·lse_stride + i).
+// Grid-stride over pairs·lq·lk.
 template <typename T>
 __device__ void attention_softmax_backward(T* probabilities, T* d_scores, const float* scores, const float* d_probabilities,
                                            const float* lse, const float* delta, const int* segments, int pairs, int first,
-                                           int heads, int lq, int lk, int q_offset) {
+                                           int heads, int lq, int lk, int q_offset, int lse_stride) {
     const long long n = (long long)pairs * lq * lk;
     FRUGAL_GRID_STRIDE(idx, n) {
         const int j = idx % lk;
         const long long row = idx / lk;
         const int p = row / lq, i = row % lq, bh = first + p, b = bh / heads;
         const int* seg = segments ? segments + (long long)b * lk : nullptr;
-        const long long at = (long long)bh * lq + i;
+        const long long at = (long long)bh * lse_stride + i;
         const float probability = gemm_visible(i, j, q_offset, seg) && lse[at] > -FRUGAL_INFINITY ? expf(scores[idx] - lse[at]) : 0.f;
         probabilities[idx] = from_float<T>(probability);
         d_scores[idx] = from_float<T>(probability * (d_probabilities[idx] - delta[at]));
@@ -110,14 +113,16 @@ FRUGAL_DTYPE_PAIRS(ATTENTION_PACK)
 #define ATTENTION_GEMM(suffix, T)                                                                                   \
     extern "C" __global__ void __launch_bounds__(256) attention_softmax_##suffix(                                   \
         T* probabilities, float* lse, const float* scores, const int* segments, int pairs, int first, int heads,    \
-        int lq, int lk, int q_offset) {                                                                             \
-        attention_softmax<T>(probabilities, lse, scores, segments, pairs, first, heads, lq, lk, q_offset);          \
+        int lq, int lk, int q_offset, int lse_stride) {                                                             \
+        attention_softmax<T>(probabilities, lse, scores, segments, pairs, first, heads, lq, lk, q_offset,           \
+                             lse_stride);                                                                           \
     }                                                                                                               \
     extern "C" __global__ void attention_softmax_backward_##suffix(                                                 \
         T* probabilities, T* d_scores, const float* scores, const float* d_probabilities, const float* lse,         \
-        const float* delta, const int* segments, int pairs, int first, int heads, int lq, int lk, int q_offset) {   \
+        const float* delta, const int* segments, int pairs, int first, int heads, int lq, int lk, int q_offset,     \
+        int lse_stride) {                                                                                           \
         attention_softmax_backward<T>(probabilities, d_scores, scores, d_probabilities, lse, delta, segments, pairs, \
-                                      first, heads, lq, lk, q_offset);                                              \
+                                      first, heads, lq, lk, q_offset, lse_stride);                                  \
     }                                                                                                               \
     extern "C" __global__ void attention_unpack_##suffix(T* dst, const float* src, int batch, int len, int heads,    \
                                                           int group, int d) {                                       \
