@@ -112,7 +112,7 @@ extension CUDABackend {
                 try gemm(g.scores, a: k, b: p.q.address + UInt64(row * d * size), d: scores.address, alpha: l.scale, beta: 0)
                 try launch(CUDAKernels.attentionSoftmax(p.type), grid: ((n * block.count + 7) / 8, 1, 1), block: (256, 1, 1),
                            [probabilities.address, lse + UInt64(block.first * 4), scores.address, segments, i32(n), i32(first),
-                            i32(l.heads), i32(block.count), i32(block.keys), i32(l.queryOffset + block.first), i32(lq)])
+                            i32(l.heads), i32(block.count), i32(block.keys), i32(l.queryOffset + block.first), i32(lq), i32(lk)])
                 try gemm(g.output, a: v, b: probabilities.address, d: output.address + UInt64(row * d * 4), beta: 0)
             }
         }
@@ -155,7 +155,7 @@ extension CUDABackend {
                 try launch(CUDAKernels.attentionSoftmaxBackward(p.type), elements: n * block.count * block.keys,
                            [probabilities.address, dScores.address, scores.address, dProbabilities.address,
                             lse + UInt64(block.first * 4), delta + UInt64(block.first * 4), segments, i32(n), i32(first),
-                            i32(l.heads), i32(block.count), i32(block.keys), i32(l.queryOffset + block.first), i32(lq)])
+                            i32(l.heads), i32(block.count), i32(block.keys), i32(l.queryOffset + block.first), i32(lq), i32(lk)])
                 try gemm(g.dValues, a: o, b: probabilities.address, d: dv, beta: beta)
                 try gemm(g.dQueries, a: k, b: dScores.address, d: dQueries.address + UInt64(row * d * 4), alpha: l.scale, beta: 0)
                 try gemm(g.dKeys, a: q, b: dScores.address, d: dk, alpha: l.scale, beta: beta)

@@ -3,7 +3,7 @@
 // tensor cores, and the masked softmax (forward) and its gradient (backward) over one chunk of
 // (sequence, head) pairs' scores S = scale·q·kᵀ, (pairs, lq, lk) f32 — for one block of queries
 // at a time, lq and lk are the block's and the keys it sees, q_offset the block's first query's
-// key position, and lse_stride the full query length. Activations are packed from their dtype
+// key position, and lq_total and lk_total the full lengths (the strides of lse, delta and segments). Activations are packed from their dtype
 // into the GEMMs' operand dtype; outputs are unpacked from f32 into theirs.
 //
 // Visibility is attention.cu's: query i sits at key position q_offset + i and sees keys
@@ -51,15 +51,15 @@ __device__ void attention_unpack(D* dst, const float* src, int batch, int len, i
 }
 
 // One warp per score row (pair p, query i) of the chunk: P = softmax over the visible keys (=,
-// as T), lse (=, row i of pair bh at lse[bh·lse_stride + i]). Grid ⌈pairs·lq / 8⌉, block 256.
+// as T), lse (=, row i of pair bh at lse[bh·lq_total + i]). Grid ⌈pairs·lq / 8⌉, block 256.
 template <typename T>
 __device__ void attention_softmax(T* probabilities, float* lse, const float* scores, const int* segments, int pairs, int first,
-                                  int heads, int lq, int lk, int q_offset, int lse_stride) {
+                                  int heads, int lq, int lk, int q_offset, int lq_total, int lk_total) {
     const long long row = (long long)blockIdx.x * 8 + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (row >= (long long)pairs * lq) return;
     const int p = row / lq, i = row % lq, bh = first + p, b = bh / heads;
-    const int* seg = segments ? segments + (long long)b * lk : nullptr;
+    const int* seg = segments ? segments + (long long)b * lk_total : nullptr;
     const float* s = scores + row * lk;
     T* out = probabilities + row * lk;
     const int limit = min(lk, q_offset + i + 1);
@@ -78,23 +78,23 @@ __device__ void attention_softmax(T* probabilities, float* lse, const float* sco
         const bool visible = j < limit && gemm_visible(i, j, q_offset, seg);
         out[j] = from_float<T>(visible ? expf(s[j] - m) * inverse : 0.f);
     }
-    if (lane == 0) lse[(long long)bh * lse_stride + i] = sum > 0.f ? m + logf(sum) : -FRUGAL_INFINITY;
+    if (lane == 0) lse[(long long)bh * lq_total + i] = sum > 0.f ? m + logf(sum) : -FRUGAL_INFINITY;
 }
 
 // The softmax's gradient for one chunk, elementwise: P = exp(S − lse) on visible keys, and
-// dS = P·(dP − delta) (=, both as T; lse and delta of row i of pair bh at bh·lse_stride + i).
+// dS = P·(dP − delta) (=, both as T; lse and delta of row i of pair bh at bh·lq_total + i).
 // Grid-stride over pairs·lq·lk.
 template <typename T>
 __device__ void attention_softmax_backward(T* probabilities, T* d_scores, const float* scores, const float* d_probabilities,
                                            const float* lse, const float* delta, const int* segments, int pairs, int first,
-                                           int heads, int lq, int lk, int q_offset, int lse_stride) {
+                                           int heads, int lq, int lk, int q_offset, int lq_total, int lk_total) {
     const long long n = (long long)pairs * lq * lk;
     FRUGAL_GRID_STRIDE(idx, n) {
         const int j = idx % lk;
         const long long row = idx / lk;
         const int p = row / lq, i = row % lq, bh = first + p, b = bh / heads;
-        const int* seg = segments ? segments + (long long)b * lk : nullptr;
-        const long long at = (long long)bh * lse_stride + i;
+        const int* seg = segments ? segments + (long long)b * lk_total : nullptr;
+        const long long at = (long long)bh * lq_total + i;
         const float probability = gemm_visible(i, j, q_offset, seg) && lse[at] > -FRUGAL_INFINITY ? expf(scores[idx] - lse[at]) : 0.f;
         probabilities[idx] = from_float<T>(probability);
         d_scores[idx] = from_float<T>(probability * (d_probabilities[idx] - delta[at]));
@@ -113,16 +113,16 @@ FRUGAL_DTYPE_PAIRS(ATTENTION_PACK)
 #define ATTENTION_GEMM(suffix, T)                                                                                   \
     extern "C" __global__ void __launch_bounds__(256) attention_softmax_##suffix(                                   \
         T* probabilities, float* lse, const float* scores, const int* segments, int pairs, int first, int heads,    \
-        int lq, int lk, int q_offset, int lse_stride) {                                                             \
+        int lq, int lk, int q_offset, int lq_total, int lk_total) {                                                 \
         attention_softmax<T>(probabilities, lse, scores, segments, pairs, first, heads, lq, lk, q_offset,           \
-                             lse_stride);                                                                           \
+                             lq_total, lk_total);                                                                   \
     }                                                                                                               \
     extern "C" __global__ void attention_softmax_backward_##suffix(                                                 \
         T* probabilities, T* d_scores, const float* scores, const float* d_probabilities, const float* lse,         \
         const float* delta, const int* segments, int pairs, int first, int heads, int lq, int lk, int q_offset,     \
-        int lse_stride) {                                                                                           \
+        int lq_total, int lk_total) {                                                                               \
         attention_softmax_backward<T>(probabilities, d_scores, scores, d_probabilities, lse, delta, segments, pairs, \
-                                      first, heads, lq, lk, q_offset, lse_stride);                                  \
+                                      first, heads, lq, lk, q_offset, lq_total, lk_total);                          \
     }                                                                                                               \
     extern "C" __global__ void attention_unpack_##suffix(T* dst, const float* src, int batch, int len, int heads,    \
                                                           int group, int d) {                                       \

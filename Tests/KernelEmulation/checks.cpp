@@ -1,0 +1,176 @@
+// checks.cpp: Frugal's CUDA kernels run on the CPU under cuda_emulation.h against plain C++
+// references. Prints one line per check ("pass …" or "FAIL …") and exits with the number of
+// failures. Built and run by KernelEmulationTests (clang++ -std=c++20).
+#include "cuda_emulation.h"
+#include "reduce.cu"
+#include "rmsnorm.cu"
+#include "layernorm.cu"
+#include "attention_gemm.cu"
+
+#include <cstdio>
+#include <random>
+#include <string>
+
+static int failures = 0;
+
+static void report(const std::string& name, double error, double tolerance) {
+    const bool pass = error <= tolerance;
+    if (!pass) failures++;
+    std::printf("%s %s: max error %.3g (tolerance %.3g)\n", pass ? "pass" : "FAIL", name.c_str(), error, tolerance);
+}
+
+static std::vector<float> random(size_t count, unsigned seed, float scale = 1.f) {
+    std::mt19937 generator(seed);
+    std::uniform_real_distribution<float> uniform(-scale, scale);
+    std::vector<float> values(count);
+    for (auto& v : values) v = uniform(generator);
+    return values;
+}
+
+template <typename A, typename B> static double maxDifference(const A& a, const B& b) {
+    double worst = 0;
+    for (size_t i = 0; i < a.size(); i++) worst = std::max(worst, std::fabs(double(a[i]) - double(b[i])));
+    return worst;
+}
+
+// The split column reductions as CUDABackend.reduceColumns launches them: each split's partial
+// sums, then their total added in split order.
+static void reduceColumns(std::function<void(dim3, std::vector<float*>, int)> kernel, int rows, int columns,
+                          std::vector<float*> outputs) {
+    const int splits = std::min(64, (rows + 127) / 128), perSplit = (rows + splits - 1) / splits;
+    std::vector<std::vector<float>> partials(outputs.size(), std::vector<float>(splits * columns, NAN));
+    std::vector<float*> buffers;
+    for (size_t o = 0; o < outputs.size(); o++) buffers.push_back(outputs[o] ? partials[o].data() : nullptr);
+    kernel(dim3{unsigned((columns + 31) / 32), unsigned(splits), 1}, buffers, perSplit);
+    for (size_t o = 0; o < outputs.size(); o++)
+        if (outputs[o]) emulatedLaunch({1, 1, 1}, {256, 1, 1}, 0, column_partials_add, outputs[o], (const float*)buffers[o], splits, columns);
+}
+
+static void checkColumnReductions() {
+    for (int rows : {13, 1000}) {
+        const int n = 200;
+        auto x = random(rows * n, 1, 2.f), dy = random(rows * n, 2), start = random(n, 3), start2 = random(n, 4);
+        std::vector<float> rstd(rows), mean(rows);
+        for (int r = 0; r < rows; r++) { rstd[r] = 0.5f + r % 7 * 0.1f; mean[r] = 0.01f * (r % 11); }
+        // column_sum: the bias gradient.
+        std::vector<double> sum(n), sumW(n), sumRms(n);
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < n; c++) {
+                const double g = dy[r * n + c];
+                sum[c] += g;
+                sumW[c] += g * (x[r * n + c] - mean[r]) * rstd[r];
+                sumRms[c] += g * x[r * n + c] * rstd[r];
+            }
+        auto bias = start;
+        reduceColumns([&](dim3 grid, std::vector<float*> p, int perSplit) {
+            emulatedLaunch(grid, {32, 8, 1}, 0, column_sum, p[0], (const float*)dy.data(), rows, n, perSplit);
+        }, rows, n, {bias.data()});
+        std::vector<double> expected(n);
+        for (int c = 0; c < n; c++) expected[c] = start[c] + sum[c];
+        report("column_sum over " + std::to_string(rows) + " rows", maxDifference(bias, expected), 1e-3);
+        // rmsnorm_backward_weight.
+        auto weight = start;
+        reduceColumns([&](dim3 grid, std::vector<float*> p, int perSplit) {
+            emulatedLaunch(grid, {32, 8, 1}, 0, rmsnorm_backward_weight_f32, p[0], (const float*)dy.data(), (const float*)x.data(),
+                           (const float*)rstd.data(), rows, n, perSplit);
+        }, rows, n, {weight.data()});
+        for (int c = 0; c < n; c++) expected[c] = start[c] + sumRms[c];
+        report("rmsnorm_backward_weight over " + std::to_string(rows) + " rows", maxDifference(weight, expected), 1e-3);
+        // layernorm_backward_parameters, with and without the bias.
+        for (bool withBias : {true, false}) {
+            auto w = start, b = start2;
+            reduceColumns([&](dim3 grid, std::vector<float*> p, int perSplit) {
+                emulatedLaunch(grid, {32, 8, 1}, 0, layernorm_backward_parameters_f32, p[0], p[1], (const float*)dy.data(),
+                               (const float*)x.data(), (const float*)mean.data(), (const float*)rstd.data(), rows, n, perSplit);
+            }, rows, n, {w.data(), withBias ? b.data() : nullptr});
+            std::vector<double> expectedW(n), expectedB(n);
+            for (int c = 0; c < n; c++) { expectedW[c] = start[c] + sumW[c]; expectedB[c] = withBias ? start2[c] + sum[c] : start2[c]; }
+            report(std::string("layernorm_backward_parameters ") + (withBias ? "(weight, bias)" : "(weight alone)") + " over "
+                       + std::to_string(rows) + " rows",
+                   std::max(maxDifference(w, expectedW), maxDifference(b, expectedB)), 1e-3);
+        }
+    }
+}
+
+// sum_squares_chunks and sum_partials_ranges over several tensors, chunked as sumsOfSquares does.
+static void checkSumsOfSquares() {
+    const int chunk = 1 << 16;
+    std::vector<std::vector<float>> tensors;
+    for (int size : {70000, 37, 65536, 65537, 200000}) tensors.push_back(random(size, size));
+    std::vector<unsigned long long> starts;
+    std::vector<long long> counts;
+    std::vector<int> offsets{0};
+    for (auto& t : tensors) {
+        for (size_t first = 0; first < t.size(); first += chunk) {
+            starts.push_back((unsigned long long)(t.data() + first));
+            counts.push_back(std::min<long long>(chunk, t.size() - first));
+        }
+        offsets.push_back(int(starts.size()));
+    }
+    std::vector<double> partials(starts.size()), totals(tensors.size());
+    emulatedLaunch({unsigned(starts.size()), 1, 1}, {256, 1, 1}, 0, sum_squares_chunks, partials.data(),
+                   (const unsigned long long*)starts.data(), (const long long*)counts.data());
+    emulatedLaunch({unsigned(tensors.size()), 1, 1}, {256, 1, 1}, 0, sum_partials_ranges, totals.data(),
+                   (const double*)partials.data(), (const int*)offsets.data());
+    double error = 0;
+    for (size_t t = 0; t < tensors.size(); t++) {
+        double expected = 0;
+        for (float v : tensors[t]) expected += double(v) * v;
+        error = std::max(error, std::fabs(totals[t] - expected) / expected);
+    }
+    report("sum_squares_chunks + sum_partials_ranges, 5 tensors (relative)", error, 1e-12);
+}
+
+// The masked softmax and its gradient a query block at a time equal the whole-sequence call on
+// the block's rows and visible keys, bit for bit (CUDAAttentionGEMM's query blocks).
+static void checkAttentionQueryBlocks() {
+    const int batch = 2, heads = 3, lq = 300, lk = 330, qOffset = 20, pairs = batch * heads, blockSize = 130;
+    std::vector<int> segments(batch * lk);
+    for (int b = 0; b < batch; b++)
+        for (int j = 0; j < lk; j++) segments[b * lk + j] = b == 0 ? 0 : j < 140 ? 0 : j < 310 ? 1 : -1;
+    auto scores = random(size_t(pairs) * lq * lk, 5, 3.f), dP = random(size_t(pairs) * lq * lk, 6);
+    auto delta = random(pairs * lq, 7);
+    // The whole sequence at once.
+    std::vector<float> probabilities(scores.size()), lse(pairs * lq), bwdP(scores.size()), dS(scores.size());
+    emulatedLaunch({unsigned((pairs * lq + 7) / 8), 1, 1}, {256, 1, 1}, 0, attention_softmax_f32, probabilities.data(), lse.data(),
+                   (const float*)scores.data(), (const int*)segments.data(), pairs, 0, heads, lq, lk, qOffset, lq, lk);
+    emulatedLaunch({64, 1, 1}, {256, 1, 1}, 0, attention_softmax_backward_f32, bwdP.data(), dS.data(), (const float*)scores.data(),
+                   (const float*)dP.data(), (const float*)lse.data(), (const float*)delta.data(), (const int*)segments.data(), pairs, 0,
+                   heads, lq, lk, qOffset, lq, lk);
+    double error = 0, masked = 0;
+    std::vector<float> blockLse(pairs * lq, NAN);
+    for (int first = 0; first < lq; first += blockSize) {
+        const int count = std::min(blockSize, lq - first), keys = std::min(lk, qOffset + first + count);
+        std::vector<float> s(size_t(pairs) * count * keys), d(s.size()), p(s.size()), p2(s.size()), ds(s.size());
+        for (int pair = 0; pair < pairs; pair++)
+            for (int i = 0; i < count; i++)
+                for (int j = 0; j < keys; j++) {
+                    const size_t from = (size_t(pair) * lq + first + i) * lk + j, to = (size_t(pair) * count + i) * keys + j;
+                    s[to] = scores[from];
+                    d[to] = dP[from];
+                }
+        emulatedLaunch({unsigned((pairs * count + 7) / 8), 1, 1}, {256, 1, 1}, 0, attention_softmax_f32, p.data(),
+                       blockLse.data() + first, (const float*)s.data(), (const int*)segments.data(), pairs, 0, heads, count, keys,
+                       qOffset + first, lq, lk);
+        emulatedLaunch({64, 1, 1}, {256, 1, 1}, 0, attention_softmax_backward_f32, p2.data(), ds.data(), (const float*)s.data(),
+                       (const float*)d.data(), (const float*)lse.data() + first, (const float*)delta.data() + first,
+                       (const int*)segments.data(), pairs, 0, heads, count, keys, qOffset + first, lq, lk);
+        for (int pair = 0; pair < pairs; pair++)
+            for (int i = 0; i < count; i++)
+                for (int j = 0; j < lk; j++) {
+                    const size_t whole = (size_t(pair) * lq + first + i) * lk + j, part = (size_t(pair) * count + i) * keys + j;
+                    if (j >= keys) { masked = std::max({masked, (double)std::fabs(probabilities[whole]), (double)std::fabs(dS[whole])}); continue; }
+                    const double e1 = std::fabs(probabilities[whole] - p[part]), e2 = std::fabs(bwdP[whole] - p2[part]), e3 = std::fabs(dS[whole] - ds[part]);
+                    error = std::max({error, e1, e2, e3});
+                }
+    }
+    report("attention softmax and its gradient by query blocks against whole sequences", std::max(error, maxDifference(blockLse, lse)), 0);
+    report("attention softmax: keys past a block's last query are masked", masked, 0);
+}
+
+int main() {
+    checkColumnReductions();
+    checkSumsOfSquares();
+    checkAttentionQueryBlocks();
+    return failures;
+}

@@ -1,0 +1,126 @@
+// cuda_emulation.h: enough of CUDA to run Frugal's kernels on the CPU, for checks on a machine
+// without a GPU (KernelEmulationTests). Each block runs alone on one OS thread per CUDA thread:
+// __syncthreads is a barrier of the block's threads, a warp's shuffles and tensor-core products
+// are exchanges among its 32 threads, __shared__ variables are statics (one block at a time).
+// It checks a kernel's indexing, masking and synchronization; speed and the GPU's own rounding
+// of expf and friends are the GPU checks' business (scripts/gpu-check).
+#pragma once
+#define FRUGAL_EMULATION 1
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+struct dim3 {
+    unsigned x = 1, y = 1, z = 1;
+};
+
+inline thread_local dim3 threadIdx, blockIdx;
+inline dim3 blockDim, gridDim;
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __restrict__
+#define __shared__ static
+
+// One block's synchronization: the block's barrier, each warp's barrier and exchange slots, and
+// the dynamic shared memory.
+struct EmulatedBlock {
+    std::barrier<> block;
+    std::vector<std::unique_ptr<std::barrier<>>> warps;
+    std::vector<std::vector<uint32_t>> slots;  // per warp: 32 lanes × 16 words
+    std::vector<unsigned char> dynamicShared;
+    EmulatedBlock(int threads, size_t shared) : block(threads), dynamicShared(shared) {
+        const int count = (threads + 31) / 32;
+        for (int w = 0; w < count; w++) {
+            warps.push_back(std::make_unique<std::barrier<>>(std::min(32, threads - 32 * w)));
+            slots.emplace_back(32 * 16);
+        }
+    }
+};
+
+inline thread_local EmulatedBlock* emulatedBlock = nullptr;
+inline thread_local int emulatedThread = 0;
+
+inline int emulatedLane() { return emulatedThread & 31; }
+inline std::barrier<>& emulatedWarpBarrier() { return *emulatedBlock->warps[emulatedThread >> 5]; }
+inline uint32_t* emulatedSlots(int lane) { return emulatedBlock->slots[emulatedThread >> 5].data() + 16 * lane; }
+
+inline void __syncthreads() { emulatedBlock->block.arrive_and_wait(); }
+inline void __syncwarp(unsigned = 0xffffffffu) { emulatedWarpBarrier().arrive_and_wait(); }
+inline void* emulatedDynamicShared() { return emulatedBlock->dynamicShared.data(); }
+
+// A value from another lane of the warp: every lane posts its own, then reads `source`'s.
+template <typename T> T emulatedExchange(T value, int source) {
+    static_assert(sizeof(T) <= 64, "exchange of a value over 64 bytes");
+    std::memcpy(emulatedSlots(emulatedLane()), &value, sizeof(T));
+    __syncwarp();
+    T result;
+    std::memcpy(&result, emulatedSlots(source & 31), sizeof(T));
+    __syncwarp();
+    return result;
+}
+template <typename T> T __shfl_xor_sync(unsigned, T value, int mask) { return emulatedExchange(value, emulatedLane() ^ mask); }
+template <typename T> T __shfl_sync(unsigned, T value, int source) { return emulatedExchange(value, source); }
+template <typename T> T __shfl_down_sync(unsigned, T value, int delta) {
+    const int source = emulatedLane() + delta;
+    return emulatedExchange(value, source < 32 ? source : emulatedLane());
+}
+
+// Runs `kernel(arguments...)` over the grid, a block at a time, on one OS thread per CUDA thread
+// (the same threads for every block, which wait for each other between blocks).
+template <typename Kernel, typename... Arguments>
+void emulatedLaunch(dim3 grid, dim3 block, size_t sharedBytes, Kernel kernel, Arguments... arguments) {
+    gridDim = grid;
+    blockDim = block;
+    const int threads = block.x * block.y * block.z;
+    const long long blocks = (long long)grid.x * grid.y * grid.z;
+    std::unique_ptr<EmulatedBlock> context;
+    std::barrier<> pool(threads);
+    std::vector<std::thread> workers;
+    for (int t = 0; t < threads; t++)
+        workers.emplace_back([&, t] {
+            emulatedThread = t;
+            threadIdx = {unsigned(t % block.x), unsigned(t / block.x % block.y), unsigned(t / (block.x * block.y))};
+            for (long long b = 0; b < blocks; b++) {
+                if (t == 0) context = std::make_unique<EmulatedBlock>(threads, sharedBytes);
+                pool.arrive_and_wait();
+                emulatedBlock = context.get();
+                blockIdx = {unsigned(b % grid.x), unsigned(b / grid.x % grid.y), unsigned(b / ((long long)grid.x * grid.y))};
+                kernel(arguments...);
+                // A finished thread no longer holds back its block's or its warp's barriers.
+                emulatedWarpBarrier().arrive_and_drop();
+                emulatedBlock->block.arrive_and_drop();
+                pool.arrive_and_wait();
+            }
+        });
+    for (auto& worker : workers) worker.join();
+}
+
+// Math as CUDA spells it.
+template <typename A, typename B> auto min(A a, B b) -> std::common_type_t<A, B> { return a < b ? a : b; }
+template <typename A, typename B> auto max(A a, B b) -> std::common_type_t<A, B> { return a < b ? b : a; }
+inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
+inline float __int_as_float(int bits) { float f; std::memcpy(&f, &bits, 4); return f; }
+inline int __float_as_int(float f) { int bits; std::memcpy(&bits, &f, 4); return bits; }
+inline float __expf(float x) { return std::exp(x); }
+using std::isfinite;
+
+inline std::mutex& emulatedAtomics() { static std::mutex m; return m; }
+template <typename T> T atomicAdd(T* address, T value) {
+    std::lock_guard<std::mutex> lock(emulatedAtomics());
+    const T old = *address;
+    *address = old + value;
+    return old;
+}
