@@ -1,9 +1,11 @@
 // CUDAAttention: causal grouped-query attention and its backward on the GPU. q, k, v and out are in
 // the activation dtype (f32, f16 or bf16), dOut and the gradients f32, the log-sum-exp f32.
-// Training-sized inputs go through batched GEMMs a chunk of heads at a time (CUDAAttentionGEMM.swift);
-// the rest through FlashAttention-2-style kernels (Kernels/attention.cu) in which the score matrix
-// never exists. The forward writes each row's log-sum-exp where the caller keeps it, and the
-// backward reuses it with the forward's output (or recomputes both).
+// Training-sized inputs run on the tensor cores — f16 and bf16 activations with a head dimension of
+// 64 or 128 forward through Kernels/flash_attention.cu, the rest through batched GEMMs a chunk of
+// heads at a time (CUDAAttentionGEMM.swift) — and decoding through FlashAttention-2-style kernels
+// (Kernels/attention.cu); in the kernels the score matrix never exists. The forward writes each
+// row's log-sum-exp where the caller keeps it, and the backward reuses it with the forward's
+// output (or recomputes both).
 import Foundation
 import FrugalCore
 
@@ -22,7 +24,9 @@ extension CUDABackend {
         must("attention \(layout.batch)×\(layout.heads)×\(layout.queryLength)") {
             let lse = try logSumExp ?? allocate([rows], .f32, .workspace)
             let segments = try layout.segments.map { try stage($0) }
-            if attentionUsesGEMMs(layout, q) {
+            if attentionUsesFlashKernels(layout, q) {
+                try flashAttentionForward(out: out.address, lse: lse.address, q: q, k: k, v: v, segments: segments.address, layout: layout)
+            } else if attentionUsesGEMMs(layout, q) {
                 try attentionGEMMForward(out: out, lse: lse.address, heads: packHeads(q: q, k: k, v: v, layout: layout),
                                          segments: segments.address, layout: layout)
             } else {
@@ -51,7 +55,9 @@ extension CUDABackend {
                 (out, lse) = (given, logSumExp)
             } else {
                 (out, lse) = (try allocate([q.count], q.dtype, .workspace), try allocate([rows], .f32, .workspace))
-                if let packed {
+                if attentionUsesFlashKernels(l, q) {
+                    try flashAttentionForward(out: out.address, lse: lse.address, q: q, k: k, v: v, segments: segments.address, layout: l)
+                } else if let packed {
                     try attentionGEMMForward(out: out, lse: lse.address, heads: packed, segments: segments.address, layout: l)
                 } else {
                     try attentionForward(out: out.address, lse: lse.address, q: q, k: k, v: v, segments: segments.address, layout: l)
@@ -79,6 +85,28 @@ extension CUDABackend {
                        [dk.address, dv.address, q.address, k.address, v.address, dOut.address, lse.address, delta.address] + common)
         }
     }
+
+    /// Whether `attention` of this layout runs the tensor-core kernels (`Options.flashAttention`):
+    /// f16 or bf16 activations, a head dimension of 64 or 128, 8 queries or more.
+    func attentionUsesFlashKernels(_ l: AttentionLayout, _ q: Tensor) -> Bool {
+        options.flashAttention && (q.dtype == .f16 || q.dtype == .bf16) && CUDAKernels.flashAttentionHeadDims.contains(l.headDim)
+            && l.queryLength >= 8
+    }
+
+    /// The tensor-core forward (Kernels/flash_attention.cu): `out` (=) and the log-sum-exp (=),
+    /// 64 queries a block.
+    func flashAttentionForward(out: DevicePointer, lse: DevicePointer, q: Tensor, k: Tensor, v: Tensor, segments: DevicePointer,
+                               layout l: AttentionLayout) throws {
+        let shared = 2 * Self.flashRows * (l.headDim + 8) * q.dtype.blockBytes
+        try launch(CUDAKernels.flashAttentionForward(q.dtype, headDim: l.headDim),
+                   grid: ((l.queryLength + Self.flashRows - 1) / Self.flashRows, l.batch * l.heads, 1), block: (128, 1, 1),
+                   sharedMemory: shared,
+                   [out, lse, q.address, k.address, v.address, segments, i32(l.queryLength), i32(l.keyLength), i32(l.queryOffset),
+                    i32(l.heads), i32(l.kvHeads), l.scale])
+    }
+
+    /// Queries per block and keys per tile of the tensor-core kernels (flash_attention.cu's FA_ROWS, FA_TILE).
+    static let flashRows = 64
 
     /// The forward kernel: `out` (=) and the log-sum-exp per (sequence, head, query) (=).
     func attentionForward(out: DevicePointer, lse: DevicePointer, q: Tensor, k: Tensor, v: Tensor, segments: DevicePointer,

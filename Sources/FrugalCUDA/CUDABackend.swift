@@ -56,14 +56,19 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
         public var tileBytes: Int
         /// Bytes of attention scores (and their gradients) held at once: a chunk of heads at a time.
         public var attentionWorkspaceBytes: Int
+        /// Run the attention of f16/bf16 activations with head dimension 64 or 128 on the
+        /// FlashAttention-style tensor-core kernels (Kernels/flash_attention.cu) rather than
+        /// through batched GEMMs. `FRUGAL_FLASH_ATTENTION=0` in the environment turns it off.
+        public var flashAttention: Bool
 
         public init(allowTF32: Bool = false, lowPrecisionMatmul: Bool = false, blasWorkspaceBytes: Int = 32 << 20,
-                    tileBytes: Int = 64 << 20, attentionWorkspaceBytes: Int = 256 << 20) {
+                    tileBytes: Int = 64 << 20, attentionWorkspaceBytes: Int = 256 << 20, flashAttention: Bool = true) {
             self.allowTF32 = allowTF32
             self.lowPrecisionMatmul = lowPrecisionMatmul
             self.blasWorkspaceBytes = blasWorkspaceBytes
             self.tileBytes = tileBytes
             self.attentionWorkspaceBytes = attentionWorkspaceBytes
+            self.flashAttention = flashAttention
         }
     }
 
@@ -79,11 +84,14 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
             throw CUDAError.noDevice(count == 0 ? "the NVIDIA driver sees no GPU" : "GPU \(ordinal) asked for, \(count) present")
         }
         self.ordinal = ordinal
-        self.options = options
         deviceHandle = try driver.device(ordinal)
         name = try driver.name(deviceHandle)
         let cc = try driver.computeCapability(deviceHandle)
         architecture = "sm_\(cc.major)\(cc.minor)"
+        var options = options
+        // The tensor-core kernels' bf16 products need Ampere (sm_80) or later.
+        if environment["FRUGAL_FLASH_ATTENTION"] == "0" || cc.major < 8 { options.flashAttention = false }
+        self.options = options
         multiprocessors = try driver.attribute(.multiprocessorCount, deviceHandle)
         context = try driver.retainPrimaryContext(deviceHandle)
         stream = try driver.createStream()

@@ -56,6 +56,11 @@ public enum CUDAKernels {
     static func rope(_ dtype: DType) -> KernelName { .init(file: "rope.cu", name: "rope_" + suffix(dtype)) }
 
     static func attentionForward(_ dtype: DType) -> KernelName { .init(file: "attention.cu", name: "attention_forward_" + suffix(dtype)) }
+    /// The tensor-core forward for 16-bit activations and a head dimension of 64 or 128.
+    static func flashAttentionForward(_ dtype: DType, headDim: Int) -> KernelName {
+        .init(file: "flash_attention.cu", name: "flash_attention_forward_\(suffix(dtype))_d\(headDim)")
+    }
+    static let flashAttentionHeadDims = [64, 128]
     static func attentionDelta(_ dtype: DType) -> KernelName { .init(file: "attention.cu", name: "attention_delta_" + suffix(dtype)) }
     static func attentionBackwardQuery(_ dtype: DType) -> KernelName {
         .init(file: "attention.cu", name: "attention_backward_query_" + suffix(dtype))
@@ -131,6 +136,9 @@ public enum CUDAKernels {
                 names += [rmsNormForward(t, w), rmsNormBackwardInput(t, w), layerNormForward(t, w), layerNormBackwardInput(t, w),
                           attentionPack(t, to: w), addRowVector(t, w), cast(t, w)]
             }
+        }
+        for t in [DType.f16, .bf16] {
+            names += flashAttentionHeadDims.map { flashAttentionForward(t, headDim: $0) }
         }
         for q in DType.allCases where q.isQuantized && !q.isOptimizerState {
             names += [embeddingForward(q)] + floatTypes.map { dequantize(q, to: $0) }

@@ -354,6 +354,10 @@ struct GPUChecker {
         ("cache offset 20, 300 queries of 330 keys (10 unseen), MQA, d 64",
          AttentionLayout(batch: 1, queryLength: 300, keyLength: 330, queryOffset: 20, heads: 2, kvHeads: 1, headDim: 64,
                          scale: 0.125)),
+        // With 16-bit activations, d 64 and 128 run the tensor-core kernels (flash_attention.cu).
+        ("packed segments and padding, GQA 4/2, d 64, 150 tokens",
+         AttentionLayout(batch: 2, queryLength: 150, keyLength: 150, queryOffset: 0, heads: 4, kvHeads: 2, headDim: 64,
+                         scale: 0.125, segments: (0..<300).map { i in let t = i % 150; return i < 150 || t < 40 ? 0 : t < 140 ? 1 : -1 })),
     ]
 
     /// The layouts of `attentionLayouts` whose labels are `labels`.
@@ -585,8 +589,12 @@ extension GPUChecker {
         for dtype in [DType.bf16, .f16] { checkLinearActivations(dtype) }
         for dtype in [DType.bf16, .f16] { checkNormActivations(dtype) }
         checkAttentionActivations(.bf16, cases: Self.attentionLayouts("causal, GQA 4/2, d 64", "packed segments and padding, GQA 6/2, d 32",
-                                                                      "cache offset 35, 5 queries of 40 keys, MQA, d 80"))
-        checkAttentionActivations(.f16, cases: Self.attentionLayouts("causal, MHA, d 128, 70 tokens"))
+                                                                      "cache offset 35, 5 queries of 40 keys, MQA, d 80",
+                                                                      "causal, 389 tokens in 3 query blocks, GQA 4/2, d 64",
+                                                                      "cache offset 20, 300 queries of 330 keys (10 unseen), MQA, d 64",
+                                                                      "packed segments and padding, GQA 4/2, d 64, 150 tokens"))
+        checkAttentionActivations(.f16, cases: Self.attentionLayouts("causal, MHA, d 128, 70 tokens",
+                                                                     "packed segments and padding, GQA 4/2, d 64, 150 tokens"))
         for dtype in [DType.bf16, .f16] { checkElementwiseActivations(dtype) }
     }
 

@@ -6,6 +6,7 @@
 #include "rmsnorm.cu"
 #include "layernorm.cu"
 #include "attention_gemm.cu"
+#include "flash_attention.cu"
 
 #include <cstdio>
 #include <random>
@@ -168,7 +169,104 @@ static void checkAttentionQueryBlocks() {
     report("attention softmax: keys past a block's last query are masked", masked, 0);
 }
 
+// An attention case: shapes, visibility and inputs (rounded to T where the kernels store T).
+struct AttentionCase {
+    std::string name;
+    int batch, lq, lk, qOffset, heads, kvHeads, d;
+    std::vector<int> segments;  // (batch, lk), or empty
+    float scale() const { return 1.f / std::sqrt(float(d)); }
+    bool visible(int b, int i, int j) const {
+        if (j > qOffset + i || j >= lk) return false;
+        return segments.empty() || segments[b * lk + j] == segments[b * lk + qOffset + i];
+    }
+};
+
+static std::vector<AttentionCase> attentionCases() {
+    std::vector<int> packed(2 * 150);
+    for (int b = 0; b < 2; b++)
+        for (int j = 0; j < 150; j++) packed[b * 150 + j] = b == 0 ? 0 : j < 40 ? 0 : j < 140 ? 1 : -1;
+    return {{"GQA 4/2, d 64, 150 tokens, packed segments and padding", 2, 150, 150, 0, 4, 2, 64, packed},
+            {"MQA 2/1, d 128, cache offset 20, 70 queries of 90 keys", 1, 70, 90, 20, 2, 1, 128, {}},
+            {"MHA, d 64, 64 tokens (one tile)", 1, 64, 64, 0, 2, 2, 64, {}}};
+}
+
+// Reference attention in double from the stored inputs: out and lse.
+static void referenceAttention(const AttentionCase& c, const std::vector<float>& q, const std::vector<float>& k,
+                               const std::vector<float>& v, std::vector<double>& out, std::vector<double>& lse) {
+    out.assign(size_t(c.batch) * c.lq * c.heads * c.d, 0);
+    lse.assign(size_t(c.batch) * c.heads * c.lq, -INFINITY);
+    for (int b = 0; b < c.batch; b++)
+        for (int h = 0; h < c.heads; h++) {
+            const int kh = h / (c.heads / c.kvHeads);
+            for (int i = 0; i < c.lq; i++) {
+                std::vector<double> scores(c.lk, -INFINITY);
+                double top = -INFINITY;
+                for (int j = 0; j < c.lk; j++) {
+                    if (!c.visible(b, i, j)) continue;
+                    double dot = 0;
+                    for (int e = 0; e < c.d; e++)
+                        dot += double(q[((size_t(b) * c.lq + i) * c.heads + h) * c.d + e]) * k[((size_t(b) * c.lk + j) * c.kvHeads + kh) * c.d + e];
+                    scores[j] = dot * c.scale();
+                    top = std::max(top, scores[j]);
+                }
+                if (top == -INFINITY) continue;
+                double sum = 0;
+                for (int j = 0; j < c.lk; j++) sum += scores[j] == -INFINITY ? 0 : std::exp(scores[j] - top);
+                lse[(size_t(b) * c.heads + h) * c.lq + i] = top + std::log(sum);
+                for (int j = 0; j < c.lk; j++) {
+                    if (scores[j] == -INFINITY) continue;
+                    const double p = std::exp(scores[j] - top) / sum;
+                    for (int e = 0; e < c.d; e++)
+                        out[((size_t(b) * c.lq + i) * c.heads + h) * c.d + e] += p * v[((size_t(b) * c.lk + j) * c.kvHeads + kh) * c.d + e];
+                }
+            }
+        }
+}
+
+template <typename T> static std::vector<T> stored(const std::vector<float>& values) {
+    std::vector<T> result(values.size());
+    for (size_t i = 0; i < values.size(); i++) result[i] = from_float<T>(values[i]);
+    return result;
+}
+template <typename T> static std::vector<float> widened(const std::vector<T>& values) {
+    std::vector<float> result(values.size());
+    for (size_t i = 0; i < values.size(); i++) result[i] = to_float(values[i]);
+    return result;
+}
+
+template <typename T, int D, typename Kernel>
+static void checkFlashForward(const AttentionCase& c, const char* type, Kernel kernel) {
+    auto q = stored<T>(random(size_t(c.batch) * c.lq * c.heads * D, 11, 1.5f));
+    auto k = stored<T>(random(size_t(c.batch) * c.lk * c.kvHeads * D, 12, 1.5f));
+    auto v = stored<T>(random(size_t(c.batch) * c.lk * c.kvHeads * D, 13));
+    std::vector<T> out(q.size());
+    std::vector<float> lse(size_t(c.batch) * c.heads * c.lq, NAN);
+    emulatedLaunch({unsigned((c.lq + 63) / 64), unsigned(c.batch * c.heads), 1}, {128, 1, 1}, 2 * 64 * (D + 8) * sizeof(T), kernel,
+                   out.data(), lse.data(), (const T*)q.data(), (const T*)k.data(), (const T*)v.data(),
+                   c.segments.empty() ? (const int*)nullptr : c.segments.data(), c.lq, c.lk, c.qOffset, c.heads, c.kvHeads, c.scale());
+    std::vector<double> expectedOut, expectedLse;
+    referenceAttention(c, widened(q), widened(k), widened(v), expectedOut, expectedLse);
+    double lseError = 0;
+    for (size_t i = 0; i < lse.size(); i++)
+        lseError = std::max(lseError, std::isinf(expectedLse[i]) ? (lse[i] == expectedLse[i] ? 0. : INFINITY) : std::fabs(lse[i] - expectedLse[i]));
+    report(std::string("flash_attention_forward ") + type + ", " + c.name + ": out", maxDifference(widened(out), expectedOut), 2e-2);
+    report(std::string("flash_attention_forward ") + type + ", " + c.name + ": lse", lseError, 1e-4);
+}
+
+static void checkFlashAttention() {
+    for (const auto& c : attentionCases()) {
+        if (c.d == 64) {
+            checkFlashForward<__nv_bfloat16, 64>(c, "bf16", flash_attention_forward_bf16_d64);
+            checkFlashForward<__half, 64>(c, "f16", flash_attention_forward_f16_d64);
+        } else {
+            checkFlashForward<__nv_bfloat16, 128>(c, "bf16", flash_attention_forward_bf16_d128);
+            checkFlashForward<__half, 128>(c, "f16", flash_attention_forward_f16_d128);
+        }
+    }
+}
+
 int main() {
+    checkFlashAttention();
     checkColumnReductions();
     checkSumsOfSquares();
     checkAttentionQueryBlocks();

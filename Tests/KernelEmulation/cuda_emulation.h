@@ -124,3 +124,37 @@ template <typename T> T atomicAdd(T* address, T value) {
     *address = old + value;
     return old;
 }
+
+// The warp's m16n8k16 product (tensor_core.cuh's fragment layout) on 16-bit T: every lane posts
+// its fragments, then computes its four values of d += A·B from all of them.
+template <typename T> void emulatedMMA(float* d, const uint32_t* a, const uint32_t* b) {
+    auto widen = [](uint32_t word, int half) {
+        const uint16_t bits = uint16_t(word >> (16 * half));
+        T value;
+        std::memcpy(&value, &bits, 2);
+        return to_float(value);
+    };
+    uint32_t mine[6];
+    std::memcpy(mine, a, 16);
+    std::memcpy(mine + 4, b, 8);
+    std::memcpy(emulatedSlots(emulatedLane()), mine, sizeof mine);
+    __syncwarp();
+    float A[16][16], B[16][8];
+    for (int lane = 0; lane < 32; lane++) {
+        uint32_t f[6];
+        std::memcpy(f, emulatedSlots(lane), sizeof f);
+        const int g = lane >> 2, t = lane & 3;
+        for (int r = 0; r < 4; r++)
+            for (int h = 0; h < 2; h++) A[g + 8 * (r & 1)][2 * t + h + 8 * (r >> 1)] = widen(f[r], h);
+        for (int r = 0; r < 2; r++)
+            for (int h = 0; h < 2; h++) B[2 * t + h + 8 * r][g] = widen(f[4 + r], h);
+    }
+    __syncwarp();
+    const int g = emulatedLane() >> 2, t = emulatedLane() & 3;
+    for (int e = 0; e < 4; e++) {
+        const int row = g + 8 * (e >> 1), column = 2 * t + (e & 1);
+        float sum = 0.f;
+        for (int k = 0; k < 16; k++) sum += A[row][k] * B[k][column];
+        d[e] += sum;
+    }
+}
