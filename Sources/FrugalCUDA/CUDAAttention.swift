@@ -1,9 +1,9 @@
 // CUDAAttention: causal grouped-query attention and its backward on the GPU. q, k, v and out are in
 // the activation dtype (f32, f16 or bf16), dOut and the gradients f32, the log-sum-exp f32.
 // Training-sized inputs run on the tensor cores — f16 and bf16 activations with a head dimension of
-// 64 or 128 forward through Kernels/flash_attention.cu, the rest through batched GEMMs a chunk of
-// heads at a time (CUDAAttentionGEMM.swift) — and decoding through FlashAttention-2-style kernels
-// (Kernels/attention.cu); in the kernels the score matrix never exists. The forward writes each
+// 64 or 128 through Kernels/flash_attention.cu, forward and backward, the rest through batched
+// GEMMs a chunk of heads at a time (CUDAAttentionGEMM.swift) — and decoding through
+// FlashAttention-2-style kernels (Kernels/attention.cu); in the kernels the score matrix never exists. The forward writes each
 // row's log-sum-exp where the caller keeps it, and the backward reuses it with the forward's
 // output (or recomputes both).
 import Foundation
@@ -49,13 +49,14 @@ extension CUDABackend {
             let rows = l.batch * l.heads * l.queryLength, d = l.headDim
             let delta = try allocate([rows], .f32, .workspace)
             let segments = try l.segments.map { try stage($0) }
-            let packed = attentionUsesGEMMs(l, q) ? try packHeads(q: q, k: k, v: v, layout: l) : nil
+            let flash = attentionUsesFlashKernels(l, q)
+            let packed = !flash && attentionUsesGEMMs(l, q) ? try packHeads(q: q, k: k, v: v, layout: l) : nil
             let out: Tensor, lse: Tensor
             if let given, let logSumExp, given.dtype == q.dtype {
                 (out, lse) = (given, logSumExp)
             } else {
                 (out, lse) = (try allocate([q.count], q.dtype, .workspace), try allocate([rows], .f32, .workspace))
-                if attentionUsesFlashKernels(l, q) {
+                if flash {
                     try flashAttentionForward(out: out.address, lse: lse.address, q: q, k: k, v: v, segments: segments.address, layout: l)
                 } else if let packed {
                     try attentionGEMMForward(out: out, lse: lse.address, heads: packed, segments: segments.address, layout: l)
@@ -67,6 +68,10 @@ extension CUDABackend {
             try launch(CUDAKernels.attentionDelta(q.dtype), grid: ((pairs + warps - 1) / warps, 1, 1),
                        block: (Self.attentionThreads, 1, 1),
                        [delta.address, dOut.address, out.address, i32(l.batch), i32(l.queryLength), i32(l.heads), i32(d)])
+            if flash {
+                return try flashAttentionBackward(dq: dq, dk: dk, dv: dv, dOut: dOut, q: q, k: k, v: v, lse: lse.address,
+                                                  delta: delta.address, segments: segments.address, layout: l)
+            }
             if let packed {
                 return try attentionGEMMBackward(dq: dq, dk: dk, dv: dv, dOut: dOut, heads: packed, lse: lse.address,
                                                  delta: delta.address, segments: segments.address, layout: l)
@@ -89,7 +94,7 @@ extension CUDABackend {
     /// Whether `attention` of this layout runs the tensor-core kernels (`Options.flashAttention`):
     /// f16 or bf16 activations, a head dimension of 64 or 128, 8 queries or more.
     func attentionUsesFlashKernels(_ l: AttentionLayout, _ q: Tensor) -> Bool {
-        options.flashAttention && (q.dtype == .f16 || q.dtype == .bf16) && CUDAKernels.flashAttentionHeadDims.contains(l.headDim)
+        options.flashAttention && (q.dtype == .f16 || q.dtype == .bf16) && AttentionLayout.tensorCoreHeadDims.contains(l.headDim)
             && l.queryLength >= 8
     }
 
@@ -105,7 +110,24 @@ extension CUDABackend {
                     i32(l.heads), i32(l.kvHeads), l.scale])
     }
 
-    /// Queries per block and keys per tile of the tensor-core kernels (flash_attention.cu's FA_ROWS, FA_TILE).
+    /// The tensor-core backward: dq (=) a block of 64 queries at a time over the keys they see,
+    /// then dk and dv (=) a block of 64 keys of a kv head at a time over every query head of its
+    /// group — each gradient written once, no atomics.
+    func flashAttentionBackward(dq: Tensor, dk: Tensor, dv: Tensor, dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, lse: DevicePointer,
+                                delta: DevicePointer, segments: DevicePointer, layout l: AttentionLayout) throws {
+        let tile = Self.flashRows * (l.headDim + 8) * q.dtype.blockBytes
+        let common: [any KernelArgument] = [q.address, k.address, v.address, dOut.address, lse, delta, segments, i32(l.queryLength),
+                                            i32(l.keyLength), i32(l.queryOffset), i32(l.heads), i32(l.kvHeads), l.scale]
+        try launch(CUDAKernels.flashAttentionBackwardQuery(q.dtype, headDim: l.headDim),
+                   grid: ((l.queryLength + Self.flashRows - 1) / Self.flashRows, l.batch * l.heads, 1), block: (128, 1, 1),
+                   sharedMemory: 2 * tile, [dq.address] + common)
+        try launch(CUDAKernels.flashAttentionBackwardKey(q.dtype, headDim: l.headDim),
+                   grid: ((l.keyLength + Self.flashRows - 1) / Self.flashRows, l.batch * l.kvHeads, 1), block: (128, 1, 1),
+                   sharedMemory: 4 * tile + 2 * Self.flashRows * 4, [dk.address, dv.address] + common)
+    }
+
+    /// Queries (or keys) per block and keys (or queries) per tile of the tensor-core kernels
+    /// (flash_attention.cu's FA_ROWS, FA_TILE).
     static let flashRows = 64
 
     /// The forward kernel: `out` (=) and the log-sum-exp per (sequence, head, query) (=).

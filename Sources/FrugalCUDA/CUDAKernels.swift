@@ -56,11 +56,17 @@ public enum CUDAKernels {
     static func rope(_ dtype: DType) -> KernelName { .init(file: "rope.cu", name: "rope_" + suffix(dtype)) }
 
     static func attentionForward(_ dtype: DType) -> KernelName { .init(file: "attention.cu", name: "attention_forward_" + suffix(dtype)) }
-    /// The tensor-core forward for 16-bit activations and a head dimension of 64 or 128.
+    /// The tensor-core kernels for 16-bit activations and a head dimension of 64 or 128
+    /// (`AttentionLayout.tensorCoreHeadDims`).
     static func flashAttentionForward(_ dtype: DType, headDim: Int) -> KernelName {
         .init(file: "flash_attention.cu", name: "flash_attention_forward_\(suffix(dtype))_d\(headDim)")
     }
-    static let flashAttentionHeadDims = [64, 128]
+    static func flashAttentionBackwardQuery(_ dtype: DType, headDim: Int) -> KernelName {
+        .init(file: "flash_attention.cu", name: "flash_attention_backward_query_\(suffix(dtype))_d\(headDim)")
+    }
+    static func flashAttentionBackwardKey(_ dtype: DType, headDim: Int) -> KernelName {
+        .init(file: "flash_attention.cu", name: "flash_attention_backward_key_\(suffix(dtype))_d\(headDim)")
+    }
     static func attentionDelta(_ dtype: DType) -> KernelName { .init(file: "attention.cu", name: "attention_delta_" + suffix(dtype)) }
     static func attentionBackwardQuery(_ dtype: DType) -> KernelName {
         .init(file: "attention.cu", name: "attention_backward_query_" + suffix(dtype))
@@ -138,7 +144,9 @@ public enum CUDAKernels {
             }
         }
         for t in [DType.f16, .bf16] {
-            names += flashAttentionHeadDims.map { flashAttentionForward(t, headDim: $0) }
+            names += AttentionLayout.tensorCoreHeadDims.sorted().flatMap {
+                [flashAttentionForward(t, headDim: $0), flashAttentionBackwardQuery(t, headDim: $0), flashAttentionBackwardKey(t, headDim: $0)]
+            }
         }
         for q in DType.allCases where q.isQuantized && !q.isOptimizerState {
             names += [embeddingForward(q)] + floatTypes.map { dequantize(q, to: $0) }

@@ -44,6 +44,10 @@ extension AttentionLayout {
         let blocks = min(8, max(1, queryLength / 128))
         return (queryLength + blocks - 1) / blocks
     }
+
+    /// Head dimensions the GPU's tensor-core attention kernels take (f16 and bf16 activations;
+    /// `MemoryPlan` counts no packed heads or scores for them).
+    public static let tensorCoreHeadDims: Set<Int> = [64, 128]
 }
 
 /// A compute device: allocation with memory categories, and the forward ops of the models.

@@ -290,7 +290,9 @@ public struct MemoryPlan: Sendable, Equatable {
     /// Scratch bytes at the loss and in backward.
     ///
     /// GPU (`CUDABackend`'s defaults): a 32 MiB cuBLASLt workspace always; at the loss, one
-    /// 64 MiB chunk of logits; in backward, attention's packed q, k, v and output gradient (in 16
+    /// 64 MiB chunk of logits; in backward, with f16/bf16 activations and head dimension 64 or 128
+    /// (the tensor-core attention), the widest output gradient rounded to 16 bits and a packed
+    /// weight's decoded tile; otherwise attention's packed q, k, v and output gradient (in 16
     /// bits under a 16-bit policy or with 16-bit activations, else f32), a chunk of one query
     /// block's scores (`AttentionLayout.queryBlockSize`) of at most 256 MiB, the f32 packed
     /// gradients of q, k and v, and one value per query row. CPU: at the loss, 128 rows of logits (and a packed head's tiles,
@@ -311,7 +313,15 @@ public struct MemoryPlan: Sendable, Equatable {
             let pairBytes = AttentionLayout.queryBlockSize(length) * length * (8 + 2 * packed)
             let chunk = max(1, min(pairs, scoreBudget / pairBytes))
             let attention = 4 * headValues * packed + chunk * pairBytes + 3 * 4 * headValues + 4 * pairs * length
-            return (blas + 4 * logitRows * vocabulary, blas + attention)
+            guard p.activationDType != .f32, AttentionLayout.tensorCoreHeadDims.contains(c.headDim) else {
+                return (blas + 4 * logitRows * vocabulary, blas + attention)
+            }
+            // The tensor-core attention keeps one value per query row (no packed heads, no
+            // scores); the backward's largest scratch is then a linear layer's output gradient
+            // rounded to 16 bits (the widest projection's), beside a decoded tile of a packed weight.
+            let widest = max(c.intermediateSize, c.heads * c.headDim, c.hiddenSize)
+            let tile = packedProjections && (p.quantize != nil || p.baseDType.isQuantized) ? chunkBytes : 0
+            return (blas + 4 * logitRows * vocabulary, blas + max(4 * pairs * length, 2 * rows * widest + tile))
         case .cpu:
             // The backend's threads: FRUGAL_THREADS, else the active processor count.
             let environment = ProcessInfo.processInfo.environment["FRUGAL_THREADS"].flatMap { Int($0) }

@@ -253,14 +253,105 @@ static void checkFlashForward(const AttentionCase& c, const char* type, Kernel k
     report(std::string("flash_attention_forward ") + type + ", " + c.name + ": lse", lseError, 1e-4);
 }
 
+// Reference gradients in double: dq, dk, dv of out = softmax(scale·q·kᵀ)·v against dOut.
+static void referenceAttentionBackward(const AttentionCase& c, const std::vector<float>& q, const std::vector<float>& k,
+                                       const std::vector<float>& v, const std::vector<float>& dOut, std::vector<double>& dq,
+                                       std::vector<double>& dk, std::vector<double>& dv) {
+    std::vector<double> out, lse;
+    referenceAttention(c, q, k, v, out, lse);
+    dq.assign(q.size(), 0);
+    dk.assign(k.size(), 0);
+    dv.assign(v.size(), 0);
+    auto Q = [&](int b, int i, int h, int e) { return double(q[((size_t(b) * c.lq + i) * c.heads + h) * c.d + e]); };
+    auto G = [&](int b, int i, int h, int e) { return double(dOut[((size_t(b) * c.lq + i) * c.heads + h) * c.d + e]); };
+    auto at = [&](int b, int j, int kh) { return ((size_t(b) * c.lk + j) * c.kvHeads + kh) * c.d; };
+    for (int b = 0; b < c.batch; b++)
+        for (int h = 0; h < c.heads; h++) {
+            const int kh = h / (c.heads / c.kvHeads);
+            for (int i = 0; i < c.lq; i++) {
+                const double m = lse[(size_t(b) * c.heads + h) * c.lq + i];
+                if (m == -INFINITY) continue;
+                double delta = 0;
+                for (int e = 0; e < c.d; e++) delta += G(b, i, h, e) * out[((size_t(b) * c.lq + i) * c.heads + h) * c.d + e];
+                for (int j = 0; j < c.lk; j++) {
+                    if (!c.visible(b, i, j)) continue;
+                    double dot = 0, dp = 0;
+                    for (int e = 0; e < c.d; e++) {
+                        dot += Q(b, i, h, e) * k[at(b, j, kh) + e];
+                        dp += G(b, i, h, e) * v[at(b, j, kh) + e];
+                    }
+                    const double p = std::exp(dot * c.scale() - m), ds = p * (dp - delta);
+                    for (int e = 0; e < c.d; e++) {
+                        dq[((size_t(b) * c.lq + i) * c.heads + h) * c.d + e] += c.scale() * ds * k[at(b, j, kh) + e];
+                        dk[at(b, j, kh) + e] += c.scale() * ds * Q(b, i, h, e);
+                        dv[at(b, j, kh) + e] += p * G(b, i, h, e);
+                    }
+                }
+            }
+        }
+}
+
+template <typename A, typename B> static double relativeError(const A& value, const B& expected) {
+    double scale = 0;
+    for (auto x : expected) scale = std::max(scale, std::fabs(double(x)));
+    return maxDifference(value, expected) / std::max(scale, 1e-30);
+}
+
+template <typename T, int D, typename Forward, typename Query, typename Key>
+static void checkFlashBackward(const AttentionCase& c, const char* type, Forward forward, Query query, Key key) {
+    auto q = stored<T>(random(size_t(c.batch) * c.lq * c.heads * D, 21, 1.5f));
+    auto k = stored<T>(random(size_t(c.batch) * c.lk * c.kvHeads * D, 22, 1.5f));
+    auto v = stored<T>(random(size_t(c.batch) * c.lk * c.kvHeads * D, 23));
+    auto dOut = random(q.size(), 24);
+    const int* segments = c.segments.empty() ? nullptr : c.segments.data();
+    std::vector<T> out(q.size());
+    std::vector<float> lse(size_t(c.batch) * c.heads * c.lq), delta(lse.size());
+    emulatedLaunch({unsigned((c.lq + 63) / 64), unsigned(c.batch * c.heads), 1}, {128, 1, 1}, 2 * 64 * (D + 8) * sizeof(T), forward,
+                   out.data(), lse.data(), (const T*)q.data(), (const T*)k.data(), (const T*)v.data(), segments, c.lq, c.lk, c.qOffset,
+                   c.heads, c.kvHeads, c.scale());
+    // delta = Σ dOut·out per row, as attention_delta computes it from the stored output.
+    for (int b = 0; b < c.batch; b++)
+        for (int i = 0; i < c.lq; i++)
+            for (int h = 0; h < c.heads; h++) {
+                float sum = 0;
+                for (int e = 0; e < D; e++) {
+                    const size_t at = ((size_t(b) * c.lq + i) * c.heads + h) * D + e;
+                    sum += dOut[at] * to_float(out[at]);
+                }
+                delta[(size_t(b) * c.heads + h) * c.lq + i] = sum;
+            }
+    std::vector<float> dq(q.size(), NAN), dk(k.size(), NAN), dv(v.size(), NAN);
+    emulatedLaunch({unsigned((c.lq + 63) / 64), unsigned(c.batch * c.heads), 1}, {128, 1, 1}, 2 * 64 * (D + 8) * sizeof(T), query,
+                   dq.data(), (const T*)q.data(), (const T*)k.data(), (const T*)v.data(), (const float*)dOut.data(),
+                   (const float*)lse.data(), (const float*)delta.data(), segments, c.lq, c.lk, c.qOffset, c.heads, c.kvHeads, c.scale());
+    emulatedLaunch({unsigned((c.lk + 63) / 64), unsigned(c.batch * c.kvHeads), 1}, {128, 1, 1},
+                   4 * 64 * (D + 8) * sizeof(T) + 2 * 64 * sizeof(float), key, dk.data(), dv.data(), (const T*)q.data(),
+                   (const T*)k.data(), (const T*)v.data(), (const float*)dOut.data(), (const float*)lse.data(), (const float*)delta.data(),
+                   segments, c.lq, c.lk, c.qOffset, c.heads, c.kvHeads, c.scale());
+    std::vector<double> expectedQ, expectedK, expectedV;
+    referenceAttentionBackward(c, widened(q), widened(k), widened(v), dOut, expectedQ, expectedK, expectedV);
+    const std::string name = std::string("flash_attention_backward ") + type + ", " + c.name;
+    report(name + ": dq (relative to its largest)", relativeError(dq, expectedQ), 3e-2);
+    report(name + ": dk (relative to its largest)", relativeError(dk, expectedK), 3e-2);
+    report(name + ": dv (relative to its largest)", relativeError(dv, expectedV), 3e-2);
+}
+
 static void checkFlashAttention() {
     for (const auto& c : attentionCases()) {
         if (c.d == 64) {
             checkFlashForward<__nv_bfloat16, 64>(c, "bf16", flash_attention_forward_bf16_d64);
             checkFlashForward<__half, 64>(c, "f16", flash_attention_forward_f16_d64);
+            checkFlashBackward<__nv_bfloat16, 64>(c, "bf16", flash_attention_forward_bf16_d64, flash_attention_backward_query_bf16_d64,
+                                                  flash_attention_backward_key_bf16_d64);
+            checkFlashBackward<__half, 64>(c, "f16", flash_attention_forward_f16_d64, flash_attention_backward_query_f16_d64,
+                                           flash_attention_backward_key_f16_d64);
         } else {
             checkFlashForward<__nv_bfloat16, 128>(c, "bf16", flash_attention_forward_bf16_d128);
             checkFlashForward<__half, 128>(c, "f16", flash_attention_forward_f16_d128);
+            checkFlashBackward<__nv_bfloat16, 128>(c, "bf16", flash_attention_forward_bf16_d128,
+                                                   flash_attention_backward_query_bf16_d128, flash_attention_backward_key_bf16_d128);
+            checkFlashBackward<__half, 128>(c, "f16", flash_attention_forward_f16_d128, flash_attention_backward_query_f16_d128,
+                                            flash_attention_backward_key_f16_d128);
         }
     }
 }
