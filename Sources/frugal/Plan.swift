@@ -30,8 +30,8 @@ extension Frugal {
               workspace    scratch: the GPU's cuBLASLt and attention buffers, the
                            CPU's chunk of logits
             --offload-optimizer moves the optimizer's state, an f32 copy of every
-            trainable value and one gradient buffer to host memory (no optimizer memory
-            on the device); --offload-activations (with --checkpointing) moves every
+            trainable value and the gradients of two blocks in flight to host memory (no
+            optimizer memory on the device); --offload-activations (with --checkpointing) moves every
             checkpointed block input there. Host memory is shown apart from the device's.
             Activations grow with batch × seq and usually dominate. Checkpointing cuts
             them to about one block's worth, at the cost of every block's forward
