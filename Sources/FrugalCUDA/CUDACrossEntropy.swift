@@ -19,7 +19,7 @@ extension CUDABackend {
         for target in targets { precondition(target < vocabulary, "target \(target) outside the vocabulary of \(vocabulary)") }
         guard rows > 0 else { return 0 }
         let gradient = dHidden != nil || dHead != nil
-        let chunkRows = max(1, min(rows, options.tileBytes / 4 / max(vocabulary, 1)))
+        let chunkRows = ScratchSizing.crossEntropyChunkRows(rows: rows, vocabulary: vocabulary, tileBytes: options.tileBytes)
         let totalBits: UInt64 = must("crossEntropy of \(rows) rows over \(vocabulary)") {
             // (chunkRows, vocabulary) one chunk's logits, then their gradient; (chunkRows) losses; the total (double)
             let logits = try allocate([chunkRows, vocabulary], .f32, .workspace)

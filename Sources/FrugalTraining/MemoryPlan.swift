@@ -289,8 +289,9 @@ public struct MemoryPlan: Sendable, Equatable {
 
     /// Scratch bytes at the loss and in backward.
     ///
-    /// GPU (`CUDABackend`'s defaults): a 32 MiB cuBLASLt workspace always; at the loss, one
-    /// 64 MiB chunk of logits; in backward, with f16/bf16 activations and head dimension 64 or 128
+    /// GPU (`CUDABackend`'s defaults): a 32 MiB cuBLASLt workspace always; at the loss, one chunk
+    /// of f32 logits (`ScratchSizing.crossEntropyChunkRows`) and under a 16-bit policy their
+    /// gradient rounded to 16 bits; in backward, with f16/bf16 activations and head dimension 64 or 128
     /// (the tensor-core attention), the widest output gradient rounded to 16 bits and a packed
     /// weight's decoded tile; otherwise attention's packed q, k, v and output gradient (in 16
     /// bits under a 16-bit policy or with 16-bit activations, else f32), a chunk of one query
@@ -307,21 +308,25 @@ public struct MemoryPlan: Sendable, Equatable {
         switch p.device {
         case .cuda:
             let blas = 32 << 20, scoreBudget = 256 << 20, chunkBytes = 64 << 20
-            let logitRows = max(1, min(rows, chunkBytes / 4 / vocabulary))
+            let logitRows = ScratchSizing.crossEntropyChunkRows(rows: rows, vocabulary: vocabulary, tileBytes: chunkBytes)
+            // f32 logits, and under a 16-bit policy their gradient rounded to a 16-bit head's dtype
+            // for the GEMM back (`lowPrecisionMatmul`).
+            let roundedGradient = p.precision != .fp32 && (p.method == .full || p.baseDType == .bf16 || p.baseDType == .f16)
+            let loss = blas + (roundedGradient ? 6 : 4) * logitRows * vocabulary
             let pairs = p.microBatch * c.heads, headValues = pairs * length * c.headDim
             let packed = p.precision == .fp32 && p.activationDType == .f32 ? 4 : 2
             let pairBytes = AttentionLayout.queryBlockSize(length) * length * (8 + 2 * packed)
             let chunk = max(1, min(pairs, scoreBudget / pairBytes))
             let attention = 4 * headValues * packed + chunk * pairBytes + 3 * 4 * headValues + 4 * pairs * length
             guard p.activationDType != .f32, AttentionLayout.tensorCoreHeadDims.contains(c.headDim) else {
-                return (blas + 4 * logitRows * vocabulary, blas + attention)
+                return (loss, blas + attention)
             }
             // The tensor-core attention keeps one value per query row (no packed heads, no
             // scores); the backward's largest scratch is then a linear layer's output gradient
             // rounded to 16 bits (the widest projection's), beside a decoded tile of a packed weight.
             let widest = max(c.intermediateSize, c.heads * c.headDim, c.hiddenSize)
             let tile = packedProjections && (p.quantize != nil || p.baseDType.isQuantized) ? chunkBytes : 0
-            return (blas + 4 * logitRows * vocabulary, blas + max(4 * pairs * length, 2 * rows * widest + tile))
+            return (loss, blas + max(4 * pairs * length, 2 * rows * widest + tile))
         case .cpu:
             // The backend's threads: FRUGAL_THREADS, else the active processor count.
             let environment = ProcessInfo.processInfo.environment["FRUGAL_THREADS"].flatMap { Int($0) }
