@@ -120,6 +120,12 @@ public enum CUDAKernels {
     static let crossEntropyTotal = KernelName(file: "cross_entropy.cu", name: "cross_entropy_total")
 
     static func adamW(_ shadow: DType) -> KernelName { .init(file: "adamw.cu", name: "adamw_" + suffix(shadow)) }
+    /// AdamW over chunks of many tensors: f32 masters with `shadow` copies, or parameters stored as `parameter`.
+    static func adamWChunks(shadow: DType) -> KernelName { .init(file: "adamw.cu", name: "adamw_chunks_" + suffix(shadow)) }
+    static func adamWParameterChunks(_ parameter: DType) -> KernelName {
+        .init(file: "adamw.cu", name: "adamw_parameter_chunks_" + suffix(parameter))
+    }
+    static let zeroChunks = KernelName(file: "reduce.cu", name: "zero_chunks")
     /// AdamW on a parameter stored in `parameter`'s dtype itself (no master).
     static func adamWParameter(_ parameter: DType) -> KernelName {
         .init(file: "adamw.cu", name: "adamw_parameter_" + suffix(parameter))
@@ -131,13 +137,16 @@ public enum CUDAKernels {
     /// Every entry point the backend may launch.
     public static var allEntryPoints: [(file: String, name: String)] {
         var names: [KernelName] = [embeddingBackward, sumSquaresChunks, sumPartialsRanges, allFinite, columnSum, columnPartialsAdd,
+                                   zeroChunks,
                                    crossEntropyRows, crossEntropyTotal]
         for t in floatTypes {
             names += [embeddingForward(t), rmsNormRstd(t), rmsNormBackwardWeight(t), layerNormStatistics(t),
                       layerNormBackwardParameters(t), rope(t), attentionForward(t), attentionDelta(t),
                       attentionBackwardQuery(t), attentionBackwardKey(t), attentionSoftmax(t), attentionSoftmaxBackward(t),
                       attentionUnpack(t), activationForward(t), activationBackward(t), gatedForward(t), gatedBackward(t),
-                      add(t), multiply(t), scale(t), round(t), adamW(t), adamWParameter(t), adamW8bit(t), sgd(t)]
+                      add(t), multiply(t), scale(t), round(t), adamW(t), adamWParameter(t), adamWChunks(shadow: t),
+                      adamWParameterChunks(t), adamW8bit(t),
+                      sgd(t)]
             for w in floatTypes {
                 names += [rmsNormForward(t, w), rmsNormBackwardInput(t, w), layerNormForward(t, w), layerNormBackwardInput(t, w),
                           attentionPack(t, to: w), addRowVector(t, w), cast(t, w)]

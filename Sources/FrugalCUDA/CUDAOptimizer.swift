@@ -136,4 +136,57 @@ extension CUDABackend {
         precondition(x.dtype == .f32, "zero of a \(x.dtype) tensor")
         must("zero") { try driver.memsetAsync(x.address, 0, bytes: x.byteCount, stream: stream) }
     }
+
+    // MARK: - Many tensors in one launch
+
+    /// Values per chunk of a multi-tensor launch: a thread block each.
+    static let multiTensorChunk = 1 << 16
+
+    /// Each tensor's chunks of `multiTensorChunk` values as rows of words: `row(tensor, first,
+    /// count)` gives a chunk's words (addresses at its first value, then the count).
+    func chunkTable<T>(_ items: [T], count: (T) -> Int, row: (T, Int, Int) -> [UInt64]) -> [UInt64] {
+        items.flatMap { item in
+            stride(from: 0, to: count(item), by: Self.multiTensorChunk).flatMap { row(item, $0, min(Self.multiTensorChunk, count(item) - $0)) }
+        }
+    }
+
+    /// Every tensor zeroed by one launch over their chunks.
+    public func zero(_ tensors: [Tensor]) {
+        precondition(tensors.allSatisfy { $0.dtype == .f32 }, "zero of non-f32 tensors")
+        let table = chunkTable(tensors, count: \.count) { x, first, count in [x.address + UInt64(first * 4), UInt64(count)] }
+        guard !table.isEmpty else { return }
+        must("zero of \(tensors.count) tensors") {
+            try launch(CUDAKernels.zeroChunks, grid: (table.count / 2, 1, 1), block: (256, 1, 1), [try stage(table).address])
+        }
+    }
+
+    /// One launch per kind of parameter (f32 masters by their copies' dtype, 16-bit parameters by
+    /// theirs) over every chunk of every tensor of that kind, with `adamw_<T>`'s arithmetic.
+    public func adamW(_ tensors: [AdamWTensors], step: Int, learningRate: Float, beta1: Float, beta2: Float, epsilon: Float,
+                      weightDecay: Float) {
+        let adam = AdamWCoefficients(step: step, learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon,
+                                     weightDecay: weightDecay)
+        for t in tensors {
+            precondition(t.gradient.count == t.parameter.count && t.m.count == t.parameter.count && t.v.count == t.parameter.count
+                         && CUDAKernels.floatTypes.contains(t.parameter.dtype)
+                         && (t.roundedCopy == nil || (t.parameter.dtype == .f32 && t.roundedCopy!.count == t.parameter.count)),
+                         "adamW: step \(step), parameter \(t.parameter.shape) \(t.parameter.dtype)")
+        }
+        let kinds = Dictionary(grouping: tensors) { t in
+            t.parameter.dtype == .f32 ? CUDAKernels.adamWChunks(shadow: t.roundedCopy?.dtype ?? .f32) : CUDAKernels.adamWParameterChunks(t.parameter.dtype)
+        }
+        must("adamW of \(tensors.count) tensors") {
+            for (kernel, group) in kinds.sorted(by: { $0.key.name < $1.key.name }) {
+                let table = chunkTable(group, count: \.parameter.count) { t, first, count in
+                    let size = UInt64(t.parameter.dtype.blockBytes), offset = UInt64(first * 4)
+                    let copy = t.roundedCopy.map { $0.address + UInt64(first * $0.dtype.blockBytes) } ?? 0
+                    return [t.parameter.address + UInt64(first) * size, t.m.address + offset, t.v.address + offset, copy,
+                            t.gradient.address + offset, UInt64(count)]
+                }
+                guard !table.isEmpty else { continue }
+                try launch(kernel, grid: (table.count / 6, 1, 1), block: (256, 1, 1),
+                           [try stage(table).address, beta1, beta2, epsilon, adam.decay, adam.stepSize, adam.correction2])
+            }
+        }
+    }
 }

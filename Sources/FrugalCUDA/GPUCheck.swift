@@ -504,6 +504,21 @@ struct GPUChecker {
                      beta2: 0.999, epsilon: 1e-8, weightDecay: 0.01)
             return ([pt, mt, vt], [])
         }
+        check("AdamW step 3 over several tensors in one launch: f32 masters with bf16 copies, a bf16 parameter, zeroed after",
+              tolerance: GPUCheckTolerance.sixteenBit) { be in
+            let sizes = [n, 37, 65_537, 1000]
+            let tensors = sizes.enumerated().map { index, count in
+                let bf16 = index == sizes.count - 1
+                return AdamWTensors(parameter: Self.make(be, Array(p.prefix(count)), [count], bf16 ? .bf16 : .f32, .trainable),
+                                    roundedCopy: bf16 ? nil : be.zeros([count], .bf16, .trainable),
+                                    gradient: Self.make(be, Array(g.prefix(count)), [count], .f32, .gradients),
+                                    m: Self.make(be, Array(m.prefix(count)), [count], .f32, .optimizer),
+                                    v: Self.make(be, Array(v.prefix(count)), [count], .f32, .optimizer))
+            }
+            be.adamW(tensors, step: 3, learningRate: 1e-3, beta1: 0.9, beta2: 0.999, epsilon: 1e-8, weightDecay: 0.01)
+            be.zero(tensors.map(\.gradient))
+            return (tensors.flatMap { [$0.parameter, $0.m, $0.v, $0.gradient] + ($0.roundedCopy.map { [$0] } ?? []) }, [])
+        }
         // 700 000 values: 2,735 quantization blocks, the last one partly padding — more than the
         // thread blocks 8-bit AdamW starts (eight per multiprocessor), so each strides over several.
         let padding = [Float](repeating: 0, count: DynamicQuantization.paddedCount(n) - n)

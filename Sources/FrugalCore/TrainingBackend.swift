@@ -48,6 +48,11 @@ public protocol TrainingBackend: Backend {
     /// updated in f32 exactly as an f32 parameter, written back rounded to nearest even.
     func adamW(_ parameter: Tensor, gradient: Tensor, m: Tensor, v: Tensor, step: Int, learningRate: Float,
                beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float)
+    /// `adamW` over several parameters at once (a GPU launches once for all of them); a
+    /// parameter's `roundedCopy`, when given, receives the f32 parameter's new values rounded
+    /// to nearest even in the copy's dtype (a master's 16-bit compute copy), as `copy` rounds.
+    func adamW(_ tensors: [AdamWTensors], step: Int, learningRate: Float, beta1: Float, beta2: Float, epsilon: Float,
+               weightDecay: Float)
     /// One AdamW step with 8-bit moments (bitsandbytes' blockwise 8-bit AdamW): per block of 256
     /// values, decodes m (`dynamic8`) and v (`dynamic8Unsigned`), applies `adamW`'s arithmetic to
     /// the parameter (f32, or f16/bf16 read widened and written rounded to nearest even, as in
@@ -70,6 +75,22 @@ public protocol TrainingBackend: Backend {
     func roundInPlace(_ x: Tensor, to dtype: DType)
     /// Fills an f32 tensor with zeros.
     func zero(_ x: Tensor)
+    /// Fills each f32 tensor with zeros (a GPU launches once for all of them).
+    func zero(_ tensors: [Tensor])
+}
+
+/// One parameter of a multi-tensor AdamW step (`TrainingBackend.adamW(_:step:…)`).
+public struct AdamWTensors {
+    public let parameter: Tensor
+    /// The 16-bit compute copy of an f32 master, rewritten from it in the same pass.
+    public let roundedCopy: Tensor?
+    public let gradient: Tensor
+    public let m: Tensor
+    public let v: Tensor
+
+    public init(parameter: Tensor, roundedCopy: Tensor?, gradient: Tensor, m: Tensor, v: Tensor) {
+        self.parameter = parameter; self.roundedCopy = roundedCopy; self.gradient = gradient; self.m = m; self.v = v
+    }
 }
 
 extension TrainingBackend {
@@ -86,4 +107,17 @@ extension TrainingBackend {
 
     /// One `sumOfSquares` after another (a backend that computes in place waits for nothing).
     public func sumsOfSquares(_ tensors: [Tensor]) -> [Double] { tensors.map(sumOfSquares) }
+
+    /// One `adamW` after another, each followed by its rounded copy.
+    public func adamW(_ tensors: [AdamWTensors], step: Int, learningRate: Float, beta1: Float, beta2: Float, epsilon: Float,
+                      weightDecay: Float) {
+        for t in tensors {
+            adamW(t.parameter, gradient: t.gradient, m: t.m, v: t.v, step: step, learningRate: learningRate, beta1: beta1,
+                  beta2: beta2, epsilon: epsilon, weightDecay: weightDecay)
+            if let copy = t.roundedCopy { self.copy(copy, at: 0, from: t.parameter) }
+        }
+    }
+
+    /// One `zero` after another.
+    public func zero(_ tensors: [Tensor]) { tensors.forEach(zero) }
 }

@@ -94,7 +94,7 @@ public final class TrainableParameters: @unchecked Sendable {
     /// Sets every gradient to zero (each shared tensor once).
     public func zeroGradients() {
         var zeroed = Set<ObjectIdentifier>()
-        for p in parameters where zeroed.insert(ObjectIdentifier(p.gradient.storage)).inserted { backend.zero(p.gradient) }
+        backend.zero(parameters.filter { zeroed.insert(ObjectIdentifier($0.gradient.storage)).inserted }.map(\.gradient))
     }
 
     /// The parameters of block `index`, in order.

@@ -97,7 +97,7 @@ final class FusedStep {
         squares += sums.reduce(0, +)
         optimizer.apply(rate: rate, to: indices)
         updated.formUnion(indices)
-        if zeroAfter { for gradient in gradients { backend.zero(gradient) } }
+        if zeroAfter { backend.zero(gradients) }
     }
 
     /// Offloaded: queues `indices`' gradients to the host (zeroing shared ones behind the copies),
@@ -105,7 +105,7 @@ final class FusedStep {
     private func sendToHost(_ indices: [Int], zeroAfter: Bool) {
         guard fault == nil, !indices.isEmpty else { return }
         let flight = optimizer.send(indices)
-        if zeroAfter { for i in indices { backend.zero(parameters.parameters[i].gradient) } }
+        if zeroAfter { backend.zero(indices.map { parameters.parameters[$0].gradient }) }
         if let waiting { applyOnHost(waiting) }
         waiting = flight
     }

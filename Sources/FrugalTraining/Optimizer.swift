@@ -116,13 +116,22 @@ public final class Optimizer: @unchecked Sendable {
     /// Applies the current update to the parameters at `indices` (of the trainable set).
     func apply(rate: Float, to indices: some Sequence<Int>) {
         if host != nil { return applyOffloaded(rate: rate, to: Array(indices)) }
-        let policy = configuration.precision
-        for slot in indices.map({ slots[$0] }) {
+        let c = configuration, chosen = indices.map { slots[$0] }
+        // AdamW steps every parameter in one call, writing a master's 16-bit compute copy as it goes.
+        let together = c.optimizer == .adamW
+        if together {
+            backend.adamW(chosen.map { slot in
+                let p = parameters.parameters[slot.index]
+                return AdamWTensors(parameter: slot.master ?? p.value, roundedCopy: slot.master != nil && p.value.dtype != .f32 ? p.value : nil,
+                                    gradient: p.gradient, m: slot.first, v: slot.second!)
+            }, step: updates, learningRate: rate, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon, weightDecay: c.weightDecay)
+        }
+        for slot in chosen {
             let weight = parameters.parameters[slot.index].value
-            update(slot, slot.master ?? weight, gradient: parameters.parameters[slot.index].gradient, rate: rate, on: backend)
-            if let master = slot.master { backend.copy(weight, at: 0, from: master) }
+            if !together { update(slot, slot.master ?? weight, gradient: parameters.parameters[slot.index].gradient, rate: rate, on: backend) }
+            if let master = slot.master, !(together && weight.dtype != .f32) { backend.copy(weight, at: 0, from: master) }
             // A 16-bit weight updated in place is rounded already (the update writes it so).
-            if weight.dtype == .f32 { backend.roundInPlace(weight, to: policy.computeDType) }
+            if weight.dtype == .f32 { backend.roundInPlace(weight, to: c.precision.computeDType) }
         }
     }
 

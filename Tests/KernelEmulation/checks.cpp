@@ -7,6 +7,7 @@
 #include "layernorm.cu"
 #include "attention_gemm.cu"
 #include "flash_attention.cu"
+#include "adamw.cu"
 
 #include <cstdio>
 #include <random>
@@ -356,7 +357,71 @@ static void checkFlashAttention() {
     }
 }
 
+// The multi-tensor AdamW and zero (a block per chunk of 65,536 values) equal the per-tensor
+// kernels bit for bit: masters with bf16 copies, and bf16 parameters stepped in place.
+static void checkMultiTensorOptimizer() {
+    const int chunk = 1 << 16;
+    const std::vector<int> sizes{70000, 37, 65536, 131073};
+    const float beta1 = 0.9f, beta2 = 0.999f, epsilon = 1e-8f, decay = 1 - 1e-5f, stepSize = 1e-3f / 0.1f, correction2 = 0.0447f;
+    double error = 0, parameterError = 0, zeroed = 0;
+    std::vector<std::vector<float>> p1, p2, m1, m2, v1, v2, g;
+    std::vector<std::vector<__nv_bfloat16>> s1, s2, b1, b2;
+    std::vector<unsigned long long> table, parameterTable, zeroTable;
+    for (size_t t = 0; t < sizes.size(); t++) {
+        const int n = sizes[t];
+        p1.push_back(random(n, 30 + t)); m1.push_back(random(n, 40 + t, 0.1f)); v1.push_back(random(n, 50 + t, 0.01f));
+        for (auto& x : v1.back()) x = std::fabs(x);
+        g.push_back(random(n, 60 + t));
+        p2.push_back(p1.back()); m2.push_back(m1.back()); v2.push_back(v1.back());
+        s1.emplace_back(n); s2.emplace_back(n);
+        b1.push_back(stored<__nv_bfloat16>(p1.back())); b2.push_back(b1.back());
+    }
+    for (size_t t = 0; t < sizes.size(); t++) {
+        const int n = sizes[t];
+        emulatedLaunch({4, 1, 1}, {256, 1, 1}, 0, adamw_bf16, p1[t].data(), m1[t].data(), v1[t].data(), s1[t].data(),
+                       (const float*)g[t].data(), (long long)n, beta1, beta2, epsilon, decay, stepSize, correction2);
+        for (int first = 0; first < n; first += chunk) {
+            const unsigned long long count = std::min(chunk, n - first);
+            table.insert(table.end(), {(unsigned long long)(p2[t].data() + first), (unsigned long long)(m2[t].data() + first),
+                                       (unsigned long long)(v2[t].data() + first), (unsigned long long)(s2[t].data() + first),
+                                       (unsigned long long)(g[t].data() + first), count});
+            zeroTable.insert(zeroTable.end(), {(unsigned long long)(m1[t].data() + first), count});
+        }
+    }
+    emulatedLaunch({unsigned(table.size() / 6), 1, 1}, {256, 1, 1}, 0, adamw_chunks_bf16, (const unsigned long long*)table.data(), beta1,
+                   beta2, epsilon, decay, stepSize, correction2);
+    for (size_t t = 0; t < sizes.size(); t++)
+        for (int i = 0; i < sizes[t]; i++)
+            error = std::max({error, (double)std::fabs(p1[t][i] - p2[t][i]), (double)std::fabs(m1[t][i] - m2[t][i]),
+                              (double)std::fabs(v1[t][i] - v2[t][i]), (double)std::fabs(to_float(s1[t][i]) - to_float(s2[t][i]))});
+    report("adamw_chunks_bf16 against adamw_bf16 tensor by tensor", error, 0);
+    // bf16 parameters stepped in place, from the moments already stepped once.
+    for (size_t t = 0; t < sizes.size(); t++) {
+        const int n = sizes[t];
+        m2[t] = m1[t]; v2[t] = v1[t];
+        emulatedLaunch({4, 1, 1}, {256, 1, 1}, 0, adamw_parameter_bf16, b1[t].data(), m1[t].data(), v1[t].data(),
+                       (const float*)g[t].data(), (long long)n, beta1, beta2, epsilon, decay, stepSize, correction2);
+        for (int first = 0; first < n; first += chunk)
+            parameterTable.insert(parameterTable.end(), {(unsigned long long)(b2[t].data() + first), (unsigned long long)(m2[t].data() + first),
+                                                         (unsigned long long)(v2[t].data() + first), 0ull,
+                                                         (unsigned long long)(g[t].data() + first),
+                                                         (unsigned long long)std::min(chunk, n - first)});
+    }
+    emulatedLaunch({unsigned(parameterTable.size() / 6), 1, 1}, {256, 1, 1}, 0, adamw_parameter_chunks_bf16,
+                   (const unsigned long long*)parameterTable.data(), beta1, beta2, epsilon, decay, stepSize, correction2);
+    for (size_t t = 0; t < sizes.size(); t++)
+        for (int i = 0; i < sizes[t]; i++)
+            parameterError = std::max({parameterError, (double)std::fabs(to_float(b1[t][i]) - to_float(b2[t][i])),
+                                       (double)std::fabs(m1[t][i] - m2[t][i]), (double)std::fabs(v1[t][i] - v2[t][i])});
+    report("adamw_parameter_chunks_bf16 against adamw_parameter_bf16 tensor by tensor", parameterError, 0);
+    emulatedLaunch({unsigned(zeroTable.size() / 2), 1, 1}, {256, 1, 1}, 0, zero_chunks, (const unsigned long long*)zeroTable.data());
+    for (auto& m : m1)
+        for (float x : m) zeroed = std::max(zeroed, (double)std::fabs(x));
+    report("zero_chunks over 4 tensors", zeroed, 0);
+}
+
 int main() {
+    checkMultiTensorOptimizer();
     checkFlashAttention();
     checkColumnReductions();
     checkSumsOfSquares();

@@ -1,6 +1,7 @@
 // adamw.cu: one AdamW step over f32 master weights, in torch.optim.AdamW's order, optionally
 // writing the updated weights rounded to a 16-bit compute copy in the same pass; or over a
-// parameter stored in f32, f16 or bf16 itself (adamw_parameter_*, pure bf16's weights):
+// parameter stored in f32, f16 or bf16 itself (adamw_parameter_*, pure bf16's weights); one
+// tensor at a time, or chunks of many in one launch (*_chunks_*):
 //   p *= 1 − lr·wd; m += (1−β1)·(g − m); v = β2·v + (1−β2)·g²;
 //   p −= step_size · m / (√v / correction2 + ε), step_size = lr/(1−β1^t), correction2 = √(1−β2^t)
 #include "common.cuh"
@@ -38,3 +39,38 @@ FRUGAL_DTYPES(ADAMW)
                                              step_size, correction2));                                         \
     }
 FRUGAL_DTYPES(ADAMW_PARAMETER)
+
+// The same steps over chunks of several tensors, a block per chunk (one launch for a whole
+// trainable set): chunk c's six words are p, m, v, shadow (or 0), g and its value count — the
+// arguments of adamw_<T>, each pointer at the chunk's first value.
+#define ADAMW_CHUNKS(suffix, T)                                                                                 \
+    extern "C" __global__ void adamw_chunks_##suffix(const unsigned long long* chunks, float beta1, float beta2, \
+                                                     float epsilon, float decay, float step_size,               \
+                                                     float correction2) {                                       \
+        const unsigned long long* c = chunks + 6 * (long long)blockIdx.x;                                      \
+        float* p = (float*)c[0];                                                                                \
+        float* m = (float*)c[1];                                                                                \
+        float* v = (float*)c[2];                                                                                \
+        T* shadow = (T*)c[3];                                                                                   \
+        const float* g = (const float*)c[4];                                                                    \
+        const long long n = (long long)c[5];                                                                    \
+        for (long long i = threadIdx.x; i < n; i += blockDim.x) {                                               \
+            const float pi = adamw_value(p[i], g[i], m + i, v + i, beta1, beta2, epsilon, decay, step_size, correction2); \
+            p[i] = pi;                                                                                          \
+            if (shadow) shadow[i] = from_float<T>(pi);                                                          \
+        }                                                                                                       \
+    }                                                                                                           \
+    extern "C" __global__ void adamw_parameter_chunks_##suffix(const unsigned long long* chunks, float beta1,    \
+                                                               float beta2, float epsilon, float decay,         \
+                                                               float step_size, float correction2) {            \
+        const unsigned long long* c = chunks + 6 * (long long)blockIdx.x;                                      \
+        T* p = (T*)c[0];                                                                                        \
+        float* m = (float*)c[1];                                                                                \
+        float* v = (float*)c[2];                                                                                \
+        const float* g = (const float*)c[4];                                                                    \
+        const long long n = (long long)c[5];                                                                    \
+        for (long long i = threadIdx.x; i < n; i += blockDim.x)                                                 \
+            p[i] = from_float<T>(adamw_value(to_float(p[i]), g[i], m + i, v + i, beta1, beta2, epsilon, decay,   \
+                                             step_size, correction2));                                         \
+    }
+FRUGAL_DTYPES(ADAMW_CHUNKS)

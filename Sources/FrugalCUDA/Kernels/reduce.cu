@@ -22,6 +22,14 @@ extern "C" __global__ void sum_partials_ranges(double* totals, const double* par
     if (threadIdx.x == 0) totals[blockIdx.x] = sum;
 }
 
+// Zeros chunks of several f32 tensors, a block per chunk: chunk c's two words are its first
+// value's address and its value count.
+extern "C" __global__ void zero_chunks(const unsigned long long* chunks) {
+    float* x = (float*)chunks[2 * (long long)blockIdx.x];
+    const long long n = (long long)chunks[2 * (long long)blockIdx.x + 1];
+    for (long long i = threadIdx.x; i < n; i += blockDim.x) x[i] = 0.f;
+}
+
 // flag[0] = 0 when any x is NaN or ±∞ (the caller sets it to 1 first).
 extern "C" __global__ void all_finite(int* flag, const float* x, long long n) {
     FRUGAL_GRID_STRIDE(i, n) if (!isfinite(x[i])) flag[0] = 0;
