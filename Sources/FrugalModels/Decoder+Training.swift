@@ -263,31 +263,36 @@ extension Decoder {
     }
 
     /// Backward of `project`: the input gradient (= in a new tensor, or += into `sum`), with weight,
-    /// bias and LoRA gradients (+=).
+    /// bias and LoRA gradients (+=). The LoRA branch goes first, so the base GEMM adds its input
+    /// gradient onto the branch's as it writes: the wide f32 gradient is written once and read
+    /// once, not written, read and written again.
     @discardableResult
     private func linearBackward(_ dy: Tensor, _ x: Tensor, _ linear: Linear, _ lora: LoRATape?,
                                 _ parameters: TrainableParameters, _ backend: TrainingBackend, into sum: Tensor? = nil) -> Tensor {
         let dx = sum ?? backend.empty(x.shape, .f32, .activations)
+        var accumulate = sum != nil
+        if let adapter = linear.lora, adapter.enabled, let lora {
+            // The tape's hidden is already scaled: dB += dyᵀ·(s·h); d(s·h) = dy·B, so dh = s·dy·B.
+            let dHidden = backend.empty(lora.hidden.shape, .f32, .activations)
+            backend.linearBackward(dx: dHidden, dWeight: parameters.gradient(of: adapter.b), dBias: nil, dy: dy,
+                                   x: lora.hidden, weight: adapter.b)
+            backend.scale(dHidden, by: adapter.scale)
+            if let mask = lora.mask {
+                // Dropout: the input gradient passes the mask before it joins dx.
+                let dInput = accumulate ? backend.empty(x.shape, .f32, .activations) : dx
+                backend.linearBackward(dx: dInput, dWeight: parameters.gradient(of: adapter.a), dBias: nil, dy: dHidden,
+                                       x: lora.input, weight: adapter.a)
+                backend.multiply(dInput, dInput, backend.converted(mask, to: .f32))
+                if accumulate { backend.add(dx, dx, dInput) }
+            } else {
+                backend.linearBackward(dx: dx, dWeight: parameters.gradient(of: adapter.a), dBias: nil, dy: dHidden,
+                                       x: lora.input, weight: adapter.a, accumulate: accumulate)
+            }
+            accumulate = true
+        }
         backend.linearBackward(dx: dx, dWeight: parameters.gradient(of: linear.weight),
                                dBias: parameters.gradient(of: linear.bias), dy: dy, x: x, weight: linear.weight,
-                               accumulate: sum != nil)
-        guard let adapter = linear.lora, adapter.enabled, let lora else { return dx }
-        // The tape's hidden is already scaled: dB += dyᵀ·(s·h); d(s·h) = dy·B, so dh = s·dy·B.
-        let dHidden = backend.empty(lora.hidden.shape, .f32, .activations)
-        backend.linearBackward(dx: dHidden, dWeight: parameters.gradient(of: adapter.b), dBias: nil, dy: dy,
-                               x: lora.hidden, weight: adapter.b)
-        backend.scale(dHidden, by: adapter.scale)
-        guard let mask = lora.mask else {
-            backend.linearBackward(dx: dx, dWeight: parameters.gradient(of: adapter.a), dBias: nil, dy: dHidden,
-                                   x: lora.input, weight: adapter.a, accumulate: true)
-            return dx
-        }
-        // Dropout: the input gradient passes the mask before it joins dx.
-        let dInput = backend.empty(x.shape, .f32, .activations)
-        backend.linearBackward(dx: dInput, dWeight: parameters.gradient(of: adapter.a), dBias: nil, dy: dHidden,
-                               x: lora.input, weight: adapter.a)
-        backend.multiply(dInput, dInput, backend.converted(mask, to: .f32))
-        backend.add(dx, dx, dInput)
+                               accumulate: accumulate)
         return dx
     }
 

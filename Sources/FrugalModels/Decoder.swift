@@ -170,11 +170,15 @@ public final class Decoder: @unchecked Sendable {
     }
 
     /// `x·Wᵀ + b`, plus the LoRA branch `s · dropout(x)·Aᵀ·Bᵀ` when an enabled adapter is attached
-    /// (the tape keeps the scaled hidden `s·dropout(x)·Aᵀ`).
+    /// (the tape keeps the scaled hidden `s·dropout(x)·Aᵀ`). The branch goes first, so the base
+    /// GEMM adds onto it as it writes (`accumulate`): the wide output is written once and read
+    /// once, not written, read and written again.
     func project(_ x: Tensor, _ linear: Linear, _ role: ProjectionRole, _ tape: BlockTape?) -> Tensor {
         let out = backend.empty([x.shape.rows, linear.outputs], x.dtype, .activations)
-        backend.linear(out, x, linear.weight, bias: linear.bias)
-        guard let lora = linear.lora, lora.enabled else { return out }
+        guard let lora = linear.lora, lora.enabled else {
+            backend.linear(out, x, linear.weight, bias: linear.bias)
+            return out
+        }
         var input = x, mask: Tensor?
         if let tape, tape.training, lora.dropout > 0 {
             let m = tape.dropoutMask(x.shape, x.dtype, keep: 1 - lora.dropout, on: backend)
@@ -186,7 +190,8 @@ public final class Decoder: @unchecked Sendable {
         let hidden = backend.empty([x.shape.rows, lora.rank], x.dtype, .activations)
         backend.linear(hidden, input, lora.a, bias: nil)
         backend.scale(hidden, by: lora.scale)
-        backend.linear(out, hidden, lora.b, bias: nil, accumulate: true)
+        backend.linear(out, hidden, lora.b, bias: nil)
+        backend.linear(out, x, linear.weight, bias: linear.bias, accumulate: true)
         tape?.lora[role] = LoRATape(input: input, hidden: hidden, mask: mask)
         return out
     }
