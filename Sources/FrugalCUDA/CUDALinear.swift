@@ -53,6 +53,17 @@ extension CUDABackend {
         }
     }
 
+    /// With 16-bit x and no f32 weight, dy rounded to x's dtype once (workspace, as
+    /// `linearBackward`'s own rounding is), which `linearBackward` then reads as it is.
+    public func gradientOperand(_ dy: Tensor, x: Tensor, weights: [Tensor]) -> Tensor {
+        guard dy.dtype == .f32, x.dtype == .f16 || x.dtype == .bf16, !weights.contains(where: { $0.dtype == .f32 }) else { return dy }
+        return must("gradientOperand \(dy.shape)") {
+            let rounded = try allocate(dy.shape, x.dtype, .workspace)
+            try launch(CUDAKernels.cast(.f32, x.dtype), elements: dy.count, [rounded.address, dy.address, Int64(dy.count)])
+            return rounded
+        }
+    }
+
     /// Gradients of `linear`: `dx = dy·W` (= or +=), `dWeight += dyᵀ·x` (f32, +=), `dBias += Σ_rows dy` (+=).
     /// dy and the gradients are f32, x is in the activation dtype. With 16-bit x, dy is rounded to
     /// x's dtype once (workspace) and both GEMMs run in it on the tensor cores, accumulating in f32
@@ -61,14 +72,14 @@ extension CUDABackend {
     public func linearBackward(dx: Tensor?, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor,
                                accumulate: Bool) {
         let rows = x.shape.rows, inputs = x.shape.last, outputs = weight.shape.rows, activations = x.dtype
-        precondition(weight.shape.last == inputs && dy.shape.rows == rows && dy.shape.last == outputs && dy.dtype == .f32
-                     && Self.sameActivations(x),
+        precondition(weight.shape.last == inputs && dy.shape.rows == rows && dy.shape.last == outputs && Self.sameActivations(x)
+                     && (dy.dtype == .f32 || (dy.dtype == activations && dBias == nil && weight.dtype != .f32)),
                      "linearBackward: x \(x.shape) \(x.dtype), weight \(weight.shape), dy \(dy.shape) \(dy.dtype)")
         must("linearBackward x \(x.shape), weight \(weight.dtype) \(weight.shape)") {
             // dy rounded to the 16-bit activations' dtype, made on first use (f32 dy as it is).
             var roundedDy: Tensor?
             func dyOperand(_ type: DType) throws -> Tensor {
-                if type == .f32 { return dy }
+                if type == dy.dtype { return dy }
                 if let roundedDy { return roundedDy }
                 let rounded = try allocate(dy.shape, type, .workspace)
                 try launch(CUDAKernels.cast(.f32, type), elements: dy.count, [rounded.address, dy.address, Int64(dy.count)])

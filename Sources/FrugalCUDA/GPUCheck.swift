@@ -645,6 +645,15 @@ extension GPUChecker {
                 return ([dx] + [dw, db].compactMap { $0 }, [])
             }
         }
+        // A projection and its LoRA-like branch sharing one gradient operand (rounded once on the GPU).
+        check("linearBackward \(name) activations, two calls sharing gradientOperand (dx =, +=; dWeight +=)", tolerance: rounded) { be in
+            let weight = Self.make(be, w, [outputs, inputs], a, .weights), input = Self.make(be, x, [rows, inputs], a)
+            let dx = be.zeros([rows, inputs], .f32, .gradients), dw = Self.make(be, dw0, [outputs, inputs], .f32, .gradients)
+            let operand = be.gradientOperand(Self.make(be, dy, [rows, outputs], .f32, .gradients), x: input, weights: [weight, weight])
+            be.linearBackward(dx: dx, dWeight: dw, dBias: nil, dy: operand, x: input, weight: weight, accumulate: false)
+            be.linearBackward(dx: dx, dWeight: nil, dBias: nil, dy: operand, x: input, weight: weight, accumulate: true)
+            return ([dx, dw], [])
+        }
     }
 
     mutating func checkNormActivations(_ a: DType) {

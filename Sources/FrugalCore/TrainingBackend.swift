@@ -11,8 +11,12 @@ public protocol TrainingBackend: Backend {
 
     /// Gradients of `linear`: `dx = dy·W` (=, or += with `accumulate`), `dWeight += dyᵀ·x` (f32, +=),
     /// `dBias += Σ_rows dy` (+=). Any of the outputs may be nil when not needed (a frozen weight has
-    /// no `dWeight`).
+    /// no `dWeight`). dy is f32, or what `gradientOperand` returned for it (then without `dBias`).
     func linearBackward(dx: Tensor?, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor, accumulate: Bool)
+    /// `dy` as the GEMMs of `linearBackward` read it for input `x` and each of `weights`, made once
+    /// for several calls that share it (a projection and its LoRA branch): on a GPU, with 16-bit x
+    /// and no f32 weight, dy rounded to x's dtype (each call would round it); otherwise dy itself.
+    func gradientOperand(_ dy: Tensor, x: Tensor, weights: [Tensor]) -> Tensor
     /// `dTable[tokens[t]] += dy[t]` (f32 table gradient).
     func embeddingBackward(_ dTable: Tensor, dy: Tensor, tokens: [Int32])
     /// Gradients of `rmsNorm`: `dx` (=) and `dWeight` (+=).
@@ -107,6 +111,9 @@ extension TrainingBackend {
 
     /// One `sumOfSquares` after another (a backend that computes in place waits for nothing).
     public func sumsOfSquares(_ tensors: [Tensor]) -> [Double] { tensors.map(sumOfSquares) }
+
+    /// dy itself: the GEMMs read f32 gradients.
+    public func gradientOperand(_ dy: Tensor, x: Tensor, weights: [Tensor]) -> Tensor { dy }
 
     /// One `adamW` after another, each followed by its rounded copy.
     public func adamW(_ tensors: [AdamWTensors], step: Int, learningRate: Float, beta1: Float, beta2: Float, epsilon: Float,

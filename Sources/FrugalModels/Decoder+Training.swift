@@ -270,8 +270,12 @@ extension Decoder {
     private func linearBackward(_ dy: Tensor, _ x: Tensor, _ linear: Linear, _ lora: LoRATape?,
                                 _ parameters: TrainableParameters, _ backend: TrainingBackend, into sum: Tensor? = nil) -> Tensor {
         let dx = sum ?? backend.empty(x.shape, .f32, .activations)
-        var accumulate = sum != nil
+        var accumulate = sum != nil, dy = dy
         if let adapter = linear.lora, adapter.enabled, let lora {
+            // The base and the branch read dy alike: a GPU rounds it once for both (no bias gradient).
+            if parameters.gradient(of: linear.bias) == nil {
+                dy = backend.gradientOperand(dy, x: x, weights: [linear.weight, adapter.b])
+            }
             // The tape's hidden is already scaled: dB += dyᵀ·(s·h); d(s·h) = dy·B, so dh = s·dy·B.
             let dHidden = backend.empty(lora.hidden.shape, .f32, .activations)
             backend.linearBackward(dx: dHidden, dWeight: parameters.gradient(of: adapter.b), dBias: nil, dy: dy,
