@@ -24,7 +24,7 @@ extension CUDABackend {
         must("attention \(layout.batch)×\(layout.heads)×\(layout.queryLength)") {
             let lse = try logSumExp ?? allocate([rows], .f32, .workspace)
             let segments = try layout.segments.map { try stage($0) }
-            if attentionUsesFlashKernels(layout, q) {
+            if attentionUsesFlashKernels(layout, q, k, v, out) {
                 try flashAttentionForward(out: out.address, lse: lse.address, q: q, k: k, v: v, segments: segments.address, layout: layout)
             } else if attentionUsesGEMMs(layout, q) {
                 try attentionGEMMForward(out: out, lse: lse.address, heads: packHeads(q: q, k: k, v: v, layout: layout),
@@ -49,7 +49,7 @@ extension CUDABackend {
             let rows = l.batch * l.heads * l.queryLength, d = l.headDim
             let delta = try allocate([rows], .f32, .workspace)
             let segments = try l.segments.map { try stage($0) }
-            let flash = attentionUsesFlashKernels(l, q)
+            let flash = attentionUsesFlashKernels(l, q, k, v)
             let packed = !flash && attentionUsesGEMMs(l, q) ? try packHeads(q: q, k: k, v: v, layout: l) : nil
             let out: Tensor, lse: Tensor
             if let given, let logSumExp, given.dtype == q.dtype {
@@ -92,10 +92,11 @@ extension CUDABackend {
     }
 
     /// Whether `attention` of this layout runs the tensor-core kernels (`Options.flashAttention`):
-    /// f16 or bf16 activations, a head dimension of 64 or 128, 8 queries or more.
-    func attentionUsesFlashKernels(_ l: AttentionLayout, _ q: Tensor) -> Bool {
+    /// f16 or bf16 activations, a head dimension of 64 or 128, 8 queries or more, and tensors at
+    /// 4-byte boundaries (the kernels read pairs of values as one word).
+    func attentionUsesFlashKernels(_ l: AttentionLayout, _ q: Tensor, _ others: Tensor...) -> Bool {
         options.flashAttention && (q.dtype == .f16 || q.dtype == .bf16) && AttentionLayout.tensorCoreHeadDims.contains(l.headDim)
-            && l.queryLength >= 8
+            && l.queryLength >= 8 && ([q] + others).allSatisfy { $0.address % 4 == 0 }
     }
 
     /// The tensor-core forward (Kernels/flash_attention.cu): `out` (=) and the log-sum-exp (=),
