@@ -607,7 +607,8 @@ extension GPUChecker {
                                                                       "cache offset 35, 5 queries of 40 keys, MQA, d 80",
                                                                       "causal, 389 tokens in 3 query blocks, GQA 4/2, d 64",
                                                                       "cache offset 20, 300 queries of 330 keys (10 unseen), MQA, d 64",
-                                                                      "packed segments and padding, GQA 4/2, d 64, 150 tokens"))
+                                                                      "packed segments and padding, GQA 4/2, d 64, 150 tokens",
+                                                                      "packed segments across 2 query blocks, MHA, d 32"))
         checkAttentionActivations(.f16, cases: Self.attentionLayouts("causal, MHA, d 128, 70 tokens",
                                                                      "packed segments and padding, GQA 4/2, d 64, 150 tokens"))
         for dtype in [DType.bf16, .f16] { checkElementwiseActivations(dtype) }
