@@ -112,26 +112,53 @@ __device__ __forceinline__ void flash_fragments(unsigned (*af)[4], const T* sour
         }
 }
 
+// One block's 64 queries of one (sequence, head), as the forward and dq kernels see them: the
+// indices, the lane's two rows (g and g + 8 of its warp's 16), the strides, the keys, values
+// and segments of the sequence's kv head, and the shared tiles they pass through.
+template <typename T, int D> struct FlashQueryBlock {
+    int bh, b, h, g, t, q0, rows[2];
+    long long q_stride, k_stride;
+    const T* keys;
+    const T* values;
+    const int* segments;
+    T* key_tile;
+    T* value_tile;
+
+    __device__ FlashQueryBlock(T* shared, const T* k, const T* v, const int* segment_ids, int lk, int heads, int kv_heads) {
+        key_tile = shared;
+        value_tile = shared + FA_TILE * flash_pitch<D>();
+        bh = blockIdx.y; b = bh / heads; h = bh % heads;
+        const int kh = h / (heads / kv_heads), warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+        g = lane >> 2; t = lane & 3; q0 = blockIdx.x * FA_ROWS;
+        rows[0] = q0 + warp * 16 + g; rows[1] = rows[0] + 8;
+        q_stride = (long long)heads * D; k_stride = (long long)kv_heads * D;
+        keys = k + (long long)b * lk * k_stride + kh * D;
+        values = v + (long long)b * lk * k_stride + kh * D;
+        segments = segment_ids ? segment_ids + (long long)b * lk : nullptr;
+    }
+
+    // Key tile j0 and its values into shared memory, after the block is done with the last ones.
+    __device__ __forceinline__ void load_tile(int j0, int lk) const {
+        __syncthreads();
+        flash_load_tile<T, D>(key_tile, keys, k_stride, j0, lk);
+        flash_load_tile<T, D>(value_tile, values, k_stride, j0, lk);
+        __syncthreads();
+    }
+};
+
 // The forward: out (=), lse (=). Grid (⌈lq / 64⌉, batch·heads), block 128; shared memory
 // 2·64·(D + 8) values of T (a key tile and a value tile).
 template <typename T, int D>
 __device__ void flash_attention_forward(T* out, float* lse, const T* q, const T* k, const T* v, const int* segments, int lq,
                                         int lk, int q_offset, int heads, int kv_heads, float scale) {
     FRUGAL_DYNAMIC_SHARED(T, shared);
-    T* keys = shared;
-    T* values = shared + FA_TILE * flash_pitch<D>();
-    const int bh = blockIdx.y, b = bh / heads, h = bh % heads, kh = h / (heads / kv_heads);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int q0 = blockIdx.x * FA_ROWS, rows[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
-    const long long q_stride = (long long)heads * D, k_stride = (long long)kv_heads * D;
-    const T* qb = q + (long long)b * lq * q_stride + h * D;
-    const T* kb = k + (long long)b * lk * k_stride + kh * D;
-    const T* vb = v + (long long)b * lk * k_stride + kh * D;
-    const int* seg = segments ? segments + (long long)b * lk : nullptr;
+    const FlashQueryBlock<T, D> blk(shared, k, v, segments, lk, heads, kv_heads);
+    const int g = blk.g, t = blk.t, *rows = blk.rows;
+    const T* qb = q + (long long)blk.b * lq * blk.q_stride + blk.h * D;
 
     // The warp's 16 queries as A fragments, 16 dimensions each (zero past the last query).
     unsigned qf[D / 16][4];
-    flash_fragments<T, D>(qf, qb, q_stride, rows, lq, t);
+    flash_fragments<T, D>(qf, qb, blk.q_stride, rows, lq, t);
     float o[D / 8][4];
 #pragma unroll
     for (int n = 0; n < D / 8; n++)
@@ -139,15 +166,12 @@ __device__ void flash_attention_forward(T* out, float* lse, const T* q, const T*
         for (int e = 0; e < 4; e++) o[n][e] = 0.f;
     float m[2] = {-FRUGAL_INFINITY, -FRUGAL_INFINITY}, l[2] = {0.f, 0.f};
 
-    const int key_limit = min(lk, q_offset + min(q0 + FA_ROWS, lq));
+    const int key_limit = min(lk, q_offset + min(blk.q0 + FA_ROWS, lq));
     for (int j0 = 0; j0 < key_limit; j0 += FA_TILE) {
-        __syncthreads();
-        flash_load_tile<T, D>(keys, kb, k_stride, j0, lk);
-        flash_load_tile<T, D>(values, vb, k_stride, j0, lk);
-        __syncthreads();
+        blk.load_tile(j0, lk);
         // S = Q·Kᵀ: 16 queries × 64 keys, eight 16 × 8 fragments.
         float s[FA_TILE / 8][4];
-        flash_products<T, D>(s, qf, keys, g, t);
+        flash_products<T, D>(s, qf, blk.key_tile, g, t);
         // Mask and scale; each row's maximum over the four lanes that hold it.
         float tile_max[2] = {-FRUGAL_INFINITY, -FRUGAL_INFINITY};
 #pragma unroll
@@ -155,7 +179,7 @@ __device__ void flash_attention_forward(T* out, float* lse, const T* q, const T*
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int j = j0 + n * 8 + 2 * t + (e & 1);
-                s[n][e] = flash_visible(rows[e >> 1], j, lq, lk, q_offset, seg) ? s[n][e] * scale : -FRUGAL_INFINITY;
+                s[n][e] = flash_visible(rows[e >> 1], j, lq, lk, q_offset, blk.segments) ? s[n][e] * scale : -FRUGAL_INFINITY;
                 tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[n][e]);
             }
         float alpha[2];
@@ -182,7 +206,7 @@ __device__ void flash_attention_forward(T* out, float* lse, const T* q, const T*
 #pragma unroll
             for (int e = 0; e < 4; e++) o[n][e] *= alpha[e >> 1];
         // O += P·V: P's accumulators become A fragments 16 keys at a time.
-        flash_accumulate<T, D>(o, s, values, g, t);
+        flash_accumulate<T, D>(o, s, blk.value_tile, g, t);
     }
     // Each row's sum over its four lanes; out = O / l; lse = m + log l.
 #pragma unroll
@@ -195,14 +219,14 @@ __device__ void flash_attention_forward(T* out, float* lse, const T* q, const T*
         const int i = rows[r];
         if (i >= lq) continue;
         const float inverse = l[r] > 0.f ? 1.f / l[r] : 0.f;
-        T* row = out + ((long long)b * lq + i) * q_stride + h * D;
+        T* row = out + ((long long)blk.b * lq + i) * blk.q_stride + blk.h * D;
 #pragma unroll
         for (int n = 0; n < D / 8; n++) {
             const int c = n * 8 + 2 * t;
             row[c] = from_float<T>(o[n][2 * r] * inverse);
             row[c + 1] = from_float<T>(o[n][2 * r + 1] * inverse);
         }
-        if (t == 0) lse[(long long)bh * lq + i] = l[r] > 0.f ? m[r] + logf(l[r]) : -FRUGAL_INFINITY;
+        if (t == 0) lse[(long long)blk.bh * lq + i] = l[r] > 0.f ? m[r] + logf(l[r]) : -FRUGAL_INFINITY;
     }
 }
 
@@ -214,19 +238,13 @@ __device__ void flash_attention_backward_query(float* dq, const T* q, const T* k
                                                const float* delta, const int* segments, int lq, int lk, int q_offset, int heads,
                                                int kv_heads, float scale) {
     FRUGAL_DYNAMIC_SHARED(T, shared);
-    T* keys = shared;
-    T* values = shared + FA_TILE * flash_pitch<D>();
-    const int bh = blockIdx.y, b = bh / heads, h = bh % heads, kh = h / (heads / kv_heads);
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int q0 = blockIdx.x * FA_ROWS, rows[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
-    const long long q_stride = (long long)heads * D, k_stride = (long long)kv_heads * D;
-    const T* kb = k + (long long)b * lk * k_stride + kh * D;
-    const T* vb = v + (long long)b * lk * k_stride + kh * D;
-    const int* seg = segments ? segments + (long long)b * lk : nullptr;
+    const FlashQueryBlock<T, D> blk(shared, k, v, segments, lk, heads, kv_heads);
+    const int g = blk.g, t = blk.t, *rows = blk.rows;
+    const long long q_stride = blk.q_stride, head = (long long)blk.b * lq * q_stride + blk.h * D;
     unsigned qf[D / 16][4], gf[D / 16][4];
-    flash_fragments<T, D>(qf, q + (long long)b * lq * q_stride + h * D, q_stride, rows, lq, t);
+    flash_fragments<T, D>(qf, q + head, q_stride, rows, lq, t);
     // dOut's rows rounded to T, as the forward's output was.
-    const float* ob = dout + (long long)b * lq * q_stride + h * D;
+    const float* ob = dout + head;
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++)
 #pragma unroll
@@ -237,39 +255,36 @@ __device__ void flash_attention_backward_query(float* dq, const T* q, const T* k
     float row_lse[2], row_delta[2];
 #pragma unroll
     for (int r = 0; r < 2; r++) {
-        row_lse[r] = rows[r] < lq ? lse[(long long)bh * lq + rows[r]] : 0.f;
-        row_delta[r] = rows[r] < lq ? delta[(long long)bh * lq + rows[r]] : 0.f;
+        row_lse[r] = rows[r] < lq ? lse[(long long)blk.bh * lq + rows[r]] : 0.f;
+        row_delta[r] = rows[r] < lq ? delta[(long long)blk.bh * lq + rows[r]] : 0.f;
     }
     float acc[D / 8][4];
 #pragma unroll
     for (int n = 0; n < D / 8; n++)
 #pragma unroll
         for (int e = 0; e < 4; e++) acc[n][e] = 0.f;
-    const int key_limit = min(lk, q_offset + min(q0 + FA_ROWS, lq));
+    const int key_limit = min(lk, q_offset + min(blk.q0 + FA_ROWS, lq));
     for (int j0 = 0; j0 < key_limit; j0 += FA_TILE) {
-        __syncthreads();
-        flash_load_tile<T, D>(keys, kb, k_stride, j0, lk);
-        flash_load_tile<T, D>(values, vb, k_stride, j0, lk);
-        __syncthreads();
+        blk.load_tile(j0, lk);
         float s[FA_TILE / 8][4], dp[FA_TILE / 8][4];
-        flash_products<T, D>(s, qf, keys, g, t);
-        flash_products<T, D>(dp, gf, values, g, t);
+        flash_products<T, D>(s, qf, blk.key_tile, g, t);
+        flash_products<T, D>(dp, gf, blk.value_tile, g, t);
         // dS = P·(dP − delta), in place of S.
 #pragma unroll
         for (int n = 0; n < FA_TILE / 8; n++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int r = e >> 1, j = j0 + n * 8 + 2 * t + (e & 1);
-                const float p = flash_visible(rows[r], j, lq, lk, q_offset, seg) && row_lse[r] > -FRUGAL_INFINITY
+                const float p = flash_visible(rows[r], j, lq, lk, q_offset, blk.segments) && row_lse[r] > -FRUGAL_INFINITY
                     ? expf(s[n][e] * scale - row_lse[r]) : 0.f;
                 s[n][e] = p * (dp[n][e] - row_delta[r]);
             }
-        flash_accumulate<T, D>(acc, s, keys, g, t);
+        flash_accumulate<T, D>(acc, s, blk.key_tile, g, t);
     }
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         if (rows[r] >= lq) continue;
-        float* row = dq + ((long long)b * lq + rows[r]) * q_stride + h * D;
+        float* row = dq + ((long long)blk.b * lq + rows[r]) * q_stride + blk.h * D;
 #pragma unroll
         for (int n = 0; n < D / 8; n++) {
             row[n * 8 + 2 * t] = acc[n][2 * r] * scale;
