@@ -1,7 +1,7 @@
 // CUDAAttention: causal grouped-query attention and its backward on the GPU. q, k, v and out are in
 // the activation dtype (f32, f16 or bf16), dOut and the gradients f32, the log-sum-exp f32.
 // Training-sized inputs run on the tensor cores — f16 and bf16 activations with a head dimension of
-// 64 or 128 through Kernels/flash_attention.cu, forward and backward, the rest through batched
+// 64, 96 or 128 through Kernels/flash_attention.cu, forward and backward, the rest through batched
 // GEMMs a chunk of heads at a time (CUDAAttentionGEMM.swift) — and decoding through
 // FlashAttention-2-style kernels (Kernels/attention.cu); in the kernels the score matrix never exists. The forward writes each
 // row's log-sum-exp where the caller keeps it, and the backward reuses it with the forward's
@@ -92,7 +92,7 @@ extension CUDABackend {
     }
 
     /// Whether `attention` of this layout runs the tensor-core kernels (`Options.flashAttention`):
-    /// f16 or bf16 activations, a head dimension of 64 or 128, 8 queries or more, and tensors at
+    /// f16 or bf16 activations, a head dimension of 64, 96 or 128, 8 queries or more, and tensors at
     /// 4-byte boundaries (the kernels read pairs of values as one word).
     func attentionUsesFlashKernels(_ l: AttentionLayout, _ q: Tensor, _ others: Tensor...) -> Bool {
         options.flashAttention && (q.dtype == .f16 || q.dtype == .bf16) && AttentionLayout.tensorCoreHeadDims.contains(l.headDim)

@@ -56,7 +56,7 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
         public var tileBytes: Int
         /// Bytes of attention scores (and their gradients) held at once: a chunk of heads at a time.
         public var attentionWorkspaceBytes: Int
-        /// Run the attention of f16/bf16 activations with head dimension 64 or 128 on the
+        /// Run the attention of f16/bf16 activations with head dimension 64, 96 or 128 on the
         /// FlashAttention-style tensor-core kernels (Kernels/flash_attention.cu) rather than
         /// through batched GEMMs. `FRUGAL_FLASH_ATTENTION=0` in the environment turns it off.
         public var flashAttention: Bool

@@ -56,7 +56,7 @@ public enum CUDAKernels {
     static func rope(_ dtype: DType) -> KernelName { .init(file: "rope.cu", name: "rope_" + suffix(dtype)) }
 
     static func attentionForward(_ dtype: DType) -> KernelName { .init(file: "attention.cu", name: "attention_forward_" + suffix(dtype)) }
-    /// The tensor-core kernels for 16-bit activations and a head dimension of 64 or 128
+    /// The tensor-core kernels for 16-bit activations and a head dimension of 64, 96 or 128
     /// (`AttentionLayout.tensorCoreHeadDims`).
     static func flashAttentionForward(_ dtype: DType, headDim: Int) -> KernelName {
         .init(file: "flash_attention.cu", name: "flash_attention_forward_\(suffix(dtype))_d\(headDim)")

@@ -354,10 +354,13 @@ struct GPUChecker {
         ("cache offset 20, 300 queries of 330 keys (10 unseen), MQA, d 64",
          AttentionLayout(batch: 1, queryLength: 300, keyLength: 330, queryOffset: 20, heads: 2, kvHeads: 1, headDim: 64,
                          scale: 0.125)),
-        // With 16-bit activations, d 64 and 128 run the tensor-core kernels (flash_attention.cu).
+        // With 16-bit activations, d 64, 96 and 128 run the tensor-core kernels (flash_attention.cu).
         ("packed segments and padding, GQA 4/2, d 64, 150 tokens",
          AttentionLayout(batch: 2, queryLength: 150, keyLength: 150, queryOffset: 0, heads: 4, kvHeads: 2, headDim: 64,
                          scale: 0.125, segments: (0..<300).map { i in let t = i % 150; return i < 150 || t < 40 ? 0 : t < 140 ? 1 : -1 })),
+        ("causal, MHA, d 96 (Phi-3), 100 tokens",
+         AttentionLayout(batch: 1, queryLength: 100, keyLength: 100, queryOffset: 0, heads: 2, kvHeads: 2, headDim: 96,
+                         scale: 1 / Float(96).squareRoot())),
     ]
 
     /// The layouts of `attentionLayouts` whose labels are `labels`.
@@ -608,7 +611,8 @@ extension GPUChecker {
                                                                       "causal, 389 tokens in 3 query blocks, GQA 4/2, d 64",
                                                                       "cache offset 20, 300 queries of 330 keys (10 unseen), MQA, d 64",
                                                                       "packed segments and padding, GQA 4/2, d 64, 150 tokens",
-                                                                      "packed segments across 2 query blocks, MHA, d 32"))
+                                                                      "packed segments across 2 query blocks, MHA, d 32",
+                                                                      "causal, MHA, d 96 (Phi-3), 100 tokens"))
         checkAttentionActivations(.f16, cases: Self.attentionLayouts("causal, MHA, d 128, 70 tokens",
                                                                      "packed segments and padding, GQA 4/2, d 64, 150 tokens"))
         for dtype in [DType.bf16, .f16] { checkElementwiseActivations(dtype) }

@@ -47,7 +47,7 @@ extension AttentionLayout {
 
     /// Head dimensions the GPU's tensor-core attention kernels take (f16 and bf16 activations;
     /// `MemoryPlan` counts no packed heads or scores for them).
-    public static let tensorCoreHeadDims: Set<Int> = [64, 128]
+    public static let tensorCoreHeadDims: Set<Int> = [64, 96, 128]
 }
 
 /// A compute device: allocation with memory categories, and the forward ops of the models.

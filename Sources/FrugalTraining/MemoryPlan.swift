@@ -291,7 +291,7 @@ public struct MemoryPlan: Sendable, Equatable {
     ///
     /// GPU (`CUDABackend`'s defaults): a 32 MiB cuBLASLt workspace always; at the loss, one chunk
     /// of f32 logits (`ScratchSizing.crossEntropyChunkRows`) and under a 16-bit policy their
-    /// gradient rounded to 16 bits; in backward, with f16/bf16 activations and head dimension 64 or 128
+    /// gradient rounded to 16 bits; in backward, with f16/bf16 activations and head dimension 64, 96 or 128
     /// (the tensor-core attention), the widest output gradient rounded to 16 bits and a packed
     /// weight's decoded tile; otherwise attention's packed q, k, v and output gradient (in 16
     /// bits under a 16-bit policy or with 16-bit activations, else f32), a chunk of one query

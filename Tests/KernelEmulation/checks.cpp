@@ -188,7 +188,8 @@ static std::vector<AttentionCase> attentionCases() {
         for (int j = 0; j < 150; j++) packed[b * 150 + j] = b == 0 ? 0 : j < 40 ? 0 : j < 140 ? 1 : -1;
     return {{"GQA 4/2, d 64, 150 tokens, packed segments and padding", 2, 150, 150, 0, 4, 2, 64, packed},
             {"MQA 2/1, d 128, cache offset 20, 70 queries of 90 keys", 1, 70, 90, 20, 2, 1, 128, {}},
-            {"MHA, d 64, 64 tokens (one tile)", 1, 64, 64, 0, 2, 2, 64, {}}};
+            {"MHA, d 64, 64 tokens (one tile)", 1, 64, 64, 0, 2, 2, 64, {}},
+            {"MHA, d 96 (Phi-3), 100 tokens", 1, 100, 100, 0, 2, 2, 96, {}}};
 }
 
 // Reference attention in double from the stored inputs: out and lse.
@@ -346,6 +347,10 @@ static void checkFlashAttention() {
                                                   flash_attention_backward_key_bf16_d64);
             checkFlashBackward<__half, 64>(c, "f16", flash_attention_forward_f16_d64, flash_attention_backward_query_f16_d64,
                                            flash_attention_backward_key_f16_d64);
+        } else if (c.d == 96) {
+            checkFlashForward<__nv_bfloat16, 96>(c, "bf16", flash_attention_forward_bf16_d96);
+            checkFlashBackward<__nv_bfloat16, 96>(c, "bf16", flash_attention_forward_bf16_d96, flash_attention_backward_query_bf16_d96,
+                                                  flash_attention_backward_key_bf16_d96);
         } else {
             checkFlashForward<__nv_bfloat16, 128>(c, "bf16", flash_attention_forward_bf16_d128);
             checkFlashForward<__half, 128>(c, "f16", flash_attention_forward_f16_d128);

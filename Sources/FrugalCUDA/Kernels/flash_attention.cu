@@ -1,5 +1,5 @@
 // flash_attention.cu: causal grouped-query attention on the tensor cores for 16-bit activations
-// and head dimensions 64 and 128, in the FlashAttention-2 manner: a block's 64 queries (16 per
+// and head dimensions 64, 96 (Phi-3) and 128, in the FlashAttention-2 manner: a block's 64 queries (16 per
 // warp) visit the keys a 64-key tile at a time with an online softmax; the scores live in
 // registers as mma fragments (tensor_core.cuh) and never reach memory; each query row's
 // log-sum-exp is saved for the backward.
@@ -390,6 +390,8 @@ __device__ void flash_attention_backward_key(float* dk, float* dv, const T* q, c
                                            scale);                                                                         \
     }
 FLASH_ATTENTION(f16, __half, 64)
+FLASH_ATTENTION(f16, __half, 96)
 FLASH_ATTENTION(f16, __half, 128)
 FLASH_ATTENTION(bf16, __nv_bfloat16, 64)
+FLASH_ATTENTION(bf16, __nv_bfloat16, 96)
 FLASH_ATTENTION(bf16, __nv_bfloat16, 128)
