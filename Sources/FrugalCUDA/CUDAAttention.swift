@@ -91,12 +91,18 @@ extension CUDABackend {
         }
     }
 
+    /// Whether training-sized attention of `headDim` with `activations` runs on the tensor-core
+    /// kernels (else through batched GEMMs), as a benchmark records it.
+    public func usesTensorCoreAttention(headDim: Int, activations: DType) -> Bool {
+        options.flashAttention && (activations == .f16 || activations == .bf16) && AttentionLayout.tensorCoreHeadDims.contains(headDim)
+    }
+
     /// Whether `attention` of this layout runs the tensor-core kernels (`Options.flashAttention`):
     /// f16 or bf16 activations, a head dimension of 64, 96 or 128, 8 queries or more, and tensors at
     /// 4-byte boundaries (the kernels read pairs of values as one word).
     func attentionUsesFlashKernels(_ l: AttentionLayout, _ q: Tensor, _ others: Tensor...) -> Bool {
-        options.flashAttention && (q.dtype == .f16 || q.dtype == .bf16) && AttentionLayout.tensorCoreHeadDims.contains(l.headDim)
-            && l.queryLength >= 8 && ([q] + others).allSatisfy { $0.address % 4 == 0 }
+        usesTensorCoreAttention(headDim: l.headDim, activations: q.dtype) && l.queryLength >= 8
+            && ([q] + others).allSatisfy { $0.address % 4 == 0 }
     }
 
     /// The tensor-core forward (Kernels/flash_attention.cu): `out` (=) and the log-sum-exp (=),

@@ -292,10 +292,12 @@ extension Frugal.Bench {
             print(String(format: "%.1f tokens/s (%.3f s/step), peak %@ %.2f GiB, ledger peak %.2f GiB, MFU %.1f%%", tokensPerSecond,
                          total / Double(max(timed.count, 1)), gpu == nil ? "RSS" : "on the GPU", peak,
                          Double(memory.peakTotal) * gib, 100 * flops / denseBF16Peak))
+            let tensorCoreAttention = gpu?.usesTensorCoreAttention(headDim: configuration.headDim, activations: training.activationDType)
             if let gpu {
                 let reserved = gpu.reservedMemory, device = gpu.deviceMemory()
                 print(String(format: "GPU allocator: %.2f GiB reserved at peak; driver: %.2f GiB in use now", Double(reserved.peak) * gib,
                              Double(device.total - device.free) * gib))
+                print("attention: " + (tensorCoreAttention == true ? "tensor-core kernels" : "batched GEMMs"))
             } else {
                 print(String(format: "CPU time %.2f s/step (user + system, all threads): %.1f tokens per CPU-second",
                              cpu.reduce(0, +) / Double(max(cpu.count, 1)), Double(tokens) / max(cpu.reduce(0, +), 1e-9)))
@@ -340,6 +342,7 @@ extension Frugal.Bench {
                     row["avg_watts"] = joules.averageWatts
                 }
                 if let gpu { row["reserved_peak_gib"] = Double(gpu.reservedMemory.peak) * gib }
+                if let tensorCoreAttention { row["attention"] = tensorCoreAttention ? "tensor-core" : "gemm" }
                 if hostMemory.peakTotal > 0 {
                     row["host_peak_by_category_gib"] = Dictionary(uniqueKeysWithValues: hostMemory.peak.map { ($0.key.rawValue, Double($0.value) * gib) })
                 }
