@@ -125,7 +125,8 @@ public final class CPUBackend: TrainingBackend, @unchecked Sendable {
     }
 
     public func upload(_ copy: HostCopy, into tensor: Tensor) {
-        precondition(copy.dtype == tensor.dtype && copy.shape.count == tensor.count, "upload: \(copy.shape) \(copy.dtype) into \(tensor.shape) \(tensor.dtype)")
+        precondition(copy.dtype == tensor.dtype && copy.shape.count == tensor.count,
+                     "upload: \(copy.shape) \(copy.dtype) into \(tensor.shape) \(tensor.dtype)")
         tensor.rawPointer.copyMemory(from: copy.storage.pointer, byteCount: tensor.byteCount)
     }
 

@@ -3,9 +3,9 @@
 // Training-sized inputs run on the tensor cores — f16 and bf16 activations with a head dimension of
 // 64, 96 or 128 through Kernels/flash_attention.cu, forward and backward, the rest through batched
 // GEMMs a chunk of heads at a time (CUDAAttentionGEMM.swift) — and decoding through
-// FlashAttention-2-style kernels (Kernels/attention.cu); in the kernels the score matrix never exists. The forward writes each
-// row's log-sum-exp where the caller keeps it, and the backward reuses it with the forward's
-// output (or recomputes both).
+// FlashAttention-2-style kernels (Kernels/attention.cu); in the kernels the score matrix never
+// exists. The forward writes each row's log-sum-exp where the caller keeps it, and the backward
+// reuses it with the forward's output (or recomputes both).
 import Foundation
 import FrugalCore
 

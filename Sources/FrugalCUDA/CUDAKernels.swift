@@ -154,7 +154,8 @@ public enum CUDAKernels {
         }
         for t in [DType.f16, .bf16] {
             names += AttentionLayout.tensorCoreHeadDims.sorted().flatMap {
-                [flashAttentionForward(t, headDim: $0), flashAttentionBackwardQuery(t, headDim: $0), flashAttentionBackwardKey(t, headDim: $0)]
+                [flashAttentionForward(t, headDim: $0), flashAttentionBackwardQuery(t, headDim: $0),
+                 flashAttentionBackwardKey(t, headDim: $0)]
             }
         }
         for q in DType.allCases where q.isQuantized && !q.isOptimizerState {

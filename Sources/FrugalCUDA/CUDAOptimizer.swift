@@ -146,7 +146,9 @@ extension CUDABackend {
     /// count)` gives a chunk's words (addresses at its first value, then the count).
     func chunkTable<T>(_ items: [T], count: (T) -> Int, row: (T, Int, Int) -> [UInt64]) -> [UInt64] {
         items.flatMap { item in
-            stride(from: 0, to: count(item), by: Self.multiTensorChunk).flatMap { row(item, $0, min(Self.multiTensorChunk, count(item) - $0)) }
+            stride(from: 0, to: count(item), by: Self.multiTensorChunk).flatMap { first in
+                row(item, first, min(Self.multiTensorChunk, count(item) - first))
+            }
         }
     }
 
@@ -173,7 +175,8 @@ extension CUDABackend {
                          "adamW: step \(step), parameter \(t.parameter.shape) \(t.parameter.dtype)")
         }
         let kinds = Dictionary(grouping: tensors) { t in
-            t.parameter.dtype == .f32 ? CUDAKernels.adamWChunks(shadow: t.roundedCopy?.dtype ?? .f32) : CUDAKernels.adamWParameterChunks(t.parameter.dtype)
+            t.parameter.dtype == .f32 ? CUDAKernels.adamWChunks(shadow: t.roundedCopy?.dtype ?? .f32)
+                : CUDAKernels.adamWParameterChunks(t.parameter.dtype)
         }
         must("adamW of \(tensors.count) tensors") {
             for (kernel, group) in kinds.sorted(by: { $0.key.name < $1.key.name }) {

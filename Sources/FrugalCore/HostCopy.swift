@@ -26,7 +26,8 @@ public struct HostCopy: @unchecked Sendable {
     /// The same buffer carrying `dtype` values of the same shape, in its first bytes (a weight's
     /// 16-bit values written over its f32 gradient).
     public func viewed(as dtype: DType) -> HostCopy {
-        precondition(dtype.byteCount(elements: shape.count)! <= storage.byteCount, "a host copy of \(storage.byteCount) bytes viewed as \(shape) \(dtype)")
+        precondition(dtype.byteCount(elements: shape.count)! <= storage.byteCount,
+                     "a host copy of \(storage.byteCount) bytes viewed as \(shape) \(dtype)")
         return HostCopy(storage: storage, shape: shape, dtype: dtype)
     }
 

@@ -121,9 +121,9 @@ public final class Optimizer: @unchecked Sendable {
         let together = c.optimizer == .adamW
         if together {
             backend.adamW(chosen.map { slot in
-                let p = parameters.parameters[slot.index]
-                return AdamWTensors(parameter: slot.master ?? p.value, roundedCopy: slot.master != nil && p.value.dtype != .f32 ? p.value : nil,
-                                    gradient: p.gradient, m: slot.first, v: slot.second!)
+                let p = parameters.parameters[slot.index], copy = slot.master != nil && p.value.dtype != .f32 ? p.value : nil
+                return AdamWTensors(parameter: slot.master ?? p.value, roundedCopy: copy, gradient: p.gradient, m: slot.first,
+                                    v: slot.second!)
             }, step: updates, learningRate: rate, beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon, weightDecay: c.weightDecay)
         }
         for slot in chosen {

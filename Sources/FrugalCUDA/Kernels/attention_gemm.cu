@@ -3,8 +3,9 @@
 // tensor cores, and the masked softmax (forward) and its gradient (backward) over one chunk of
 // (sequence, head) pairs' scores S = scale·q·kᵀ, (pairs, lq, lk) f32 — for one block of queries
 // at a time, lq and lk are the block's and the keys it sees, q_offset the block's first query's
-// key position, and lq_total and lk_total the full lengths (the strides of lse, delta and segments). Activations are packed from their dtype
-// into the GEMMs' operand dtype; outputs are unpacked from f32 into theirs.
+// key position, and lq_total and lk_total the full lengths (the strides of lse, delta and
+// segments). Activations are packed from their dtype into the GEMMs' operand dtype; outputs are
+// unpacked from f32 into theirs.
 //
 // Visibility is attention.cu's: query i sits at key position q_offset + i and sees keys
 // j ≤ q_offset + i of its own segment (segments: (batch, lk) ids, or null). A query that sees

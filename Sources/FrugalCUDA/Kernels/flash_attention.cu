@@ -70,7 +70,8 @@ __device__ __forceinline__ void flash_products_shared(float (*acc)[4], const T* 
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
         const T* a = rows_a + (first + g) * flash_pitch<D>() + kk * 16 + 2 * t;
-        const unsigned af[4] = {load_pair(a), load_pair(a + 8 * flash_pitch<D>()), load_pair(a + 8), load_pair(a + 8 * flash_pitch<D>() + 8)};
+        const T* below = a + 8 * flash_pitch<D>();  // row g + 8
+        const unsigned af[4] = {load_pair(a), load_pair(below), load_pair(a + 8), load_pair(below + 8)};
 #pragma unroll
         for (int n = 0; n < FA_TILE / 8; n++) {
             const T* row = tile + (n * 8 + g) * flash_pitch<D>() + kk * 16 + 2 * t;
