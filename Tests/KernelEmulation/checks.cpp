@@ -8,6 +8,8 @@
 #include "attention_gemm.cu"
 #include "flash_attention.cu"
 #include "adamw.cu"
+#include "adamw8bit.cu"
+#include "dequantize.cu"
 
 #include <cstdio>
 #include <random>
@@ -425,7 +427,88 @@ static void checkMultiTensorOptimizer() {
     report("zero_chunks over 4 tensors", zeroed, 0);
 }
 
+// nf4 decoded a byte of codes per thread (dequantize_nf4*) equals decode_nf4's block-at-a-time
+// arithmetic bit for bit, to f32 and rounded to bf16.
+static void checkNF4Decoding() {
+    const int blocks = 37;
+    std::mt19937 generator(70);
+    std::vector<unsigned char> data(size_t(blocks) * 134);
+    for (auto& byte : data) byte = (unsigned char)(generator() & 0xFF);
+    for (int b = 0; b < blocks; b++) {  // a finite f16 scale: exponent bits below all-ones
+        data[b * 134 + 1] &= 0x3F;
+    }
+    std::vector<float> out(size_t(blocks) * 256), expected(out.size());
+    std::vector<__nv_bfloat16> out16(out.size()), expected16(out.size());
+    emulatedLaunch({3, 1, 1}, {256, 1, 1}, 0, dequantize_nf4, out.data(), (const unsigned char*)data.data(), (long long)blocks);
+    emulatedLaunch({3, 1, 1}, {256, 1, 1}, 0, dequantize_nf4_to_bf16, out16.data(), (const unsigned char*)data.data(), (long long)blocks);
+    for (int b = 0; b < blocks; b++) {
+        decode_nf4(data.data() + b * 134, expected.data() + b * 256);
+        decode_nf4(data.data() + b * 134, expected16.data() + b * 256);
+    }
+    double error = 0;
+    for (size_t i = 0; i < out.size(); i++)
+        error = std::max({error, (double)std::fabs(out[i] - expected[i]), (double)std::fabs(to_float(out16[i]) - to_float(expected16[i]))});
+    report("dequantize_nf4 (a byte per thread) against decode_nf4, f32 and bf16", error, 0);
+}
+
+// 8-bit AdamW with thread blocks striding over the quantization blocks equals the same step done
+// a quantization block at a time in plain C++ (with dynamic8_encode), bit for bit.
+static void checkAdamW8bit() {
+    const long long n = 70000, blocks = (n + 255) / 256;
+    float maps[512];
+    for (int i = 0; i < 256; i++) {
+        maps[i] = i == 127 ? 0.f : (i - 127) / 128.f;  // signed: sorted, 0 at 127
+        maps[256 + i] = i / 255.f;                       // unsigned: sorted from 0
+    }
+    auto p = random(n, 80), g = random(n, 81);
+    std::vector<unsigned char> m(blocks * 260), v(blocks * 260);
+    std::mt19937 generator(82);
+    for (long long b = 0; b < blocks; b++) {
+        const float mMax = 0.01f * (1 + b % 5), vMax = 1e-4f * (1 + b % 3);
+        std::memcpy(&m[b * 260], &mMax, 4);
+        std::memcpy(&v[b * 260], &vMax, 4);
+        for (int t = 0; t < 256; t++) {
+            const bool pad = b * 256 + t >= n;
+            m[b * 260 + 4 + t] = pad ? 127 : (unsigned char)(generator() & 0xFF);
+            v[b * 260 + 4 + t] = pad ? 0 : (unsigned char)(generator() & 0xFF);
+        }
+    }
+    auto p2 = p;
+    auto m2 = m, v2 = v;
+    const float beta1 = 0.9f, beta2 = 0.999f, epsilon = 1e-8f, decay = 1 - 1e-5f, stepSize = 1e-3f / 0.271f, correction2 = 0.0547f;
+    emulatedLaunch({8, 1, 1}, {256, 1, 1}, 0, adamw8bit_f32, p.data(), m.data(), v.data(), (const float*)g.data(), (const float*)maps, n,
+                   beta1, beta2, epsilon, decay, stepSize, correction2);
+    for (long long b = 0; b < blocks; b++) {
+        float mAbsmax, vAbsmax, mi[256], vi[256], mMax = 0, vMax = 0;
+        std::memcpy(&mAbsmax, &m2[b * 260], 4);
+        std::memcpy(&vAbsmax, &v2[b * 260], 4);
+        for (int t = 0; t < 256; t++) {
+            const long long i = b * 256 + t;
+            mi[t] = vi[t] = 0.f;
+            if (i < n) {
+                mi[t] = maps[m2[b * 260 + 4 + t]] * mAbsmax;
+                vi[t] = maps[256 + v2[b * 260 + 4 + t]] * vAbsmax;
+                mi[t] = mi[t] + (1.f - beta1) * (g[i] - mi[t]);
+                vi[t] = vi[t] * beta2 + (1.f - beta2) * g[i] * g[i];
+                p2[i] = p2[i] * decay - stepSize * (mi[t] / (std::sqrt(vi[t]) / correction2 + epsilon));
+            }
+            mMax = std::max(mMax, std::fabs(mi[t]));
+            vMax = std::max(vMax, vi[t]);
+        }
+        for (int t = 0; t < 256; t++) {
+            m2[b * 260 + 4 + t] = dynamic8_encode(mMax > 0.f ? mi[t] / mMax : 0.f, maps);
+            v2[b * 260 + 4 + t] = dynamic8_encode(vMax > 0.f ? vi[t] / vMax : 0.f, maps + 256);
+        }
+        std::memcpy(&m2[b * 260], &mMax, 4);
+        std::memcpy(&v2[b * 260], &vMax, 4);
+    }
+    report("adamw8bit_f32 (8 thread blocks striding over 274 quantization blocks): parameters", maxDifference(p, p2), 0);
+    report("adamw8bit_f32: moments' codes and absmax, byte for byte", m == m2 && v == v2 ? 0 : 1, 0);
+}
+
 int main() {
+    checkNF4Decoding();
+    checkAdamW8bit();
     checkMultiTensorOptimizer();
     checkFlashAttention();
     checkColumnReductions();

@@ -33,6 +33,7 @@ inline dim3 blockDim, gridDim;
 #define __launch_bounds__(...)
 #define __restrict__
 #define __shared__ static
+#define __constant__
 
 // One block's synchronization: the block's barrier, each warp's barrier and exchange slots, and
 // the dynamic shared memory.
