@@ -57,11 +57,7 @@ extension CUDABackend {
     /// `linearBackward`'s own rounding is), which `linearBackward` then reads as it is.
     public func gradientOperand(_ dy: Tensor, x: Tensor, weights: [Tensor]) -> Tensor {
         guard dy.dtype == .f32, x.dtype == .f16 || x.dtype == .bf16, !weights.contains(where: { $0.dtype == .f32 }) else { return dy }
-        return must("gradientOperand \(dy.shape)") {
-            let rounded = try allocate(dy.shape, x.dtype, .workspace)
-            try launch(CUDAKernels.cast(.f32, x.dtype), elements: dy.count, [rounded.address, dy.address, Int64(dy.count)])
-            return rounded
-        }
+        return must("gradientOperand \(dy.shape)") { try roundedCopy(dy, to: x.dtype) }
     }
 
     /// Gradients of `linear`: `dx = dy·W` (= or +=), `dWeight += dyᵀ·x` (f32, +=), `dBias += Σ_rows dy` (+=).
@@ -81,8 +77,7 @@ extension CUDABackend {
             func dyOperand(_ type: DType) throws -> Tensor {
                 if type == dy.dtype { return dy }
                 if let roundedDy { return roundedDy }
-                let rounded = try allocate(dy.shape, type, .workspace)
-                try launch(CUDAKernels.cast(.f32, type), elements: dy.count, [rounded.address, dy.address, Int64(dy.count)])
+                let rounded = try roundedCopy(dy, to: type)
                 roundedDy = rounded
                 return rounded
             }
@@ -142,9 +137,13 @@ extension CUDABackend {
     /// the weight's dtype (workspace); else nil.
     func lowPrecisionOperand(_ activations: Tensor, _ weight: Tensor) throws -> Tensor? {
         guard options.lowPrecisionMatmul, activations.dtype == .f32, weight.dtype == .f16 || weight.dtype == .bf16 else { return nil }
-        let rounded = try allocate(activations.shape, weight.dtype, .workspace)
-        try launch(CUDAKernels.cast(.f32, weight.dtype), elements: activations.count,
-                   [rounded.address, activations.address, Int64(activations.count)])
+        return try roundedCopy(activations, to: weight.dtype)
+    }
+
+    /// An f32 tensor rounded once to `type` (f16 or bf16) in a new workspace tensor: a GEMM operand.
+    func roundedCopy(_ x: Tensor, to type: DType) throws -> Tensor {
+        let rounded = try allocate(x.shape, type, .workspace)
+        try convert(x, into: rounded.address, as: type, count: x.count)
         return rounded
     }
 

@@ -5,9 +5,6 @@ import Foundation
 import FrugalCore
 
 extension CUDABackend {
-    /// Elements per block of `sumOfSquares`'s first pass.
-    static let reductionChunk = 1 << 16
-
     // MARK: - AdamW, 8-bit AdamW and SGD
 
     /// An f32 parameter, or one stored in f16 or bf16 itself (pure bf16's weights: read widened,
@@ -47,8 +44,8 @@ extension CUDABackend {
     }
 
     /// Thread blocks of 256, eight per multiprocessor at most, stride over the quantization blocks of
-    /// 256 values (Kernels/adamw8bit.cu); the two maps travel through the staging slots. The parameter is f32, or f16/bf16 read widened and
-    /// written rounded.
+    /// 256 values (Kernels/adamw8bit.cu); the two maps travel through the staging slots. The
+    /// parameter is f32, or f16/bf16 read widened and written rounded.
     public func adamW8bit(_ parameter: Tensor, gradient: Tensor, m: Tensor, v: Tensor, step: Int, learningRate: Float,
                           beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float) {
         let n = parameter.count, size = DynamicQuantization.blockSize, blocks = (n + size - 1) / size
@@ -88,26 +85,20 @@ extension CUDABackend {
     public func sumsOfSquares(_ tensors: [Tensor]) -> [Double] {
         precondition(tensors.allSatisfy { $0.dtype == .f32 }, "sumsOfSquares of non-f32 tensors")
         guard !tensors.isEmpty else { return [] }
-        // Per chunk: where its values start and how many; per tensor: its first chunk, then the end.
-        var starts = [UInt64](), counts = [Int64](), offsets: [Int32] = [0]
-        for x in tensors {
-            for first in stride(from: 0, to: x.count, by: Self.reductionChunk) {
-                starts.append(x.address + UInt64(first * 4))
-                counts.append(Int64(min(Self.reductionChunk, x.count - first)))
-            }
-            offsets.append(Int32(starts.count))
-        }
+        let table = chunkTable(tensors, count: \.count) { x, first, count in [x.address + UInt64(first * 4), UInt64(count)] }
+        // Each tensor's first chunk, then the end.
+        var offsets: [Int32] = [0]
+        for x in tensors { offsets.append(offsets.last! + Int32((x.count + Self.multiTensorChunk - 1) / Self.multiTensorChunk)) }
+        let chunks = table.count / 2
         let bytes: [UInt8] = must("sumOfSquares of \(tensors.count) tensors") {
             // (chunks) partial sums, then one total per tensor, as doubles
-            let buffer = try allocate([2 * (starts.count + tensors.count)], .f32, .workspace)
-            let totals = buffer.address + UInt64(starts.count * 8)
-            if !starts.isEmpty {
-                try launch(CUDAKernels.sumSquaresChunks, grid: (starts.count, 1, 1), block: (256, 1, 1),
-                           [buffer.address, try stage(starts).address, try stage(counts).address])
+            let buffer = try allocate([2 * (chunks + tensors.count)], .f32, .workspace)
+            if chunks > 0 {
+                try launch(CUDAKernels.sumSquaresChunks, grid: (chunks, 1, 1), block: (256, 1, 1), [buffer.address, try stage(table).address])
             }
             try launch(CUDAKernels.sumPartialsRanges, grid: (tensors.count, 1, 1), block: (256, 1, 1),
-                       [totals, buffer.address, try stage(offsets).address])
-            return downloadBytes(Tensor(storage: buffer.storage, byteOffset: starts.count * 8, shape: [2 * tensors.count], dtype: .f32))
+                       [buffer.address + UInt64(chunks * 8), buffer.address, try stage(offsets).address])
+            return downloadBytes(Tensor(storage: buffer.storage, byteOffset: chunks * 8, shape: [2 * tensors.count], dtype: .f32))
         }
         return bytes.withUnsafeBytes { raw in (0..<tensors.count).map { Double(bitPattern: raw.load(fromByteOffset: 8 * $0, as: UInt64.self)) } }
     }
@@ -139,7 +130,7 @@ extension CUDABackend {
 
     // MARK: - Many tensors in one launch
 
-    /// Values per chunk of a multi-tensor launch: a thread block each.
+    /// Values per chunk of a multi-tensor launch (and of `sumsOfSquares`' first pass): a thread block each.
     static let multiTensorChunk = 1 << 16
 
     /// Each tensor's chunks of `multiTensorChunk` values as rows of words: `row(tensor, first,

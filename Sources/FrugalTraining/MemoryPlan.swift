@@ -291,9 +291,9 @@ public struct MemoryPlan: Sendable, Equatable {
     ///
     /// GPU (`CUDABackend`'s defaults): a 32 MiB cuBLASLt workspace always; at the loss, one chunk
     /// of f32 logits (`ScratchSizing.crossEntropyChunkRows`) and under a 16-bit policy their
-    /// gradient rounded to 16 bits; in backward, with f16/bf16 activations and head dimension 64, 96 or 128
-    /// (the tensor-core attention), the widest output gradient rounded to 16 bits and a packed
-    /// weight's decoded tile; otherwise attention's packed q, k, v and output gradient (in 16
+    /// gradient rounded to 16 bits; in backward, with f16/bf16 activations and head dimension 64,
+    /// 96 or 128 (the tensor-core attention), the widest output gradient rounded to 16 bits and a
+    /// packed weight's decoded tile; otherwise attention's packed q, k, v and output gradient (in 16
     /// bits under a 16-bit policy or with 16-bit activations, else f32), a chunk of one query
     /// block's scores (`AttentionLayout.queryBlockSize`) of at most 256 MiB, the f32 packed
     /// gradients of q, k and v, and one value per query row. CPU: at the loss, 128 rows of logits (and a packed head's tiles,
@@ -313,20 +313,19 @@ public struct MemoryPlan: Sendable, Equatable {
             // for the GEMM back (`lowPrecisionMatmul`).
             let roundedGradient = p.precision != .fp32 && (p.method == .full || p.baseDType == .bf16 || p.baseDType == .f16)
             let loss = blas + (roundedGradient ? 6 : 4) * logitRows * vocabulary
-            let pairs = p.microBatch * c.heads, headValues = pairs * length * c.headDim
-            let packed = p.precision == .fp32 && p.activationDType == .f32 ? 4 : 2
+            let pairs = p.microBatch * c.heads
+            if p.activationDType != .f32 && AttentionLayout.tensorCoreHeadDims.contains(c.headDim) {
+                // The tensor-core attention keeps one value per query row (no packed heads, no
+                // scores); the backward's largest scratch is then a linear layer's output gradient
+                // rounded to 16 bits (the widest projection's), beside a decoded tile of a packed weight.
+                let widest = max(c.intermediateSize, c.heads * c.headDim, c.hiddenSize)
+                let tile = packedProjections && (p.quantize != nil || p.baseDType.isQuantized) ? chunkBytes : 0
+                return (loss, blas + max(4 * pairs * length, 2 * rows * widest + tile))
+            }
+            let headValues = pairs * length * c.headDim, packed = p.precision == .fp32 && p.activationDType == .f32 ? 4 : 2
             let pairBytes = AttentionLayout.queryBlockSize(length) * length * (8 + 2 * packed)
             let chunk = max(1, min(pairs, scoreBudget / pairBytes))
-            let attention = 4 * headValues * packed + chunk * pairBytes + 3 * 4 * headValues + 4 * pairs * length
-            guard p.activationDType != .f32, AttentionLayout.tensorCoreHeadDims.contains(c.headDim) else {
-                return (loss, blas + attention)
-            }
-            // The tensor-core attention keeps one value per query row (no packed heads, no
-            // scores); the backward's largest scratch is then a linear layer's output gradient
-            // rounded to 16 bits (the widest projection's), beside a decoded tile of a packed weight.
-            let widest = max(c.intermediateSize, c.heads * c.headDim, c.hiddenSize)
-            let tile = packedProjections && (p.quantize != nil || p.baseDType.isQuantized) ? chunkBytes : 0
-            return (loss, blas + max(4 * pairs * length, 2 * rows * widest + tile))
+            return (loss, blas + 4 * headValues * packed + chunk * pairBytes + 3 * 4 * headValues + 4 * pairs * length)
         case .cpu:
             // The backend's threads: FRUGAL_THREADS, else the active processor count.
             let environment = ProcessInfo.processInfo.environment["FRUGAL_THREADS"].flatMap { Int($0) }

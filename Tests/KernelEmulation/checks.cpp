@@ -101,19 +101,16 @@ static void checkSumsOfSquares() {
     const int chunk = 1 << 16;
     std::vector<std::vector<float>> tensors;
     for (int size : {70000, 37, 65536, 65537, 200000}) tensors.push_back(random(size, size));
-    std::vector<unsigned long long> starts;
-    std::vector<long long> counts;
+    std::vector<unsigned long long> table;  // per chunk: address, count
     std::vector<int> offsets{0};
     for (auto& t : tensors) {
-        for (size_t first = 0; first < t.size(); first += chunk) {
-            starts.push_back((unsigned long long)(t.data() + first));
-            counts.push_back(std::min<long long>(chunk, t.size() - first));
-        }
-        offsets.push_back(int(starts.size()));
+        for (size_t first = 0; first < t.size(); first += chunk)
+            table.insert(table.end(), {(unsigned long long)(t.data() + first), (unsigned long long)std::min<size_t>(chunk, t.size() - first)});
+        offsets.push_back(int(table.size() / 2));
     }
-    std::vector<double> partials(starts.size()), totals(tensors.size());
-    emulatedLaunch({unsigned(starts.size()), 1, 1}, {256, 1, 1}, 0, sum_squares_chunks, partials.data(),
-                   (const unsigned long long*)starts.data(), (const long long*)counts.data());
+    std::vector<double> partials(table.size() / 2), totals(tensors.size());
+    emulatedLaunch({unsigned(partials.size()), 1, 1}, {256, 1, 1}, 0, sum_squares_chunks, partials.data(),
+                   (const unsigned long long*)table.data());
     emulatedLaunch({unsigned(tensors.size()), 1, 1}, {256, 1, 1}, 0, sum_partials_ranges, totals.data(),
                    (const double*)partials.data(), (const int*)offsets.data());
     double error = 0;

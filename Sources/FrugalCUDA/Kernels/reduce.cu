@@ -3,11 +3,11 @@
 // gradients use the same splits).
 #include "common.cuh"
 
-// partials[b] = Σ x² over chunk b of any of several tensors (=, double): its `counts[b]` f32
-// values start at address `starts[b]`. A block per chunk: one launch for a whole list of tensors.
-extern "C" __global__ void sum_squares_chunks(double* partials, const unsigned long long* starts, const long long* counts) {
-    const float* x = (const float*)starts[blockIdx.x];
-    const long long n = counts[blockIdx.x];
+// partials[c] = Σ x² over chunk c of any of several f32 tensors (=, double), a block per chunk (one
+// launch for a whole list): chunk c's two words are its first value's address and its value count.
+extern "C" __global__ void sum_squares_chunks(double* partials, const unsigned long long* chunks) {
+    const float* x = (const float*)chunks[2 * (long long)blockIdx.x];
+    const long long n = (long long)chunks[2 * (long long)blockIdx.x + 1];
     double sum = 0.0;
     for (long long i = threadIdx.x; i < n; i += blockDim.x) sum += (double)x[i] * (double)x[i];
     sum = block_sum_double(sum);
