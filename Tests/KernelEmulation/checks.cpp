@@ -12,6 +12,7 @@
 #include "dequantize.cu"
 
 #include <cstdio>
+#include <functional>
 #include <random>
 #include <string>
 

@@ -7,14 +7,11 @@
 #pragma once
 #define FRUGAL_EMULATION 1
 #include <algorithm>
-#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <functional>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -73,11 +70,6 @@ template <typename T> T emulatedExchange(T value, int source) {
     return result;
 }
 template <typename T> T __shfl_xor_sync(unsigned, T value, int mask) { return emulatedExchange(value, emulatedLane() ^ mask); }
-template <typename T> T __shfl_sync(unsigned, T value, int source) { return emulatedExchange(value, source); }
-template <typename T> T __shfl_down_sync(unsigned, T value, int delta) {
-    const int source = emulatedLane() + delta;
-    return emulatedExchange(value, source < 32 ? source : emulatedLane());
-}
 
 // Runs `kernel(arguments...)` over the grid, a block at a time, on one OS thread per CUDA thread
 // (the same threads for every block, which wait for each other between blocks).
@@ -114,17 +106,7 @@ template <typename A, typename B> auto min(A a, B b) -> std::common_type_t<A, B>
 template <typename A, typename B> auto max(A a, B b) -> std::common_type_t<A, B> { return a < b ? b : a; }
 inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
 inline float __int_as_float(int bits) { float f; std::memcpy(&f, &bits, 4); return f; }
-inline int __float_as_int(float f) { int bits; std::memcpy(&bits, &f, 4); return bits; }
-inline float __expf(float x) { return std::exp(x); }
 using std::isfinite;
-
-inline std::mutex& emulatedAtomics() { static std::mutex m; return m; }
-template <typename T> T atomicAdd(T* address, T value) {
-    std::lock_guard<std::mutex> lock(emulatedAtomics());
-    const T old = *address;
-    *address = old + value;
-    return old;
-}
 
 // The warp's m16n8k16 product (tensor_core.cuh's fragment layout) on 16-bit T: every lane posts
 // its fragments, then computes its four values of d += A·B from all of them.
