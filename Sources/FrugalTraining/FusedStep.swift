@@ -83,21 +83,14 @@ final class FusedStep {
         return squares.squareRoot()
     }
 
-    /// Checks and updates `indices`; the time goes to the optimizer phase, what came before to backward.
+    /// Checks and updates `indices` on the device.
     private func update(_ indices: [Int], zeroAfter: Bool) {
-        guard fault == nil, !indices.isEmpty else { return }
-        timer.mark(.backward)
-        defer { timer.mark(.optimizer) }
+        guard !indices.isEmpty else { return }
         let gradients = indices.map { parameters.parameters[$0].gradient }
-        let sums = backend.sumsOfSquares(gradients)
-        if let bad = sums.firstIndex(where: { !$0.isFinite }) {
-            fault = parameters.parameters[indices[bad]].name
-            return
+        checkThenApply(indices, sums: { backend.sumsOfSquares(gradients) }) {
+            optimizer.apply(rate: rate, to: indices)
+            if zeroAfter { backend.zero(gradients) }
         }
-        squares += sums.reduce(0, +)
-        optimizer.apply(rate: rate, to: indices)
-        updated.formUnion(indices)
-        if zeroAfter { backend.zero(gradients) }
     }
 
     /// Offloaded: queues `indices`' gradients to the host (zeroing shared ones behind the copies),
@@ -110,18 +103,25 @@ final class FusedStep {
         waiting = flight
     }
 
-    /// Offloaded: checks `flight`'s gradients on the host and updates them there unless one is not finite.
+    /// Offloaded: checks `flight`'s gradients on the host and updates them there.
     private func applyOnHost(_ flight: Optimizer.GradientsInFlight) {
+        checkThenApply(flight.indices, sums: { optimizer.sumsOfSquares(flight) }) { optimizer.applyOnHost(flight, rate: rate) }
+    }
+
+    /// Adds `indices`' sums of squares to the norm and runs `apply`, unless a sum is not finite
+    /// (then records the fault) or an earlier group's was; the time goes to the optimizer phase,
+    /// what came before to backward.
+    private func checkThenApply(_ indices: [Int], sums: () -> [Double], apply: () -> Void) {
         guard fault == nil else { return }
         timer.mark(.backward)
         defer { timer.mark(.optimizer) }
-        let sums = optimizer.sumsOfSquares(flight)
+        let sums = sums()
         if let bad = sums.firstIndex(where: { !$0.isFinite }) {
-            fault = parameters.parameters[flight.indices[bad]].name
+            fault = parameters.parameters[indices[bad]].name
             return
         }
         squares += sums.reduce(0, +)
-        optimizer.applyOnHost(flight, rate: rate)
-        updated.formUnion(flight.indices)
+        apply()
+        updated.formUnion(indices)
     }
 }
