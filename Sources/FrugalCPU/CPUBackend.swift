@@ -26,6 +26,8 @@ public final class CPUBackend: TrainingBackend, @unchecked Sendable {
     public let profile = OpProfile()
     /// Freed large buffers kept for reuse.
     let pages = PageCache(slackBytes: CPUBackend.pageCacheSlack)
+    /// Host copies brought back ahead of their `restore`.
+    private let prefetched = PrefetchTable<Tensor>()
     /// Bytes of freed buffers the backend may keep beyond its live memory.
     public static let pageCacheSlack = 32 << 20
     /// Most output rows of a packed weight widened per GEMM call.
@@ -112,7 +114,7 @@ public final class CPUBackend: TrainingBackend, @unchecked Sendable {
     }
 
     /// A copy in memory of its own, counted in `hostLedger`.
-    public func offload(_ tensor: Tensor) -> HostCopy {
+    public func offload(_ tensor: Tensor, dropping: Bool) -> HostCopy {
         let bytes = tensor.byteCount, pointer = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 1), alignment: 64)
         pointer.copyMemory(from: tensor.rawPointer, byteCount: bytes)
         let storage = TensorStorage(pointer: pointer, byteCount: bytes, category: tensor.storage.category, device: .cpu,
@@ -120,8 +122,14 @@ public final class CPUBackend: TrainingBackend, @unchecked Sendable {
         return HostCopy(storage: storage, shape: tensor.shape, dtype: tensor.dtype)
     }
 
+    /// The tensor `prefetch` made, or a new one.
     public func restore(_ copy: HostCopy) -> Tensor {
-        upload(copy.bytes, copy.shape, copy.dtype, copy.storage.category)
+        prefetched.take(copy) ?? upload(copy.bytes, copy.shape, copy.dtype, copy.storage.category)
+    }
+
+    /// Copies back now, as a GPU starts to, so that the ledger and `restore` behave as they do there.
+    public func prefetch(_ copy: HostCopy) {
+        prefetched.store(upload(copy.bytes, copy.shape, copy.dtype, copy.storage.category), for: copy)
     }
 
     public func upload(_ copy: HostCopy, into tensor: Tensor) {

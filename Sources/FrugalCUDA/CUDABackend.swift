@@ -1,5 +1,6 @@
 // CUDABackend: the GPU implementation of TrainingBackend — kernels compiled by NVRTC, GEMMs
-// through cuBLASLt, memory from a caching allocator, all work on one stream.
+// through cuBLASLt, memory from a caching allocator, the work on one stream and checkpointed block
+// inputs' copies on a second (CUDAOffload.swift).
 // The class, its memory and launch helpers live here; each op lives in its own file
 // (CUDALinear.swift, CUDANorms.swift, CUDAAttention.swift, …), beside its kernel in Kernels/.
 import Foundation
@@ -7,7 +8,8 @@ import FrugalCore
 
 /// The CUDA implementation of `TrainingBackend`.
 ///
-/// Ops queue work on one stream and return; only `download` and the ops whose result is a host
+/// Ops queue work on one stream and return (the copies of checkpointed block inputs go on a copy
+/// stream beside it, `CopyStream`); only `download` and the ops whose result is a host
 /// value (`crossEntropy`'s loss, `sumOfSquares`, `allFinite`) wait for the device. Small host
 /// arrays an op needs (token ids, positions) travel through pinned staging slots. A CUDA failure
 /// inside an op stops the process with the driver's message, as a CPU op's precondition does;
@@ -36,6 +38,8 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
     let staging: HostStaging
     /// Pinned buffers of offloaded activations (CUDAOffload.swift).
     let pinnedPool: PinnedPool
+    /// The stream that moves checkpointed block inputs, or nil (`Options.copyStream`).
+    let copies: CopyStream?
     public let multiprocessors: Int
     /// cuBLASLt's scratch memory.
     private(set) var blasWorkspace: Tensor!
@@ -60,15 +64,21 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
         /// FlashAttention-style tensor-core kernels (Kernels/flash_attention.cu) rather than
         /// through batched GEMMs. `FRUGAL_FLASH_ATTENTION=0` in the environment turns it off.
         public var flashAttention: Bool
+        /// Move offloaded block inputs on a second stream, alongside the compute, and bring each
+        /// back while the block after it runs its backward (`Backend.prefetch`); else on the one
+        /// stream, in line with the compute. `FRUGAL_COPY_STREAM=0` in the environment turns it off.
+        public var copyStream: Bool
 
         public init(allowTF32: Bool = false, lowPrecisionMatmul: Bool = false, blasWorkspaceBytes: Int = 32 << 20,
-                    tileBytes: Int = 64 << 20, attentionWorkspaceBytes: Int = 256 << 20, flashAttention: Bool = true) {
+                    tileBytes: Int = 64 << 20, attentionWorkspaceBytes: Int = 256 << 20, flashAttention: Bool = true,
+                    copyStream: Bool = true) {
             self.allowTF32 = allowTF32
             self.lowPrecisionMatmul = lowPrecisionMatmul
             self.blasWorkspaceBytes = blasWorkspaceBytes
             self.tileBytes = tileBytes
             self.attentionWorkspaceBytes = attentionWorkspaceBytes
             self.flashAttention = flashAttention
+            self.copyStream = copyStream
         }
     }
 
@@ -91,10 +101,12 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
         var options = options
         // The tensor-core kernels' bf16 products need Ampere (sm_80) or later.
         if environment["FRUGAL_FLASH_ATTENTION"] == "0" || cc.major < 8 { options.flashAttention = false }
+        if environment["FRUGAL_COPY_STREAM"] == "0" { options.copyStream = false }
         self.options = options
         multiprocessors = try driver.attribute(.multiprocessorCount, deviceHandle)
         context = try driver.retainPrimaryContext(deviceHandle)
         stream = try driver.createStream()
+        copies = options.copyStream ? try CopyStream(driver: driver) : nil
         let compiler = try KernelCompiler(nvrtc: try NVRTC(folders: folders), sources: try KernelSources.locate(environment: environment),
                                           includeFolder: KernelCompiler.findIncludeFolder(environment: environment),
                                           cacheFolder: KernelCompiler.defaultCacheFolder(environment: environment))
@@ -108,6 +120,7 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
 
     deinit {
         try? driver.synchronize(stream)
+        copies?.close()
         blasWorkspace = nil
         try? allocator.releaseCached()
         driver.destroyStream(stream)
@@ -144,8 +157,13 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
     /// A timer of a step's phases by events on the stream.
     public func makePhaseTimer() -> PhaseTimer { CUDAPhaseTimer(backend: self) }
 
-    /// Waits for all queued work.
-    public func synchronize() { must("synchronize") { try driver.synchronize(stream) } }
+    /// Waits for all queued work, the copy stream's too.
+    public func synchronize() {
+        must("synchronize") {
+            try driver.synchronize(stream)
+            try copies?.releaseFinished(waiting: true)
+        }
+    }
 
     /// Device memory free and total, in bytes, as the driver reports it.
     public func deviceMemory() -> (free: Int, total: Int) { must("cuMemGetInfo") { try driver.memoryInfo() } }
@@ -168,11 +186,18 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
         guard let bytes = dtype.byteCount(elements: shape.count) else {
             throw FrugalError.invalidArgument("shape \(shape) is not a whole number of \(dtype) blocks")
         }
-        guard ledger.fits(bytes) else { throw OutOfMemory.overBudget(ledger, device: .cuda, requested: bytes, category: category) }
         try driver.setCurrent(context)
+        // Block inputs whose copies to the host are done give back their memory first (over the
+        // budget, after waiting for every copy); out of device memory, the allocation waits for the
+        // copies before it gives up.
+        if let copies, copies.holdsMemory { try copies.releaseFinished(waiting: !ledger.fits(bytes)) }
+        guard ledger.fits(bytes) else { throw OutOfMemory.overBudget(ledger, device: .cuda, requested: bytes, category: category) }
         let pointer: DevicePointer, size: Int
         do {
             (pointer, size) = try allocator.allocate(bytes, category: category)
+        } catch CUDAError.outOfMemory where copies?.holdsMemory == true {
+            try copies?.releaseFinished(waiting: true)
+            return try allocate(shape, dtype, category)
         } catch let CUDAError.outOfMemory(requested, _, free, total) {
             throw OutOfMemory(device: .cuda, requested: requested, category: category, free: free, total: total, isBudget: false,
                               memory: ledger.snapshot, advice: ledger.advice)

@@ -48,9 +48,11 @@ public final class CUDADriver: @unchecked Sendable {
     private let cuStreamCreate: @convention(c) (UnsafeMutablePointer<Handle?>, UInt32) -> Int32
     private let cuStreamDestroy: @convention(c) (Handle?) -> Int32
     private let cuStreamSynchronize: @convention(c) (Handle?) -> Int32
+    private let cuStreamWaitEvent: @convention(c) (Handle?, Handle?, UInt32) -> Int32
     private let cuEventCreate: @convention(c) (UnsafeMutablePointer<Handle?>, UInt32) -> Int32
     private let cuEventRecord: @convention(c) (Handle?, Handle?) -> Int32
     private let cuEventSynchronize: @convention(c) (Handle?) -> Int32
+    private let cuEventQuery: @convention(c) (Handle?) -> Int32
     private let cuEventElapsedTime: @convention(c) (UnsafeMutablePointer<Float>, Handle?, Handle?) -> Int32
     private let cuEventDestroy: @convention(c) (Handle?) -> Int32
     private let cuGetErrorString: @convention(c) (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>) -> Int32
@@ -104,9 +106,11 @@ public final class CUDADriver: @unchecked Sendable {
         cuStreamCreate = try s("cuStreamCreate")
         cuStreamDestroy = try s("cuStreamDestroy_v2")
         cuStreamSynchronize = try s("cuStreamSynchronize")
+        cuStreamWaitEvent = try s("cuStreamWaitEvent")
         cuEventCreate = try s("cuEventCreate")
         cuEventRecord = try s("cuEventRecord")
         cuEventSynchronize = try s("cuEventSynchronize")
+        cuEventQuery = try s("cuEventQuery")
         cuEventElapsedTime = try s.optional("cuEventElapsedTime_v2") ?? s("cuEventElapsedTime")
         cuEventDestroy = try s("cuEventDestroy_v2")
         cuGetErrorString = try s("cuGetErrorString")
@@ -323,6 +327,19 @@ public final class CUDADriver: @unchecked Sendable {
 
     /// Waits for `event`.
     public func synchronize(event: Handle) throws { try check(cuEventSynchronize(event), "cuEventSynchronize") }
+
+    /// Makes work queued on `stream` after this call wait until `event` has passed (the host does not wait).
+    public func wait(_ stream: Handle?, for event: Handle) throws {
+        try check(cuStreamWaitEvent(stream, event, 0), "cuStreamWaitEvent")
+    }
+
+    /// Whether the work before `event` is done, without waiting (`CUDA_ERROR_NOT_READY`: not yet).
+    public func isDone(_ event: Handle) throws -> Bool {
+        let code = cuEventQuery(event)
+        if code == 600 { return false }
+        try check(code, "cuEventQuery")
+        return true
+    }
 
     /// Milliseconds between two recorded timing events.
     public func elapsed(from start: Handle, to end: Handle) throws -> Float {

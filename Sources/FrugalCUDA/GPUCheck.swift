@@ -467,6 +467,22 @@ struct GPUChecker {
             copy = nil
             return ([restored, reuse], [Double(held), Double(be.hostLedger.snapshot.current[.activations, default: 0] - before)])
         }
+        // The copy stream: block inputs dropped as they go (their memory reused by later work as soon
+        // as the copies allow), one brought back ahead while other work runs, one brought back in line.
+        let inputs = (0..<4).map { random(n, scale: Float($0 + 1)) }
+        check("offload of dropped tensors on the copy stream, prefetch and restore: bytes unchanged", tolerance: 0) { be in
+            let copies = inputs.map { values in
+                let copy = be.offload(Self.make(be, values, [n]), dropping: true)
+                be.scale(be.zeros([n], .f32, .activations), by: 2)
+                return copy
+            }
+            be.prefetch(copies[2])
+            let busy = be.zeros([4 * n], .f32, .activations)
+            be.scale(busy, by: 3)
+            let restored = [be.restore(copies[3]), be.restore(copies[2])]
+            be.scale(restored[1], by: 1)
+            return (restored + [be.restore(copies[0]), busy], [])
+        }
         check("offloaded AdamW: gradient to the host, the host's step, bf16-rounded weight back", tolerance: 0) { be in
             let weight = Self.make(be, p, [n], .f32, .trainable), gradient = Self.make(be, g, [n], .f32, .gradients)
             let master = host.zeros([n], .f32, .optimizer), hostGradient = host.empty([n], .f32, .gradients)

@@ -87,10 +87,19 @@ public protocol Backend: AnyObject, Sendable {
     func downloadBytes(_ tensor: Tensor) -> [UInt8]
     /// Moves `tensor`'s bytes to host memory counted in `hostLedger` (on a GPU: pinned, copied
     /// asynchronously after the queued work), so the caller can drop the device tensor.
-    func offload(_ tensor: Tensor) -> HostCopy
+    ///
+    /// With `dropping`, the caller promises to drop the tensor without writing it again (a
+    /// checkpointed block input): a GPU then copies on its copy engine alongside the work queued
+    /// later, and holds the tensor's memory until the copy is done. Without, later work may write
+    /// the tensor at once (it runs after the copy).
+    func offload(_ tensor: Tensor, dropping: Bool) -> HostCopy
     /// A new device tensor, in the category the copy was made from, holding `copy`'s bytes
     /// (on a GPU: copied asynchronously after the queued work).
     func restore(_ copy: HostCopy) -> Tensor
+    /// Starts bringing `copy` back ahead of its `restore`, which then returns that tensor: on a GPU
+    /// the copy engine moves it alongside the work queued in between. The tensor counts in the
+    /// ledger from this call.
+    func prefetch(_ copy: HostCopy)
     /// Copies `copy`'s bytes into `tensor` (same dtype and count; on a GPU asynchronously, after the
     /// queued work). The host may drop the copy at once, but must not write its bytes again before
     /// a fence queued after this call has passed.
@@ -156,6 +165,9 @@ public protocol Backend: AnyObject, Sendable {
 }
 
 extension Backend {
+    /// `offload` of a tensor that later work may write.
+    public func offload(_ tensor: Tensor) -> HostCopy { offload(tensor, dropping: false) }
+
     /// `attention` without statistics for a backward.
     public func attention(_ out: Tensor, q: Tensor, k: Tensor, v: Tensor, layout: AttentionLayout) {
         attention(out, q: q, k: k, v: v, layout: layout, logSumExp: nil)

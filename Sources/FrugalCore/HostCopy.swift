@@ -1,5 +1,6 @@
 // HostCopy: a device tensor's bytes parked in host memory (activation offload, an offloaded
-// optimizer's gradients), until restored.
+// optimizer's gradients), until restored; and the table of copies on their way back.
+import Foundation
 
 /// A tensor's bytes moved to host memory by `Backend.offload`, brought back by `Backend.restore`.
 ///
@@ -34,5 +35,33 @@ public struct HostCopy: @unchecked Sendable {
     /// The bytes, in `dtype`'s layout.
     public var bytes: UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(start: storage.pointer, count: dtype.byteCount(elements: shape.count)!)
+    }
+}
+
+/// Tensors a backend started bringing back from host copies (`Backend.prefetch`), each until
+/// `restore` takes it. Keyed by the copy's storage, which the table keeps alive meanwhile so that
+/// a new copy cannot take its place.
+public final class PrefetchTable<Value>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var entries: [ObjectIdentifier: (storage: TensorStorage, value: Value)] = [:]
+
+    public init() {}
+
+    /// Keeps `value` for `copy`.
+    public func store(_ value: Value, for copy: HostCopy) {
+        lock.withLock { entries[ObjectIdentifier(copy.storage)] = (copy.storage, value) }
+    }
+
+    /// What was stored for `copy`, removed; nil when nothing was.
+    public func take(_ copy: HostCopy) -> Value? {
+        lock.withLock { entries.removeValue(forKey: ObjectIdentifier(copy.storage))?.value }
+    }
+
+    /// Every value stored and not taken, removed.
+    public func removeAll() -> [Value] {
+        lock.withLock {
+            defer { entries = [:] }
+            return entries.values.map(\.value)
+        }
     }
 }

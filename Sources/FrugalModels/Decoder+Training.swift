@@ -99,7 +99,7 @@ extension Decoder {
         let loss = backend.crossEntropy(hidden: pass.hidden, head: weights.head, targets: batch.targets, dHidden: dHidden,
                                         dHead: parameters.gradient(of: weights.head), gradientScale: options.gradientScale)
         timer?.mark(.forward)
-        backward(dHidden, pass, into: parameters, blockDone: blockDone)
+        backward(consume dHidden, consume pass, into: parameters, blockDone: blockDone)
         timer?.mark(.backward)
         return loss
     }
@@ -127,24 +127,33 @@ extension Decoder {
 
     /// Backward from the gradient of the hidden states a `forwardForTraining` returned,
     /// accumulating parameter gradients (+=). A pass can be backpropagated once.
+    ///
+    /// Pass both with `consume` (`decoder.backward(consume dHidden, consume pass, …)`): the hidden
+    /// states, their gradient and the final norm's activations are then freed once the head's
+    /// backward is done, and each block's tape once its backward is, instead of living through the
+    /// whole backward.
     /// - Parameter blockDone: called with a block's index as soon as that block's gradients are
     ///   complete (blocks finish last to first), before any other block's backward writes to them.
-    public func backward(_ dHidden: Tensor, _ pass: TrainingPass, into parameters: TrainableParameters,
+    public func backward(_ dHidden: consuming Tensor, _ pass: consuming TrainingPass, into parameters: TrainableParameters,
                          blockDone: ((Int) -> Void)? = nil) {
         guard let backend = backend as? TrainingBackend else { preconditionFailure("backend cannot train") }
+        let input = pass.input, finish = pass.finish
         var tapes = pass.tapes
-        var dx = finishBackward(dHidden, pass.finish, parameters, backend)
+        _ = consume pass
+        var dx = finishBackward(consume dHidden, consume finish, parameters, backend)
         for index in weights.blocks.indices.reversed() {
             var tape = tapes.removeLast()
+            // The next block's input crosses back while this block is recomputed and differentiated.
+            if let next = tapes.last?.offloaded { backend.prefetch(next) }
             if tape.h1 == nil {
                 let recomputed = BlockTape(training: tape.training, random: tape.random)
-                _ = blockForward(index, tape.offloaded.map(backend.restore) ?? tape.input, pass.input, cache: nil, tape: recomputed)
+                _ = blockForward(index, tape.offloaded.map(backend.restore) ?? tape.input, input, cache: nil, tape: recomputed)
                 tape = recomputed
             }
-            dx = blockBackward(index, dx, tape, pass.input, parameters, backend)
+            dx = blockBackward(index, dx, tape, input, parameters, backend)
             blockDone?(index)
         }
-        embedBackward(dx, pass.input, parameters, backend)
+        embedBackward(dx, input, parameters, backend)
     }
 
     // MARK: - Ends of the network
@@ -320,7 +329,7 @@ extension BlockTape {
     /// moved to host memory when `backend` is given.
     func checkpoint(offloadingTo backend: Backend?) -> BlockTape {
         let kept = BlockTape(training: training, random: startRandom)
-        if let backend { kept.offloaded = backend.offload(input) } else { kept.input = input }
+        if let backend { kept.offloaded = backend.offload(input, dropping: true) } else { kept.input = input }
         return kept
     }
 }

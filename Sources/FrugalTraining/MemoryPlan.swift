@@ -171,17 +171,25 @@ public struct MemoryPlan: Sendable, Equatable {
         let keptValues = d + (configuration.checkpointing ? c.layers * d - widened : 0) - offloaded
         let kept = stored * keptValues + (configuration.checkpointing ? 0 : c.layers * tape)
         // f32: the widened output, the final norm's output and the gradient of the hidden states,
-        // live through backward.
+        // live from the loss until the head's backward is done (`Decoder.backward` consumes them).
         let ends = 4 * (widened + (c.finalNorm ? d : 0) + d)
+        // Checkpointed, the blocks' backward keeps only their inputs still on the device: the last
+        // block's output went with the ends.
+        let keptInBackward = configuration.checkpointing ? stored * (c.layers * d - offloaded) : kept
         // Deepest point of a block's backward (f32 gradients): in the MLP, the incoming gradient,
         // the product's (which the gate's overwrites) and up's gradients, and that of the MLP's
         // input; or, the MLP's gradients freed, in the attention: the incoming gradient and the
         // MLP's output gradient, the gradients of the attention output, q, k, v, of h1, its norm's
         // and the block input's.
         let backward = 4 * max(2 * d + (c.gatedMLP ? 2 : 1) * mlp, 5 * d + 2 * q + 2 * kv)
-        let restored = configuration.offloadActivations ? stored * d : 0
-        let activations = rows * (kept + restored + ends + (configuration.checkpointing ? tape : 0) + backward)
+        // Offloaded, the block's input brought back, and the next block's on its way back meanwhile
+        // (`Backend.prefetch`).
+        let restored = configuration.offloadActivations ? 2 * stored * d : 0
         let atLoss = rows * (kept + ends)
+        // The head's backward adds the final norm's input gradient to what the loss kept; the blocks'
+        // backward holds the kept inputs, the one brought back, the block recomputed and its gradients.
+        let activations = max(atLoss + rows * 4 * d,
+                              rows * (keptInBackward + restored + (configuration.checkpointing ? tape : 0) + backward))
 
         let (lossWorkspace, backwardWorkspace) = workspace(configuration, rows: rows)
         let deviceOptimizer = configuration.offloadOptimizer ? 0 : optimizer

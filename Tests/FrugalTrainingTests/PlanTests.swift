@@ -273,9 +273,12 @@ final class PlanTests: XCTestCase {
                                  activations: .f32, device: .cuda)
     }
 
+    /// The checkpointed run kept the head's f32 tensors (the last output, the final norm's, the hidden
+    /// states' gradient: 256 MiB here) through the blocks' backward, which now frees them: its
+    /// activations, 10% above this version's, go unchecked until the row is measured again.
     func testLlama31LoRAAgainstH100() throws {
         try checkAgainstH100(w1(checkpointing: false), "2026-11-22-h100-perf-w1.json", "W1")
-        try checkAgainstH100(w1(checkpointing: true), "2026-11-22-h100-perf-w1.json", "W1-ckpt")
+        try checkAgainstH100(w1(checkpointing: true), "2026-11-22-h100-perf-w1.json", "W1-ckpt", skipping: .activations)
     }
 
     /// W2: Llama-2-7B's shape, LoRA r16 on q, k, v, batch 8 × 256, fp32 (f32 base) and bf16 (bf16 base).

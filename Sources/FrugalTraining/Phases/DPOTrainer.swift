@@ -149,7 +149,7 @@ public final class DPOTrainer: @unchecked Sendable {
             backend.scale(dHidden.rows(sequences.positions(of: n + i)), by: -d)
         }
         update.timer.mark(.forward)
-        decoder.backward(dHidden, pass, into: parameters)
+        decoder.backward(consume dHidden, consume pass, into: parameters)
         update.timer.mark(.backward)
     }
 

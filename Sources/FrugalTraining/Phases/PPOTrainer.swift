@@ -327,7 +327,7 @@ public final class PPOTrainer: @unchecked Sendable {
         let dFromCritic = backend.zeros(pass.hidden.shape, .f32, .activations)
         critic.backward(dValues: dValues, hidden: pass.hidden, dHidden: dFromCritic)
         backend.add(dHidden, dHidden, dFromCritic)
-        decoder.backward(dHidden, pass, into: parameters)
+        decoder.backward(consume dHidden, consume pass, into: parameters)
         update.timer.mark(.backward)
         totals["policy_loss", default: 0] += policyLoss
         totals["value_loss", default: 0] += valueLoss

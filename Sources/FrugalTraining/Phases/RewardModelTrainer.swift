@@ -108,7 +108,7 @@ public final class RewardModelTrainer: @unchecked Sendable {
         update.timer.mark(.forward)
         let dHidden = update.backend.zeros(pass.hidden.shape, .f32, .activations)
         head.backward(dValues: dValues, hidden: pass.hidden, dHidden: dHidden)
-        decoder.backward(dHidden, pass, into: parameters)
+        decoder.backward(consume dHidden, consume pass, into: parameters)
         update.timer.mark(.backward)
     }
 
