@@ -4,10 +4,9 @@ import Foundation
 import FrugalCore
 
 extension CPUBackend {
-    /// Rows of hidden states whose logits exist at once: 25 MiB of logits at a 49152-token
-    /// vocabulary, GEMMs tall enough to run near BLAS's peak (a packed head is widened once per
-    /// chunk, a few percent of the chunk's GEMMs).
-    static let crossEntropyChunkRows = 128
+    /// Rows of hidden states whose logits exist at once (`ScratchSizing.cpuCrossEntropyChunkRows`;
+    /// a packed head is widened once per chunk, a few percent of the chunk's GEMMs).
+    static let crossEntropyChunkRows = ScratchSizing.cpuCrossEntropyChunkRows
 
     /// Cross-entropy of `hidden·headᵀ` against `targets`, `crossEntropyChunkRows` rows at a time:
     /// logits `z = hidden·headᵀ` (`linear`), per row `loss = log Σ exp(z − max) − (z_target − max)`

@@ -9,4 +9,9 @@ public enum ScratchSizing {
     public static func crossEntropyChunkRows(rows: Int, vocabulary: Int, tileBytes: Int) -> Int {
         max(1, min(rows, max(512, tileBytes / 4 / max(vocabulary, 1))))
     }
+
+    /// Rows of logits per chunk of the CPU's fused head and cross-entropy: 48 MiB of f32 logits at
+    /// a 49,152-token vocabulary, and GEMMs about 10% faster than at 128 rows (each thread's share
+    /// of the head is packed for more rows).
+    public static let cpuCrossEntropyChunkRows = 256
 }

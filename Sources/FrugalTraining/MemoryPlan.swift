@@ -304,8 +304,9 @@ public struct MemoryPlan: Sendable, Equatable {
     /// packed weight's decoded tile; otherwise attention's packed q, k, v and output gradient (in 16
     /// bits under a 16-bit policy or with 16-bit activations, else f32), a chunk of one query
     /// block's scores (`AttentionLayout.queryBlockSize`) of at most 256 MiB, the f32 packed
-    /// gradients of q, k and v, and one value per query row. CPU: at the loss, 128 rows of logits (and a packed head's tiles,
-    /// widened to f32 by each worker); in backward, each worker's block of 64 query rows of
+    /// gradients of q, k and v, and one value per query row. CPU: at the loss, a chunk of logits
+    /// (`ScratchSizing.cpuCrossEntropyChunkRows` rows; and a packed head's tiles, widened to f32
+    /// by each worker); in backward, each worker's block of 64 query rows of
     /// probabilities and their gradient, or a packed weight's widened tiles, with 16-bit activations
     /// widened to f32 beside them.
     static func workspace(_ p: Configuration, rows: Int) -> (loss: Int, backward: Int) {
@@ -352,7 +353,7 @@ public struct MemoryPlan: Sendable, Equatable {
             let sixteen = p.activationDType != .f32
             let widenedAttention = sixteen ? 4 * rows * 2 * (c.heads + c.kvHeads) * c.headDim : 0
             let widenedProjection = sixteen ? 4 * rows * (c.hiddenSize + c.intermediateSize) : 0
-            return (4 * min(rows, 128) * vocabulary + 4 * headTileRows * width + widenedHead,
+            return (4 * min(rows, ScratchSizing.cpuCrossEntropyChunkRows) * vocabulary + 4 * headTileRows * width + widenedHead,
                     max(attention + widenedAttention,
                         max(4 * tileRows * max(width, c.intermediateSize), widenedWeight) + widenedProjection))
         }
