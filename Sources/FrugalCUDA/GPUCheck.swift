@@ -9,9 +9,11 @@ import FrugalCore
 /// - Parameters:
 ///   - reference: the backend taken as truth (the CLI passes `CPUBackend()`; FrugalCUDA does not
 ///     depend on FrugalCPU).
+///   - only: when given, only the checks whose names contain it (and no memory accounting): a
+///     few kernels under `compute-sanitizer`.
 ///   - report: called with each result as soon as it is known (a CUDA fault stops the process).
 /// - Returns: one result per check; a single failed result saying why when no GPU is usable.
-public func runGPUChecks(reference: any TrainingBackend, options: CUDABackend.Options = .init(),
+public func runGPUChecks(reference: any TrainingBackend, options: CUDABackend.Options = .init(), only: String? = nil,
                          report: @escaping (CheckResult) -> Void = { _ in }) -> [CheckResult] {
     let gpu: CUDABackend
     do { gpu = try CUDABackend(options: options) } catch {
@@ -19,17 +21,19 @@ public func runGPUChecks(reference: any TrainingBackend, options: CUDABackend.Op
         report(result)
         return [result]
     }
-    var checker = GPUChecker(gpu: gpu, cpu: reference, report: report)
+    var checker = GPUChecker(gpu: gpu, cpu: reference, report: report, only: only)
     checker.run()
     checker.checkActivationDtypes()
-    let memory = memoryAccountingCheck(gpu)
-    report(memory)
-    checker.results.append(memory)
+    if only == nil {
+        let memory = memoryAccountingCheck(gpu)
+        report(memory)
+        checker.results.append(memory)
+    }
     // Again with 16-bit tensor-core operands (as bf16 and fp16 training run): GEMMs and attention.
     var lowPrecision = options
     lowPrecision.lowPrecisionMatmul = true
     guard let fast = try? CUDABackend(options: lowPrecision) else { return checker.results }
-    var roundingChecker = GPUChecker(gpu: fast, cpu: reference, report: report)
+    var roundingChecker = GPUChecker(gpu: fast, cpu: reference, report: report, only: only)
     roundingChecker.roundsOperands = true
     roundingChecker.checkLinear()
     roundingChecker.checkAttention()
@@ -92,14 +96,16 @@ struct GPUChecker {
     let gpu: any TrainingBackend
     let cpu: any TrainingBackend
     let report: (CheckResult) -> Void
+    /// Runs only the checks whose names contain this, when given.
+    let only: String?
     var results = [CheckResult]()
     /// Whether the candidate rounds activations to 16 bits for its GEMMs (`lowPrecisionMatmul`):
     /// looser tolerances, and the check names say so.
     var roundsOperands = false
     private var state: UInt64 = 0x9E37_79B9_7F4A_7C15
 
-    init(gpu: any TrainingBackend, cpu: any TrainingBackend, report: @escaping (CheckResult) -> Void) {
-        self.gpu = gpu; self.cpu = cpu; self.report = report
+    init(gpu: any TrainingBackend, cpu: any TrainingBackend, report: @escaping (CheckResult) -> Void, only: String? = nil) {
+        self.gpu = gpu; self.cpu = cpu; self.report = report; self.only = only
     }
 
     /// Uniform values in [−scale, scale) (SplitMix64).
@@ -154,6 +160,7 @@ struct GPUChecker {
     mutating func check(_ name: String, tolerance: Double = GPUCheckTolerance.f32,
                         _ body: (any TrainingBackend) -> (tensors: [Tensor], scalars: [Double])) {
         let name = roundsOperands ? name + ", 16-bit tensor-core operands" : name
+        if let only, !name.contains(only) { return }
         let tolerance = roundsOperands ? max(tolerance, GPUCheckTolerance.roundedOperands) : tolerance
         let expected = body(cpu), actual = body(gpu)
         var worst = 0.0, detail = ""

@@ -46,13 +46,17 @@ extension Frugal {
         @Option(help: "Folder of fixture models (default: the repository's Tests/FrugalModelsTests/Fixtures/models).")
         var models = "Tests/FrugalModelsTests/Fixtures/models"
         @Flag(name: .customLong("skip-ops"), help: "Only the whole-model checks.") var skipOps = false
+        @Option(help: "Only the op checks whose names contain this (e.g. \"attention\" under compute-sanitizer).")
+        var only: String?
         @Option(help: "Also write the results as JSON here.") var json: String?
 
         func run() throws {
             var results = [CheckResult]()
-            if !skipOps { results += runGPUChecks(reference: CPUBackend()) { print($0.description) } }
-            results += try modelChecks()
-            results += try OffloadAgreement.run(makeBackend: { try CUDABackend() }) { print($0.description) }
+            if !skipOps { results += runGPUChecks(reference: CPUBackend(), only: only) { print($0.description) } }
+            if only == nil {
+                results += try modelChecks()
+                results += try OffloadAgreement.run(makeBackend: { try CUDABackend() }) { print($0.description) }
+            }
             let failed = results.filter { !$0.passed }.count
             print("\(results.count - failed) passed, \(failed) failed")
             if let json {

@@ -67,5 +67,15 @@ final class GPUCheckHarnessTests: XCTestCase {
         }
         XCTAssertTrue(checker.results.contains { $0.name.hasPrefix("attention backward") })
         XCTAssertTrue(checker.results.contains { $0.name.hasPrefix("rmsNorm bf16 activations") })
+        XCTAssertTrue(checker.results.contains { $0.name.contains("copy stream") })
+    }
+
+    /// `--only`: the checks whose names contain the text, and no others.
+    func testOnlyRunsTheMatchingChecks() {
+        var checker = GPUChecker(gpu: CPUBackend(), cpu: CPUBackend(), report: { _ in }, only: "attention")
+        checker.run()
+        checker.checkActivationDtypes()
+        XCTAssertGreaterThan(checker.results.count, 10)
+        XCTAssertTrue(checker.results.allSatisfy { $0.name.contains("attention") }, "\(checker.results.map(\.name))")
     }
 }
