@@ -44,6 +44,15 @@ final class CopyStream: @unchecked Sendable {
         return done
     }
 
+    /// Makes work queued on `compute` from now on wait for the copies queued here so far: a copy on
+    /// the compute stream through a pinned buffer this stream may still be writing or reading.
+    func order(before compute: CUDADriver.Handle) throws {
+        let tail = try driver.createEvent()
+        defer { driver.destroyEvent(tail) }
+        try driver.record(tail, on: stream)
+        try driver.wait(compute, for: tail)
+    }
+
     /// Holds `tensor`'s memory until `done` has passed.
     func hold(_ tensor: Tensor, until done: CUDADriver.Handle) {
         lock.withLock { held.append((done, tensor)) }
@@ -77,9 +86,10 @@ final class CopyStream: @unchecked Sendable {
 
 /// Pinned host buffers, kept by size once released so later offloads skip `cuMemAllocHost`.
 ///
-/// A buffer is reused without waiting: every copy into or out of it is ordered on the backend's
-/// one stream, so its next offload runs after its last restore or upload (the host writes into a
-/// buffer only after a fence that follows the offload into it).
+/// A buffer is reused without waiting: the copies into and out of it are ordered — those on the
+/// copy stream among themselves, and each on the compute stream after the copy stream's work
+/// queued before it (`CopyStream.order`) — so its next offload runs after its last restore or
+/// upload (the host writes into a buffer only after a fence that follows the offload into it).
 final class PinnedPool: @unchecked Sendable {
     private let driver: CUDADriver
     private var free: [Int: [UnsafeMutableRawPointer]] = [:]
@@ -118,6 +128,7 @@ extension CUDABackend {
                 let done = try copies.after(stream) { try driver.copyAsync(to: pinned, from: tensor.address, bytes: bytes, stream: $0) }
                 copies.hold(tensor, until: done)
             } else {
+                try copies?.order(before: stream)
                 try driver.copyAsync(to: pinned, from: tensor.address, bytes: bytes, stream: stream)
             }
             let storage = TensorStorage(pointer: pinned, byteCount: bytes, category: tensor.storage.category, device: .cpu,
@@ -136,6 +147,7 @@ extension CUDABackend {
                 return tensor
             }
             let tensor = try allocate(copy.shape, copy.dtype, copy.storage.category)
+            try copies?.order(before: stream)
             try driver.copyAsync(to: tensor.address, from: copy.storage.pointer, bytes: tensor.byteCount, stream: stream)
             return tensor
         }
@@ -159,6 +171,7 @@ extension CUDABackend {
         precondition(copy.dtype == tensor.dtype && copy.shape.count == tensor.count && tensor.storage.device == .cuda,
                      "upload: \(copy.shape) \(copy.dtype) into \(tensor.storage.device) \(tensor.shape) \(tensor.dtype)")
         must("upload(\(copy.shape), \(copy.dtype))") {
+            try copies?.order(before: stream)
             try driver.copyAsync(to: tensor.address, from: copy.storage.pointer, bytes: tensor.byteCount, stream: stream)
         }
     }
