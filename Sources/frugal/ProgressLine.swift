@@ -1,4 +1,5 @@
 // ProgressLine: one self-updating terminal line with step, loss, tokens/s, memory and ETA.
+import ArgumentParser
 import Foundation
 import FrugalCore
 import FrugalTraining
@@ -63,5 +64,21 @@ final class InterruptFlag: @unchecked Sendable {
     var isSet: Bool {
         lock.lock(); defer { lock.unlock() }
         return set
+    }
+}
+
+extension InterruptFlag {
+    /// After a step: writes a checkpoint of `trainer` into `directory` when one is due (every
+    /// `every` steps; 0: never) or the user interrupted; interrupted, it ends the progress line
+    /// and stops the command (exit 130), saying how to resume.
+    func checkpointIfDue<T: Checkpointable>(_ trainer: T, step: Int, every: Int, in directory: URL,
+                                            progress: inout ProgressLine) throws {
+        guard isSet || (every > 0 && step % every == 0) else { return }
+        let path = try withCleanErrors { try Checkpoint.save(trainer, in: directory) }
+        if isSet {
+            progress.finish()
+            print("interrupted: checkpoint written to \(path.path); continue with --resume")
+            throw ExitCode(130)
+        }
     }
 }

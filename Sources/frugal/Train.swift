@@ -162,15 +162,8 @@ extension Frugal {
                     progress.note("step \(step): fp16 gradients overflowed, skipped; loss scale now \(scale)")
                 case .checkpoint: break
                 }
-                let due = checkpointEvery > 0 && trainer.step % checkpointEvery == 0
-                if interrupt.isSet || due {
-                    let path = try withCleanErrors { try Checkpoint.save(trainer, in: directory) }
-                    if interrupt.isSet {
-                        progress.finish()
-                        print("interrupted: checkpoint written to \(path.path); continue with --resume")
-                        throw ExitCode(130)
-                    }
-                }
+                try interrupt.checkpointIfDue(trainer, step: trainer.step, every: checkpointEvery, in: directory,
+                                              progress: &progress)
             }
             progress.finish()
             if let governor { print(PowerOptions.summary(governor)) }

@@ -185,14 +185,7 @@ extension Frugal.Train {
             case let .skippedStep(step, scale):
                 progress.note("step \(step): fp16 gradients overflowed, skipped; loss scale now \(scale)")
             }
-            if interrupt.isSet || (checkpointEvery > 0 && trainer.step % checkpointEvery == 0) {
-                let path = try withCleanErrors { try Checkpoint.save(trainer, in: directory) }
-                if interrupt.isSet {
-                    progress.finish()
-                    print("interrupted: checkpoint written to \(path.path); continue with --resume")
-                    throw ExitCode(130)
-                }
-            }
+            try interrupt.checkpointIfDue(trainer, step: trainer.step, every: checkpointEvery, in: directory, progress: &progress)
         }
         progress.finish()
         if let governor { print(PowerOptions.summary(governor)) }
