@@ -440,6 +440,19 @@ struct GPUChecker {
                 return ([dst], [])
             }
         }
+        // GGUF's other types, which Frugal reads but does not write: random blocks, their f16 scales
+        // (at these byte offsets) kept finite.
+        for (dtype, scales) in [(DType.q4_0, [0]), (.q4_1, [0, 2]), (.q4_K, [0, 2]), (.q6_K, [208])] {
+            let blocks = 12
+            var bytes = random(blocks * dtype.blockBytes).map { UInt8(truncatingIfNeeded: Int(($0 + 1) * 128)) }
+            for b in 0..<blocks { for offset in scales { bytes[b * dtype.blockBytes + offset + 1] &= 0x3F } }
+            check("copy from \(dtype.rawValue) (random blocks) into f32 at an offset") { be in
+                let dst = be.zeros([blocks * dtype.blockSize + 64], .f32, .activations)
+                let packed = bytes.withUnsafeBytes { be.upload($0, [blocks * dtype.blockSize], dtype, .weights) }
+                be.copy(dst, at: 64, from: packed)
+                return ([dst], [])
+            }
+        }
     }
 
     mutating func checkCrossEntropy() {

@@ -449,6 +449,97 @@ static void checkNF4Decoding() {
     report("dequantize_nf4 (a byte per thread) against decode_nf4, f32 and bf16", error, 0);
 }
 
+// GGUF's block layouts decoded a block at a time in plain C++, as ggml's dequantize_row_* do: the
+// references of the per-value kernels.
+namespace gguf_reference {
+static float f16(const unsigned char* p) { return __half2float(__ushort_as_half((unsigned short)(p[0] | (p[1] << 8)))); }
+
+static void q8_0(const unsigned char* b, float* y) {
+    for (int i = 0; i < 32; i++) y[i] = (float)(signed char)b[2 + i] * f16(b);
+}
+static void q4_0(const unsigned char* b, float* y) {
+    for (int i = 0; i < 16; i++) {
+        y[i] = (float)((b[2 + i] & 0x0F) - 8) * f16(b);
+        y[i + 16] = (float)((b[2 + i] >> 4) - 8) * f16(b);
+    }
+}
+static void q4_1(const unsigned char* b, float* y) {
+    for (int i = 0; i < 16; i++) {
+        y[i] = (float)(b[4 + i] & 0x0F) * f16(b) + f16(b + 2);
+        y[i + 16] = (float)(b[4 + i] >> 4) * f16(b) + f16(b + 2);
+    }
+}
+static void q4_K(const unsigned char* b, float* y) {
+    const unsigned char* scales = b + 4;
+    for (int j = 0; j < 8; j++) {
+        int sc, m;
+        if (j < 4) { sc = scales[j] & 63; m = scales[j + 4] & 63; }
+        else { sc = (scales[j + 4] & 0x0F) | ((scales[j - 4] >> 6) << 4); m = (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4); }
+        const float d = f16(b) * (float)sc, min = f16(b + 2) * (float)m;
+        const unsigned char* q = b + 16 + 32 * (j / 2);
+        for (int l = 0; l < 32; l++) y[32 * j + l] = d * (float)(j % 2 == 0 ? q[l] & 0x0F : q[l] >> 4) - min;
+    }
+}
+static void q6_K(const unsigned char* b, float* y) {
+    for (int half = 0; half < 2; half++) {
+        const unsigned char *ql = b + 64 * half, *qh = b + 128 + 32 * half;
+        const signed char* sc = (const signed char*)(b + 192 + 8 * half);
+        for (int l = 0; l < 32; l++) {
+            const int is = l / 16;
+            const int q1 = ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) - 32, q2 = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            const int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32, q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            y[128 * half + l] = f16(b + 208) * (float)sc[is] * (float)q1;
+            y[128 * half + l + 32] = f16(b + 208) * (float)sc[is + 2] * (float)q2;
+            y[128 * half + l + 64] = f16(b + 208) * (float)sc[is + 4] * (float)q3;
+            y[128 * half + l + 96] = f16(b + 208) * (float)sc[is + 6] * (float)q4;
+        }
+    }
+}
+}  // namespace gguf_reference
+
+// Each GGUF type decoded a value per thread (dequantize_<type>, _to_bf16) equals the block-at-a-time
+// reference, bit for bit, to f32 and rounded to bf16; and so does decode_<type> (embedding.cu's).
+template <typename Kernel, typename Kernel16>
+static void checkGGUFDecoding(const char* name, int values, int bytes, std::vector<int> halfFields,
+                              void (*reference)(const unsigned char*, float*), Kernel kernel, Kernel16 kernel16,
+                              void (*block)(const unsigned char*, float*)) {
+    const int blocks = 23;
+    std::mt19937 generator(71);
+    std::vector<unsigned char> data(size_t(blocks) * bytes);
+    for (auto& byte : data) byte = (unsigned char)(generator() & 0xFF);
+    for (int b = 0; b < blocks; b++)
+        for (int field : halfFields) data[size_t(b) * bytes + field + 1] &= 0x3F;  // finite f16 scales
+    std::vector<float> out(size_t(blocks) * values), expected(out.size()), decoded(out.size());
+    std::vector<__nv_bfloat16> out16(out.size());
+    emulatedLaunch({2, 1, 1}, {256, 1, 1}, 0, kernel, out.data(), (const unsigned char*)data.data(), (long long)blocks);
+    emulatedLaunch({2, 1, 1}, {256, 1, 1}, 0, kernel16, out16.data(), (const unsigned char*)data.data(), (long long)blocks);
+    for (int b = 0; b < blocks; b++) {
+        reference(data.data() + size_t(b) * bytes, expected.data() + size_t(b) * values);
+        block(data.data() + size_t(b) * bytes, decoded.data() + size_t(b) * values);
+    }
+    double error = 0;
+    for (size_t i = 0; i < out.size(); i++) {
+        const float rounded = __bfloat162float(__float2bfloat16_rn(expected[i]));
+        error = std::max({error, (double)std::fabs(out[i] - expected[i]), (double)std::fabs(decoded[i] - expected[i]),
+                          (double)std::fabs(to_float(out16[i]) - rounded)});
+    }
+    report((std::string("dequantize_") + name + " (a value per thread) and decode_" + name + " against the block reference, f32 and bf16").c_str(),
+           error, 0);
+}
+
+static void checkGGUFDecodings() {
+    checkGGUFDecoding("q8_0", 32, 34, {0}, gguf_reference::q8_0, dequantize_q8_0, dequantize_q8_0_to_bf16,
+                      [](const unsigned char* b, float* y) { decode_q8_0(b, y); });
+    checkGGUFDecoding("q4_0", 32, 18, {0}, gguf_reference::q4_0, dequantize_q4_0, dequantize_q4_0_to_bf16,
+                      [](const unsigned char* b, float* y) { decode_q4_0(b, y); });
+    checkGGUFDecoding("q4_1", 32, 20, {0, 2}, gguf_reference::q4_1, dequantize_q4_1, dequantize_q4_1_to_bf16,
+                      [](const unsigned char* b, float* y) { decode_q4_1(b, y); });
+    checkGGUFDecoding("q4_K", 256, 144, {0, 2}, gguf_reference::q4_K, dequantize_q4_K, dequantize_q4_K_to_bf16,
+                      [](const unsigned char* b, float* y) { decode_q4_K(b, y); });
+    checkGGUFDecoding("q6_K", 256, 210, {208}, gguf_reference::q6_K, dequantize_q6_K, dequantize_q6_K_to_bf16,
+                      [](const unsigned char* b, float* y) { decode_q6_K(b, y); });
+}
+
 // 8-bit AdamW with thread blocks striding over the quantization blocks equals the same step done
 // a quantization block at a time in plain C++ (with dynamic8_encode), bit for bit.
 static void checkAdamW8bit() {
@@ -506,6 +597,7 @@ static void checkAdamW8bit() {
 
 int main() {
     checkNF4Decoding();
+    checkGGUFDecodings();
     checkAdamW8bit();
     checkMultiTensorOptimizer();
     checkFlashAttention();

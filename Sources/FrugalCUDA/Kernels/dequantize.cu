@@ -3,17 +3,17 @@
 // to f16 or bf16 (`dequantize_<type>_to_<dtype>`: a QLoRA base's tiles for 16-bit GEMMs).
 #include "quantized.cuh"
 
-// GGUF's types: one thread per block, grid-stride over `blocks`.
+// GGUF's types: one thread per value, grid-stride over blocks·values, so a warp writes 32
+// neighbouring values (one thread per block made each store of a warp touch 32 places).
 #define DEQUANTIZE_TO(name, values, bytes, suffix, T)                                                    \
-    extern "C" __global__ void dequantize_##name##_to_##suffix(T* out, const unsigned char* data,          \
-                                                               long long blocks) {                         \
-        FRUGAL_GRID_STRIDE(b, blocks) decode_##name(data + b * bytes, out + b * values);                    \
+    extern "C" __global__ void dequantize_##name##suffix(T* out, const unsigned char* data, long long blocks) { \
+        FRUGAL_GRID_STRIDE(i, blocks * values) {                                                         \
+            out[i] = from_float<T>(name##_value(data + (i / values) * bytes, (int)(i % values)));        \
+        }                                                                                                \
     }
 #define DEQUANTIZE(name, values, bytes)                                                                  \
-    extern "C" __global__ void dequantize_##name(float* out, const unsigned char* data, long long blocks) { \
-        FRUGAL_GRID_STRIDE(b, blocks) decode_##name(data + b * bytes, out + b * values);                   \
-    }                                                                                                    \
-    DEQUANTIZE_TO(name, values, bytes, f16, __half) DEQUANTIZE_TO(name, values, bytes, bf16, __nv_bfloat16)
+    DEQUANTIZE_TO(name, values, bytes, , float) DEQUANTIZE_TO(name, values, bytes, _to_f16, __half)       \
+    DEQUANTIZE_TO(name, values, bytes, _to_bf16, __nv_bfloat16)
 FRUGAL_GGUF_QUANTIZED(DEQUANTIZE)
 
 // nf4, the QLoRA base decoded three times a step: one thread per byte of codes (two values),

@@ -9,33 +9,23 @@ __device__ __forceinline__ float half_at(const unsigned char* p) {
     return __half2float(__ushort_as_half((unsigned short)(p[0] | (p[1] << 8))));
 }
 
-// q8_0, 34 bytes: { f16 d; i8 qs[32] } → qs[i]·d
-template <typename T>
-__device__ __forceinline__ void decode_q8_0(const unsigned char* block, T* y) {
-    const float d = half_at(block);
-    for (int i = 0; i < 32; i++) y[i] = from_float<T>((float)(signed char)block[2 + i] * d);
+// Each GGUF type's value j of the block at `block`, in f32; decode_<type> writes a whole block.
+
+// q8_0, 34 bytes: { f16 d; i8 qs[32] } → qs[j]·d
+__device__ __forceinline__ float q8_0_value(const unsigned char* block, int j) {
+    return (float)(signed char)block[2 + j] * half_at(block);
 }
 
-// q4_0, 18 bytes: { f16 d; u8 qs[16] } → (q − 8)·d, low nibbles first
-template <typename T>
-__device__ __forceinline__ void decode_q4_0(const unsigned char* block, T* y) {
-    const float d = half_at(block);
-    for (int i = 0; i < 16; i++) {
-        const int q = block[2 + i];
-        y[i] = from_float<T>((float)((q & 0x0F) - 8) * d);
-        y[i + 16] = from_float<T>((float)((q >> 4) - 8) * d);
-    }
+// q4_0, 18 bytes: { f16 d; u8 qs[16] } → (q − 8)·d, values 0..<16 in the low nibbles, 16..<32 in the high
+__device__ __forceinline__ float q4_0_value(const unsigned char* block, int j) {
+    const int q = block[2 + (j & 15)];
+    return (float)((j < 16 ? q & 0x0F : q >> 4) - 8) * half_at(block);
 }
 
-// q4_1, 20 bytes: { f16 d; f16 m; u8 qs[16] } → q·d + m, low nibbles first
-template <typename T>
-__device__ __forceinline__ void decode_q4_1(const unsigned char* block, T* y) {
-    const float d = half_at(block), m = half_at(block + 2);
-    for (int i = 0; i < 16; i++) {
-        const int q = block[4 + i];
-        y[i] = from_float<T>((float)(q & 0x0F) * d + m);
-        y[i + 16] = from_float<T>((float)(q >> 4) * d + m);
-    }
+// q4_1, 20 bytes: { f16 d; f16 m; u8 qs[16] } → q·d + m, nibbles as q4_0's
+__device__ __forceinline__ float q4_1_value(const unsigned char* block, int j) {
+    const int q = block[4 + (j & 15)];
+    return (float)(j < 16 ? q & 0x0F : q >> 4) * half_at(block) + half_at(block + 2);
 }
 
 // ggml's get_scale_min_k4: the 6-bit scale and min of sub-block j (0..<8).
@@ -49,47 +39,36 @@ __device__ __forceinline__ void scale_min_k4(int j, const unsigned char* q, int*
     }
 }
 
-// q4_K, 144 bytes: { f16 d; f16 dmin; u8 scales[12]; u8 qs[128] } → d·sc·q − dmin·m
-template <typename T>
-__device__ __forceinline__ void decode_q4_K(const unsigned char* block, T* y) {
-    const float d = half_at(block), dmin = half_at(block + 2);
-    const unsigned char* scales = block + 4;
-    for (int j = 0; j < 4; j++) {
-        int sc1, m1, sc2, m2;
-        scale_min_k4(2 * j, scales, &sc1, &m1);
-        scale_min_k4(2 * j + 1, scales, &sc2, &m2);
-        const float d1 = d * (float)sc1, min1 = dmin * (float)m1;
-        const float d2 = d * (float)sc2, min2 = dmin * (float)m2;
-        const unsigned char* q = block + 16 + 32 * j;
-        for (int l = 0; l < 32; l++) {
-            y[64 * j + l] = from_float<T>(d1 * (float)(q[l] & 0x0F) - min1);
-            y[64 * j + l + 32] = from_float<T>(d2 * (float)(q[l] >> 4) - min2);
-        }
-    }
+// q4_K, 144 bytes: { f16 d; f16 dmin; u8 scales[12]; u8 qs[128] } → (d·sc)·q − dmin·m per sub-block
+// of 32; each 64 values share 32 bytes of qs, the first 32 in the low nibbles.
+__device__ __forceinline__ float q4_K_value(const unsigned char* block, int j) {
+    const int chunk = j >> 6, r = j & 63, sub = 2 * chunk + (r >> 5);
+    int sc, m;
+    scale_min_k4(sub, block + 4, &sc, &m);
+    const float scale = half_at(block) * (float)sc, min = half_at(block + 2) * (float)m;
+    const int q = block[16 + 32 * chunk + (r & 31)];
+    return scale * (float)(r < 32 ? q & 0x0F : q >> 4) - min;
 }
 
-// q6_K, 210 bytes: { u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d } → d·sc·(q − 32)
-template <typename T>
-__device__ __forceinline__ void decode_q6_K(const unsigned char* block, T* out) {
-    const float d = half_at(block + 208);
-    for (int half = 0; half < 2; half++) {
-        const unsigned char* ql = block + 64 * half;
-        const unsigned char* qh = block + 128 + 32 * half;
-        const signed char* sc = (const signed char*)(block + 192 + 8 * half);
-        T* y = out + 128 * half;
-        for (int part = 0; part < 2; part++) {
-            const float s1 = d * (float)sc[part], s2 = d * (float)sc[part + 2];
-            const float s3 = d * (float)sc[part + 4], s4 = d * (float)sc[part + 6];
-            for (int l = 16 * part; l < 16 * part + 16; l++) {
-                const int low = ql[l], low32 = ql[l + 32], high = qh[l];
-                y[l] = from_float<T>(s1 * (float)(((low & 0x0F) | ((high & 3) << 4)) - 32));
-                y[l + 32] = from_float<T>(s2 * (float)(((low32 & 0x0F) | (((high >> 2) & 3) << 4)) - 32));
-                y[l + 64] = from_float<T>(s3 * (float)(((low >> 4) | (((high >> 4) & 3) << 4)) - 32));
-                y[l + 96] = from_float<T>(s4 * (float)(((low32 >> 4) | (((high >> 6) & 3) << 4)) - 32));
-            }
-        }
-    }
+// q6_K, 210 bytes: { u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d } → (d·sc)·(q − 32). Each half of 128
+// values: quarter k (32 values) takes its low 4 bits from ql (k = 0, 1: low nibbles of ql[l], ql[l + 32];
+// k = 2, 3: their high nibbles), 2 high bits from qh[l] >> 2k, and its scale from sc[l / 16 + 2k].
+__device__ __forceinline__ float q6_K_value(const unsigned char* block, int j) {
+    const int half = j >> 7, quarter = (j >> 5) & 3, l = j & 31;
+    const unsigned char* ql = block + 64 * half;
+    const int low = ql[l + 32 * (quarter & 1)];
+    const int high = (block[128 + 32 * half + l] >> (2 * quarter)) & 3;
+    const int q = (quarter < 2 ? low & 0x0F : low >> 4) | (high << 4);
+    const float scale = half_at(block + 208) * (float)(signed char)block[192 + 8 * half + l / 16 + 2 * quarter];
+    return scale * (float)(q - 32);
 }
+
+// decode_<type>: a whole block into y[0 ..< values], each value rounded once to T.
+#define FRUGAL_DECODE_BLOCK(name, values, bytes)                                                          \
+    template <typename T>                                                                                \
+    __device__ __forceinline__ void decode_##name(const unsigned char* block, T* y) {                    \
+        for (int j = 0; j < values; j++) y[j] = from_float<T>(name##_value(block, j));                   \
+    }
 
 // NormalFloat-4's 16 values, bitsandbytes' nf4 code book (BlockQuantization.nf4Codes).
 __constant__ float nf4_codes[16] = {
@@ -116,3 +95,4 @@ __device__ __forceinline__ void decode_nf4(const unsigned char* block, T* y) {
 // X(name, block values, block bytes) for every packed type: GGUF's, then Frugal's nf4.
 #define FRUGAL_GGUF_QUANTIZED(X) X(q8_0, 32, 34) X(q4_0, 32, 18) X(q4_1, 32, 20) X(q4_K, 256, 144) X(q6_K, 256, 210)
 #define FRUGAL_QUANTIZED(X) FRUGAL_GGUF_QUANTIZED(X) X(nf4, 256, 134)
+FRUGAL_GGUF_QUANTIZED(FRUGAL_DECODE_BLOCK)
