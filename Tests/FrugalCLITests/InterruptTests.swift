@@ -7,13 +7,9 @@ final class InterruptTests: XCTestCase {
     private var scratch: URL!
 
     override func setUpWithError() throws {
-        try XCTSkipUnless(FileManager.default.fileExists(atPath: OutOfMemoryTests.modelPath), "run scripts/setup to fetch SmolLM2")
-        scratch = FileManager.default.temporaryDirectory.appendingPathComponent("frugal-interrupt-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
-        let records = (0..<16).map { i in
+        scratch = try OutOfMemoryTests.scratchWithData("interrupt", (0..<16).map { i in
             ["instruction": "Count to \(i % 5 + 3).", "input": "", "output": (1...(i % 5 + 3)).map(String.init).joined(separator: ", ")]
-        }
-        try JSONSerialization.data(withJSONObject: records).write(to: scratch.appendingPathComponent("data.json"))
+        })
     }
 
     override func tearDownWithError() throws { if let scratch { try? FileManager.default.removeItem(at: scratch) } }

@@ -11,18 +11,24 @@ final class OutOfMemoryTests: XCTestCase {
         return cache + "/models/SmolLM2-135M-Instruct.Q4_1.gguf"
     }()
 
+    /// A new scratch folder holding `records` as Alpaca-style `data.json`, for a run of the default
+    /// model (the test is skipped when `scripts/setup` has not fetched it).
+    static func scratchWithData(_ name: String, _ records: [[String: String]]) throws -> URL {
+        try XCTSkipUnless(FileManager.default.fileExists(atPath: modelPath), "run scripts/setup to fetch SmolLM2")
+        let scratch = FileManager.default.temporaryDirectory.appendingPathComponent("frugal-\(name)-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
+        try JSONSerialization.data(withJSONObject: records).write(to: scratch.appendingPathComponent("data.json"))
+        return scratch
+    }
+
     private var scratch: URL!
 
     override func setUpWithError() throws {
-        try XCTSkipUnless(FileManager.default.fileExists(atPath: Self.modelPath), "run scripts/setup to fetch SmolLM2")
-        scratch = FileManager.default.temporaryDirectory.appendingPathComponent("frugal-oom-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: scratch, withIntermediateDirectories: true)
         // Eight records of about 50 tokens each.
-        let records = (0..<8).map { i in
+        scratch = try Self.scratchWithData("oom", (0..<8).map { i in
             ["instruction": "Write a short sentence about the number \(i) and the sky on a clear summer afternoon in the mountains.",
              "input": "", "output": "The number \(i) is written under a sky that is bright blue on a clear summer afternoon high up."]
-        }
-        try JSONSerialization.data(withJSONObject: records).write(to: scratch.appendingPathComponent("data.json"))
+        })
     }
 
     override func tearDownWithError() throws { if let scratch { try? FileManager.default.removeItem(at: scratch) } }
