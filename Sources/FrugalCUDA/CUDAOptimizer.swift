@@ -85,7 +85,7 @@ extension CUDABackend {
     public func sumsOfSquares(_ tensors: [Tensor]) -> [Double] {
         precondition(tensors.allSatisfy { $0.dtype == .f32 }, "sumsOfSquares of non-f32 tensors")
         guard !tensors.isEmpty else { return [] }
-        let table = chunkTable(tensors, count: \.count) { x, first, count in [x.address + UInt64(first * 4), UInt64(count)] }
+        let table = f32ChunkTable(tensors)
         // Each tensor's first chunk, then the end.
         var offsets: [Int32] = [0]
         for x in tensors { offsets.append(offsets.last! + Int32((x.count + Self.multiTensorChunk - 1) / Self.multiTensorChunk)) }
@@ -143,10 +143,16 @@ extension CUDABackend {
         }
     }
 
+    /// f32 tensors' chunks as (first value's address, count) pairs, the table of `sum_squares_chunks`
+    /// and `zero_chunks`.
+    func f32ChunkTable(_ tensors: [Tensor]) -> [UInt64] {
+        chunkTable(tensors, count: \.count) { x, first, count in [x.address + UInt64(first * 4), UInt64(count)] }
+    }
+
     /// Every tensor zeroed by one launch over their chunks.
     public func zero(_ tensors: [Tensor]) {
         precondition(tensors.allSatisfy { $0.dtype == .f32 }, "zero of non-f32 tensors")
-        let table = chunkTable(tensors, count: \.count) { x, first, count in [x.address + UInt64(first * 4), UInt64(count)] }
+        let table = f32ChunkTable(tensors)
         guard !table.isEmpty else { return }
         must("zero of \(tensors.count) tensors") {
             try launch(CUDAKernels.zeroChunks, grid: (table.count / 2, 1, 1), block: (256, 1, 1), [try stage(table).address])

@@ -500,6 +500,7 @@ struct GPUChecker {
             let busy = be.zeros([4 * n], .f32, .activations)
             be.scale(busy, by: 3)
             let restored = [be.restore(copies[3]), be.restore(copies[2])]
+            // Work on the prefetched tensor right away: it must wait for that tensor's copy.
             be.scale(restored[1], by: 1)
             return (restored + [be.restore(copies[0]), busy], [])
         }
