@@ -147,7 +147,7 @@ extension Decoder {
             if let next = tapes.last?.offloaded { backend.prefetch(next) }
             if tape.h1 == nil {
                 let recomputed = BlockTape(training: tape.training, random: tape.random)
-                _ = blockForward(index, tape.offloaded.map(backend.restore) ?? tape.input, input, cache: nil, tape: recomputed)
+                recomputeBlock(index, tape.offloaded.map(backend.restore) ?? tape.input, input, tape: recomputed)
                 tape = recomputed
             }
             dx = blockBackward(index, dx, tape, input, parameters, backend)

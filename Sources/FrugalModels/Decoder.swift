@@ -96,6 +96,20 @@ public final class Decoder: @unchecked Sendable {
     /// One block: pre-norm `x + A(N1(x))`, `m + M(N2(m))`, or post-norm (OPT-350m)
     /// `N1(x + A(x))`, `N2(m + M(m))`. Fills `tape` with what backward needs when given.
     func blockForward(_ index: Int, _ x: Tensor, _ input: ForwardInput, cache: KVCache?, tape: BlockTape?) -> Tensor {
+        blockPass(index, x, input, cache: cache, tape: tape, output: true)!
+    }
+
+    /// Block `index` run again from its checkpointed input `x`, for its backward: only `tape` is
+    /// wanted. Pre-norm, that backward reads neither the block's output nor the down projection's,
+    /// so neither is computed (the down projection runs only its LoRA branch's narrow hidden):
+    /// about a quarter of a Llama block's GEMMs.
+    func recomputeBlock(_ index: Int, _ x: Tensor, _ input: ForwardInput, tape: BlockTape) {
+        _ = blockPass(index, x, input, cache: nil, tape: tape, output: !configuration.normBeforeBlock)
+    }
+
+    /// `blockForward`, stopping before the down projection's output when `output` is false.
+    private func blockPass(_ index: Int, _ x: Tensor, _ input: ForwardInput, cache: KVCache?, tape: BlockTape?,
+                           output: Bool) -> Tensor? {
         let block = weights.blocks[index], preNorm = configuration.normBeforeBlock
         let h1 = preNorm ? normalize(x, block.attentionNorm) : x
         let attended = attention(block, index: index, h1, input, cache: cache, tape: tape)
@@ -104,7 +118,8 @@ public final class Decoder: @unchecked Sendable {
         let normed = normalize(x, plus: attended, into: s1, preNorm ? block.mlpNorm : block.attentionNorm)
         let mid = preNorm ? s1 : normed
         let h2 = normed
-        let mlpOut = mlp(block, h2, tape: tape)
+        if let tape { tape.input = x; tape.h1 = h1; tape.s1 = s1; tape.mid = mid; tape.h2 = h2 }
+        guard let mlpOut = mlp(block, h2, tape: tape, output: output) else { return nil }
         let s2 = backend.empty(x.shape, x.dtype, .activations)
         let out: Tensor
         if preNorm {
@@ -113,9 +128,7 @@ public final class Decoder: @unchecked Sendable {
         } else {
             out = normalize(mid, plus: mlpOut, into: s2, block.mlpNorm)
         }
-        if let tape {
-            tape.input = x; tape.h1 = h1; tape.s1 = s1; tape.mid = mid; tape.h2 = h2; tape.s2 = s2
-        }
+        tape?.s2 = s2
         return out
     }
 
@@ -155,7 +168,8 @@ public final class Decoder: @unchecked Sendable {
                                scale: 1 / Float(c.headDim).squareRoot(), segments: input.segments)
     }
 
-    private func mlp(_ block: BlockWeights, _ h: Tensor, tape: BlockTape?) -> Tensor {
+    /// The MLP's output, or with `output` false only what its backward reads (`recomputeBlock`).
+    private func mlp(_ block: BlockWeights, _ h: Tensor, tape: BlockTape?, output: Bool) -> Tensor? {
         let up = project(h, block.up, .up, tape)
         let product = backend.empty(up.shape, up.dtype, .activations)
         if let gate = block.gate {
@@ -166,6 +180,10 @@ public final class Decoder: @unchecked Sendable {
             backend.activate(product, up, configuration.activation)
         }
         if let tape { tape.up = up; tape.product = product }
+        guard output else {
+            loraHidden(product, block.down, .down, tape)
+            return nil
+        }
         return project(product, block.down, .down, tape)
     }
 
@@ -175,10 +193,20 @@ public final class Decoder: @unchecked Sendable {
     /// once, not written, read and written again.
     func project(_ x: Tensor, _ linear: Linear, _ role: ProjectionRole, _ tape: BlockTape?) -> Tensor {
         let out = backend.empty([x.shape.rows, linear.outputs], x.dtype, .activations)
-        guard let lora = linear.lora, lora.enabled else {
+        guard let lora = linear.lora, let hidden = loraHidden(x, linear, role, tape) else {
             backend.linear(out, x, linear.weight, bias: linear.bias)
             return out
         }
+        backend.linear(out, hidden, lora.b, bias: nil)
+        backend.linear(out, x, linear.weight, bias: linear.bias, accumulate: true)
+        return out
+    }
+
+    /// The LoRA branch's narrow hidden `s·dropout(x)·Aᵀ` (rows × rank) of `linear`'s enabled
+    /// adapter, kept on `tape` with its input and dropout mask; nil without one.
+    @discardableResult
+    private func loraHidden(_ x: Tensor, _ linear: Linear, _ role: ProjectionRole, _ tape: BlockTape?) -> Tensor? {
+        guard let lora = linear.lora, lora.enabled else { return nil }
         var input = x, mask: Tensor?
         if let tape, tape.training, lora.dropout > 0 {
             let m = tape.dropoutMask(x.shape, x.dtype, keep: 1 - lora.dropout, on: backend)
@@ -190,10 +218,8 @@ public final class Decoder: @unchecked Sendable {
         let hidden = backend.empty([x.shape.rows, lora.rank], x.dtype, .activations)
         backend.linear(hidden, input, lora.a, bias: nil)
         backend.scale(hidden, by: lora.scale)
-        backend.linear(out, hidden, lora.b, bias: nil)
-        backend.linear(out, x, linear.weight, bias: linear.bias, accumulate: true)
         tape?.lora[role] = LoRATape(input: input, hidden: hidden, mask: mask)
-        return out
+        return hidden
     }
 
     /// `norm(x)`, or `norm(x + residual)` with the sum written to `sum` (one pass on the device).

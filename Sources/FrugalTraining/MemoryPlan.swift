@@ -23,7 +23,7 @@ import FrugalModels
 /// - activations: `batch × seq` rows, forward's in the activation dtype, gradients in f32. Without checkpointing every block's tape is live when
 ///   backward starts (block input, normed inputs, q, k, v, attention output and, on the GPU, its log-sum-exp, the
 ///   residual sums, up, gate and their product, each adapter's hidden); with it, only each
-///   block's input, plus the one block being recomputed. Then the final norm's output, the
+///   block's input, plus the one block being recomputed (without its output). Then the final norm's output, the
 ///   hidden-state gradient, and the deepest point of a block's backward (the MLP's gradients, or
 ///   the attention's at the block's end);
 /// - workspace: on the GPU the cuBLASLt workspace and the attention backward's packed heads and
@@ -99,7 +99,8 @@ public struct MemoryPlan: Sendable, Equatable {
     public let trainableCount: Int
     /// Floating-point operations per trained token: 2 per multiply-add of every weight forward,
     /// as many again backward (twice as many when the weights train), attention's scores and
-    /// mixing, and under checkpointing every block's forward once more.
+    /// mixing, and under checkpointing every block's forward once more (a pre-norm block's without
+    /// its down projection).
     public let flopsPerToken: Double
 
     /// The prediction for `configuration`.
@@ -162,6 +163,8 @@ public struct MemoryPlan: Sendable, Equatable {
         // hidden, and on the GPU the attention's log-sum-exp (one per head; the CPU recomputes it).
         let statistics = configuration.device == .cuda ? c.heads : 0
         let tape = stored * (4 * d + 2 * q + 2 * kv + mlpWidths + rank * adapted.count) + 4 * statistics
+        // A block recomputed for its backward keeps no output (`Decoder.recomputeBlock`).
+        let recomputedTape = tape - stored * d
         // The embedding output, then every tape or, checkpointed, every block's output; offloaded, the
         // last block's output (the others on the host) and in backward the input brought back.
         // Stored in 16 bits, the last output is widened to f32 for the final norm, and checkpointing
@@ -189,7 +192,7 @@ public struct MemoryPlan: Sendable, Equatable {
         // The head's backward adds the final norm's input gradient to what the loss kept; the blocks'
         // backward holds the kept inputs, the one brought back, the block recomputed and its gradients.
         let activations = max(atLoss + rows * 4 * d,
-                              rows * (keptInBackward + restored + (configuration.checkpointing ? tape : 0) + backward))
+                              rows * (keptInBackward + restored + (configuration.checkpointing ? recomputedTape : 0) + backward))
 
         let (lossWorkspace, backwardWorkspace) = workspace(configuration, rows: rows)
         let deviceOptimizer = configuration.offloadOptimizer ? 0 : optimizer
@@ -205,7 +208,8 @@ public struct MemoryPlan: Sendable, Equatable {
             peakTotal: max(weights + created + gradients,
                            persistent + max(atLoss + lossWorkspace, activations + backwardWorkspace)),
             trainableCount: trainableCount,
-            flopsPerToken: flops(configuration, shapes, adapterValues: adapterValues, full: full))
+            flopsPerToken: flops(configuration, shapes, adapterValues: adapterValues, full: full,
+                                 downAdapted: adapted.contains { $0.role == .down } ? rank : 0))
     }
 
     /// The fastest of `plans` whose peak fits in `budget` bytes, or nil when none does: the fewest
@@ -359,14 +363,19 @@ public struct MemoryPlan: Sendable, Equatable {
         }
     }
 
-    /// Floating-point operations per trained token (`flopsPerToken`).
-    static func flops(_ p: Configuration, _ shapes: Shapes, adapterValues: Int, full: Bool) -> Double {
+    /// Floating-point operations per trained token (`flopsPerToken`); `downAdapted` is the rank of
+    /// the down projection's adapter, or 0.
+    static func flops(_ p: Configuration, _ shapes: Shapes, adapterValues: Int, full: Bool, downAdapted: Int) -> Double {
         let c = p.model
         let weights = Double(shapes.blockMultiplies + shapes.headMultiplies)
         // Scores and mixing: 2·2·seq·(heads·headDim) per layer forward, twice that backward.
         let attention = 4 * Double(c.layers * p.sequenceLength * c.heads * c.headDim)
         var total = (full ? 6 : 4) * weights + 6 * Double(adapterValues) + 3 * attention
-        if p.checkpointing { total += 2 * Double(shapes.blockMultiplies + adapterValues) + attention }
+        if p.checkpointing {
+            // Every block's forward again, but for a pre-norm block's down projection (`Decoder.recomputeBlock`).
+            let skipped = c.normBeforeBlock ? c.layers * c.hiddenSize * (c.intermediateSize + downAdapted) : 0
+            total += 2 * Double(shapes.blockMultiplies + adapterValues - skipped) + attention
+        }
         return total
     }
 }

@@ -170,7 +170,7 @@ extension Frugal {
             let spare = budgetBytes - plan.peakTotal
             print(spare >= 0 ? "fits the budget of \(formatBytes(budgetBytes)) with \(formatBytes(spare)) to spare"
                              : "does not fit the budget of \(formatBytes(budgetBytes)): \(formatBytes(-spare)) over")
-            print("compute: \(formatCount(Int(plan.flopsPerToken))) FLOP per token\(p.checkpointing ? " (every block's forward runs twice)" : "")")
+            print("compute: \(formatCount(Int(plan.flopsPerToken))) FLOP per token\(p.checkpointing ? " (every block's forward runs again in backward)" : "")")
         }
 
         /// Every candidate in a table, and the recommendation.

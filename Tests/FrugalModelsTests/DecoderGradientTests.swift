@@ -121,9 +121,16 @@ final class DecoderGradientTests: XCTestCase {
 
     // MARK: - Checkpointing
 
-    /// Recomputing each block in backward (with the same dropout masks) gives the same gradients.
+    /// Recomputing each block in backward (with the same dropout masks) gives the same gradients:
+    /// pre-norm (Llama, whose recompute skips the down projection's output) and post-norm (OPT,
+    /// whose backward reads the block's last sum).
     func testCheckpointingGivesTheSameGradients() throws {
-        let fixture = try Fixture("llama3")
+        try checkCheckpointing("llama3")
+        try checkCheckpointing("opt")
+    }
+
+    private func checkCheckpointing(_ name: String) throws {
+        let fixture = try Fixture(name)
         let decoder = try ModelFiles(path: fixture.folder.path).decoder(on: CPUBackend())
         let parameters = try decoder.attachLoRA(LoRAConfiguration(rank: 4, alpha: 8, dropout: 0.1, targets: Self.allLinear),
                                                 seed: 7)
@@ -140,12 +147,12 @@ final class DecoderGradientTests: XCTestCase {
         XCTAssertEqual(loss, checkpointedLoss)
         // The recomputed blocks repeat the same ops in the same order: bit-for-bit equal.
         for (p, (a, b)) in zip(parameters.parameters, zip(plain, checkpointed)) {
-            compare(b, a, "checkpointed '\(p.name)'", tolerance: 0)
+            compare(b, a, "\(name) checkpointed '\(p.name)'", tolerance: 0)
         }
         // Dropout did apply: without it the gradients differ.
         let (_, evaluation) = gradients(checkpointing: false, training: false)
-        XCTAssertNotEqual(plain, evaluation, "dropout 0.1 in training changed nothing")
-        XCTAssertTrue(plain.contains { $0.contains { $0 != 0 } }, "all gradients are zero")
+        XCTAssertNotEqual(plain, evaluation, "\(name): dropout 0.1 in training changed nothing")
+        XCTAssertTrue(plain.contains { $0.contains { $0 != 0 } }, "\(name): all gradients are zero")
     }
 
     // MARK: - Helpers
