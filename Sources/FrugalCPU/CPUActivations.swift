@@ -50,10 +50,11 @@ extension CPUBackend {
         }
     }
 
-    /// `dx = dy · act'(x)` (=; dx may alias dy): dx and dy f32, x in the activation dtype.
+    /// `dx = dy · act'(x)` (=): dy f32, x in the activation dtype, dx f32 (it may alias dy) or
+    /// rounded to x's 16-bit dtype.
     public func activateBackward(dx: Tensor, dy: Tensor, x: Tensor, _ activation: Activation) {
         profile.measure("activateBackward") {
-            precondition(dx.count == x.count && dy.count == x.count && dx.dtype == .f32 && dy.dtype == .f32,
+            precondition(dx.count == x.count && dy.count == x.count && (dx.dtype == .f32 || dx.dtype == x.dtype) && dy.dtype == .f32,
                          "activateBackward: dx \(dx.shape) \(dx.dtype), dy \(dy.shape) \(dy.dtype), x \(x.shape)")
             elementwise(x.count, outputs: [dx], inputs: [dy, x]) { n, outs, ins in
                 let d = outs[0], g = ins[0], xs = ins[1]
@@ -97,12 +98,13 @@ extension CPUBackend {
     }
 
     /// Gradients of `gated` (=): `dGate = dy·up·act'(gate)`, `dUp = dy·act(gate)`; gate and up
-    /// in the activation dtype, the rest f32.
-    /// Each element is read before it is written, so the outputs may alias the inputs.
+    /// in the activation dtype, dy f32, the outputs f32 or both rounded to gate's 16-bit dtype.
+    /// Each element is read before it is written, so f32 outputs may alias the inputs.
     public func gatedBackward(dGate: Tensor, dUp: Tensor, dy: Tensor, gate: Tensor, up: Tensor, _ activation: Activation) {
         profile.measure("gatedBackward") {
             precondition(dGate.count == gate.count && dUp.count == gate.count && dy.count == gate.count && up.count == gate.count
-                         && dGate.dtype == .f32 && dUp.dtype == .f32 && dy.dtype == .f32 && up.dtype == gate.dtype,
+                         && dUp.dtype == dGate.dtype && (dGate.dtype == .f32 || dGate.dtype == gate.dtype) && dy.dtype == .f32
+                         && up.dtype == gate.dtype,
                          "gatedBackward: dGate \(dGate.shape), dUp \(dUp.shape), dy \(dy.shape), gate \(gate.shape) \(gate.dtype), up \(up.shape) \(up.dtype)")
             elementwise(gate.count, outputs: [dGate, dUp], inputs: [dy, gate, up]) { n, outs, ins in
                 let dg = outs[0], du = outs[1], gy = ins[0], g = ins[1], u = ins[2]

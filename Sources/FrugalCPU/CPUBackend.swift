@@ -28,6 +28,10 @@ public final class CPUBackend: TrainingBackend, @unchecked Sendable {
     let pages = PageCache(slackBytes: CPUBackend.pageCacheSlack)
     /// Host copies brought back ahead of their `restore`.
     private let prefetched = PrefetchTable<Tensor>()
+    /// Round the gradient a GEMM reads to 16 bits wherever a GPU's tensor cores would
+    /// (`sixteenBitOperandType`: 16-bit activations, no f32 weight), instead of reading it in f32:
+    /// the GPU's numerics, and its 16-bit gradient paths, on the CPU. Off by default.
+    public var roundsGradientOperands = false
     /// Bytes of freed buffers the backend may keep beyond its live memory.
     public static let pageCacheSlack = 32 << 20
     /// Most output rows of a packed weight widened per GEMM call.

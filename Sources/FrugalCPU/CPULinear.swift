@@ -43,22 +43,35 @@ extension CPUBackend {
         }
     }
 
+    /// `sixteenBitOperandType` under `roundsGradientOperands`, else f32.
+    public func gradientOperandType(x: Tensor, weights: [Tensor]) -> DType {
+        roundsGradientOperands ? sixteenBitOperandType(x: x, weights: weights) : .f32
+    }
+
+    /// An f32 dy rounded to `gradientOperandType` (workspace), or dy itself.
+    public func gradientOperand(_ dy: Tensor, x: Tensor, weights: [Tensor]) -> Tensor {
+        let type = gradientOperandType(x: x, weights: weights)
+        return dy.dtype == .f32 && type != .f32 ? converted(dy, to: type, .workspace) : dy
+    }
+
     /// Gradients of `linear`: `dx = dy·W` (= or +=), `dWeight += dyᵀ·x` (+=), `dBias += Σ_rows dy` (+=).
     ///
     /// `dx` takes one GEMM per weight tile (packed and 16-bit weights are widened as the
     /// forward widens them); `dWeight` is one GEMM with beta 1, over `x` widened to f32 when it
-    /// is 16-bit.
+    /// is 16-bit. A 16-bit dy (`gradientOperandType` under `roundsGradientOperands`), or an f32 one
+    /// rounded as a GPU's 16-bit GEMMs would read it, reaches the GEMMs widened; `dBias` sums f32 rows.
     public func linearBackward(dx: Tensor?, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor,
                                accumulate: Bool) {
-        if Self.isTrainable16(weight) {  // pure bf16: the f32 weight's gradients exactly
-            return linearBackward(dx: dx, dWeight: dWeight, dBias: dBias, dy: dy, x: x, weight: widened(weight),
-                                  accumulate: accumulate)
-        }
+        precondition(dy.dtype == .f32 || dBias == nil, "linearBackward: a bias gradient sums an f32 dy, not \(dy.dtype)")
+        let operandType = roundsGradientOperands ? sixteenBitOperandType(x: x, weights: [weight]) : .f32
+        let operand = dy.dtype != .f32 ? widened(dy) : operandType != .f32 ? widened(converted(dy, to: operandType, .workspace)) : dy
+        // Pure bf16: the f32 weight's gradients exactly.
+        let weight = Self.isTrainable16(weight) ? widened(weight) : weight
         profile.measure("linearBackward") {
             let rows = x.shape.rows, inputs = x.shape.last, outputs = weight.shape.rows
             precondition(weight.shape.last == inputs && dy.shape.rows == rows && dy.shape.last == outputs,
                          "linearBackward: x \(x.shape), weight \(weight.shape), dy \(dy.shape)")
-            let g = UnsafePointer(dy.floats.baseAddress!)
+            let g = UnsafePointer(operand.floats.baseAddress!)
             if let dx {
                 precondition(dx.count == rows * inputs, "linearBackward: dx \(dx.shape) for x \(x.shape)")
                 let d = dx.floats.baseAddress!
@@ -80,10 +93,10 @@ extension CPUBackend {
             }
             if let dBias {
                 precondition(dBias.count == outputs, "linearBackward: dBias \(dBias.shape) for \(outputs) outputs")
-                let db = dBias.floats.baseAddress!
+                let db = dBias.floats.baseAddress!, f32Rows = UnsafePointer(dy.floats.baseAddress!)
                 parallelChunks(outputs, minimumChunk: 64) { columns in
                     for r in 0..<rows {
-                        let row = g + r * outputs
+                        let row = f32Rows + r * outputs
                         for o in columns { db[o] += row[o] }
                     }
                 }

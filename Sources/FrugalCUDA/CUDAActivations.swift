@@ -44,12 +44,12 @@ extension CUDABackend {
         }
     }
 
-    /// `dx = dy · act'(x)` (=; dx may alias dy).
+    /// `dx = dy · act'(x)` (=): dx in f32 (may alias dy) or in x's 16-bit dtype.
     public func activateBackward(dx: Tensor, dy: Tensor, x: Tensor, _ activation: Activation) {
-        precondition(dx.count == x.count && dy.count == x.count && dx.dtype == .f32 && dy.dtype == .f32,
-                     "activateBackward: dx \(dx.shape), dy \(dy.shape), x \(x.shape)")
+        precondition(dx.count == x.count && dy.count == x.count && (dx.dtype == .f32 || dx.dtype == x.dtype) && dy.dtype == .f32,
+                     "activateBackward: dx \(dx.shape) \(dx.dtype), dy \(dy.shape), x \(x.shape) \(x.dtype)")
         must("activateBackward \(activation)") {
-            try launch(CUDAKernels.activationBackward(x.dtype), elements: x.count,
+            try launch(CUDAKernels.activationBackward(x.dtype, rounded: dx.dtype != .f32), elements: x.count,
                        [dx.address, dy.address, x.address, Int64(x.count), Self.code(activation)])
         }
     }
@@ -65,13 +65,15 @@ extension CUDABackend {
         }
     }
 
-    /// Gradients of `gated` (=): `dGate = dy·up·act'(gate)`, `dUp = dy·act(gate)`.
+    /// Gradients of `gated` (=): `dGate = dy·up·act'(gate)`, `dUp = dy·act(gate)`, both in f32 or
+    /// both in the activations' 16-bit dtype.
     public func gatedBackward(dGate: Tensor, dUp: Tensor, dy: Tensor, gate: Tensor, up: Tensor, _ activation: Activation) {
         precondition(dGate.count == gate.count && dUp.count == gate.count && dy.count == gate.count && up.count == gate.count
-                     && up.dtype == gate.dtype && dGate.dtype == .f32 && dUp.dtype == .f32 && dy.dtype == .f32,
-                     "gatedBackward: dGate \(dGate.shape), dUp \(dUp.shape), dy \(dy.shape), gate \(gate.shape), up \(up.shape)")
+                     && up.dtype == gate.dtype && dUp.dtype == dGate.dtype && (dGate.dtype == .f32 || dGate.dtype == gate.dtype)
+                     && dy.dtype == .f32,
+                     "gatedBackward: dGate \(dGate.shape) \(dGate.dtype), dUp \(dUp.shape) \(dUp.dtype), dy \(dy.shape), gate \(gate.shape) \(gate.dtype), up \(up.shape)")
         must("gatedBackward \(activation)") {
-            try launch(CUDAKernels.gatedBackward(gate.dtype), elements: gate.count,
+            try launch(CUDAKernels.gatedBackward(gate.dtype, rounded: dGate.dtype != .f32), elements: gate.count,
                        [dGate.address, dUp.address, dy.address, gate.address, up.address, Int64(gate.count), Self.code(activation)])
         }
     }

@@ -89,9 +89,15 @@ public enum CUDAKernels {
     }
 
     static func activationForward(_ dtype: DType) -> KernelName { .init(file: "activations.cu", name: "activation_forward_" + suffix(dtype)) }
-    static func activationBackward(_ dtype: DType) -> KernelName { .init(file: "activations.cu", name: "activation_backward_" + suffix(dtype)) }
+    /// The activation's backward for `dtype` activations, writing f32 gradients or, `rounded`, gradients in `dtype` (16 bits).
+    static func activationBackward(_ dtype: DType, rounded: Bool = false) -> KernelName {
+        .init(file: "activations.cu", name: "activation_backward_" + suffix(dtype) + (rounded ? "_rounded" : ""))
+    }
     static func gatedForward(_ dtype: DType) -> KernelName { .init(file: "activations.cu", name: "gated_forward_" + suffix(dtype)) }
-    static func gatedBackward(_ dtype: DType) -> KernelName { .init(file: "activations.cu", name: "gated_backward_" + suffix(dtype)) }
+    /// As `activationBackward`, for the gated pair.
+    static func gatedBackward(_ dtype: DType, rounded: Bool = false) -> KernelName {
+        .init(file: "activations.cu", name: "gated_backward_" + suffix(dtype) + (rounded ? "_rounded" : ""))
+    }
 
     static func add(_ dtype: DType) -> KernelName { .init(file: "elementwise.cu", name: "add_" + suffix(dtype)) }
     static func multiply(_ dtype: DType) -> KernelName { .init(file: "elementwise.cu", name: "multiply_" + suffix(dtype)) }
@@ -153,6 +159,7 @@ public enum CUDAKernels {
             }
         }
         for t in [DType.f16, .bf16] {
+            names += [activationBackward(t, rounded: true), gatedBackward(t, rounded: true)]
             names += AttentionLayout.tensorCoreHeadDims.sorted().flatMap {
                 [flashAttentionForward(t, headDim: $0), flashAttentionBackwardQuery(t, headDim: $0),
                  flashAttentionBackwardKey(t, headDim: $0)]

@@ -53,11 +53,15 @@ extension CUDABackend {
         }
     }
 
-    /// With 16-bit x and no f32 weight, dy rounded to x's dtype once (workspace, as
-    /// `linearBackward`'s own rounding is), which `linearBackward` then reads as it is.
+    /// x's dtype when it is 16-bit and no weight is f32: the GEMMs then run on the tensor cores.
+    public func gradientOperandType(x: Tensor, weights: [Tensor]) -> DType { sixteenBitOperandType(x: x, weights: weights) }
+
+    /// An f32 dy rounded to `gradientOperandType` once (workspace, as `linearBackward`'s own
+    /// rounding is), which `linearBackward` then reads as it is; dy itself when already there.
     public func gradientOperand(_ dy: Tensor, x: Tensor, weights: [Tensor]) -> Tensor {
-        guard dy.dtype == .f32, x.dtype == .f16 || x.dtype == .bf16, !weights.contains(where: { $0.dtype == .f32 }) else { return dy }
-        return must("gradientOperand \(dy.shape)") { try roundedCopy(dy, to: x.dtype) }
+        let type = gradientOperandType(x: x, weights: weights)
+        guard dy.dtype == .f32, type != .f32 else { return dy }
+        return must("gradientOperand \(dy.shape)") { try roundedCopy(dy, to: type) }
     }
 
     /// Gradients of `linear`: `dx = dy·W` (= or +=), `dWeight += dyᵀ·x` (f32, +=), `dBias += Σ_rows dy` (+=).

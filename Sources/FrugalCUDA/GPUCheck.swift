@@ -816,6 +816,18 @@ extension GPUChecker {
                                  up: Self.make(be, y, [n], a), activation)
                 return ([dg, du], [])
             }
+            // Written in 16 bits, as the projections' tensor-core GEMMs read them (`gradientOperandType`).
+            check("\(activation.rawValue) backward into 16-bit gradients, \(name) activations", tolerance: output) { be in
+                let dx = be.zeros([n], a, .gradients)
+                be.activateBackward(dx: dx, dy: Self.make(be, dy, [n], .f32, .gradients), x: Self.make(be, x, [n], a), activation)
+                return ([dx], [])
+            }
+            check("gated \(activation.rawValue) backward into 16-bit gradients, \(name) activations", tolerance: output) { be in
+                let dg = be.zeros([n], a, .gradients), du = be.zeros([n], a, .gradients)
+                be.gatedBackward(dGate: dg, dUp: du, dy: Self.make(be, dy, [n], .f32, .gradients), gate: Self.make(be, x, [n], a),
+                                 up: Self.make(be, y, [n], a), activation)
+                return ([dg, du], [])
+            }
         }
         let tokens = 11, heads = 3, headDim = 32, half = 16
         let rotated = random(tokens * heads * headDim), positions: [Int32] = (0..<Int32(tokens)).map { $0 * 37 % 500 }

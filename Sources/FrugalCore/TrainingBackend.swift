@@ -11,11 +11,15 @@ public protocol TrainingBackend: Backend {
 
     /// Gradients of `linear`: `dx = dy·W` (=, or += with `accumulate`), `dWeight += dyᵀ·x` (f32, +=),
     /// `dBias += Σ_rows dy` (+=). Any of the outputs may be nil when not needed (a frozen weight has
-    /// no `dWeight`). dy is f32, or what `gradientOperand` returned for it (then without `dBias`).
+    /// no `dWeight`). dy is f32, or in `gradientOperandType` (then without `dBias`).
     func linearBackward(dx: Tensor?, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor, accumulate: Bool)
-    /// `dy` as the GEMMs of `linearBackward` read it for input `x` and each of `weights`, made once
-    /// for several calls that share it (a projection and its LoRA branch): on a GPU, with 16-bit x
-    /// and no f32 weight, dy rounded to x's dtype (each call would round it); otherwise dy itself.
+    /// The dtype the GEMMs of `linearBackward` read a gradient in, for input `x` and each of
+    /// `weights`: on a GPU, with 16-bit x and no f32 weight, x's dtype; otherwise f32. A gradient
+    /// that only such GEMMs read may be written in it directly (`activateBackward`, `gatedBackward`),
+    /// sparing its f32 copy and the pass that rounds it.
+    func gradientOperandType(x: Tensor, weights: [Tensor]) -> DType
+    /// `dy` in `gradientOperandType`, made once for several calls that share it (a projection and
+    /// its LoRA branch): an f32 dy rounded (each call would round it), otherwise dy itself.
     func gradientOperand(_ dy: Tensor, x: Tensor, weights: [Tensor]) -> Tensor
     /// `dTable[tokens[t]] += dy[t]` (f32 table gradient).
     func embeddingBackward(_ dTable: Tensor, dy: Tensor, tokens: [Int32])
@@ -30,9 +34,11 @@ public protocol TrainingBackend: Backend {
     /// the statistics then need not run the forward again).
     func attentionBackward(dq: Tensor, dk: Tensor, dv: Tensor, dOut: Tensor, q: Tensor, k: Tensor, v: Tensor,
                            layout: AttentionLayout, out: Tensor?, logSumExp: Tensor?)
-    /// `dx = dy · act'(x)` (=; dx may alias dy).
+    /// `dx = dy · act'(x)` (=): dx f32 (it may alias dy) or in x's 16-bit dtype, when
+    /// `gradientOperandType` allows it.
     func activateBackward(dx: Tensor, dy: Tensor, x: Tensor, _ activation: Activation)
-    /// Gradients of `gated` (=): `dGate = dy·up·act'(gate)`, `dUp = dy·act(gate)` (dGate may alias dy).
+    /// Gradients of `gated` (=): `dGate = dy·up·act'(gate)`, `dUp = dy·act(gate)`, both f32 (dGate
+    /// may alias dy) or both in gate's 16-bit dtype, when `gradientOperandType` allows it.
     func gatedBackward(dGate: Tensor, dUp: Tensor, dy: Tensor, gate: Tensor, up: Tensor, _ activation: Activation)
 
     // MARK: - Loss
@@ -112,8 +118,11 @@ extension TrainingBackend {
     /// One `sumOfSquares` after another (a backend that computes in place waits for nothing).
     public func sumsOfSquares(_ tensors: [Tensor]) -> [Double] { tensors.map(sumOfSquares) }
 
-    /// dy itself: the GEMMs read f32 gradients.
-    public func gradientOperand(_ dy: Tensor, x: Tensor, weights: [Tensor]) -> Tensor { dy }
+    /// The operand dtype of GEMMs that run in 16 bits (a GPU's tensor cores): x's dtype when it
+    /// is f16 or bf16 and none of `weights` is f32, else f32.
+    public func sixteenBitOperandType(x: Tensor, weights: [Tensor]) -> DType {
+        (x.dtype == .f16 || x.dtype == .bf16) && !weights.contains(where: { $0.dtype == .f32 }) ? x.dtype : .f32
+    }
 
     /// One `adamW` after another, each followed by its rounded copy.
     public func adamW(_ tensors: [AdamWTensors], step: Int, learningRate: Float, beta1: Float, beta2: Float, epsilon: Float,

@@ -244,20 +244,16 @@ extension Decoder {
     /// before the attention's backward allocates its own.
     private func mlpBackward(_ index: Int, _ dOut: Tensor, _ tape: BlockTape, _ parameters: TrainableParameters,
                              _ backend: TrainingBackend) -> Tensor {
-        let block = weights.blocks[index], preNorm = configuration.normBeforeBlock, c = configuration
+        let block = weights.blocks[index], preNorm = configuration.normBeforeBlock
         // out = s2 (pre-norm) or N2(s2)
         let dS2 = preNorm ? dOut : normBackward(dOut, tape.s2, block.mlpNorm, parameters, backend)
-        let dProduct = linearBackward(dS2, tape.product, block.down, tape.lora[.down], parameters, backend)
+        let (dGate, dUp) = activationGradients(index, dS2, tape, parameters, backend)
         var dH2: Tensor
-        if let gate = block.gate, let g = tape.gate {
-            // The gate's gradient overwrites the product's, read first element by element.
-            let dUp = backend.empty(g.shape, .f32, .activations)
-            backend.gatedBackward(dGate: dProduct, dUp: dUp, dy: dProduct, gate: g, up: tape.up, c.activation)
-            dH2 = linearBackward(dProduct, tape.h2, gate, tape.lora[.gate], parameters, backend)
+        if let gate = block.gate, let dGate {
+            dH2 = linearBackward(dGate, tape.h2, gate, tape.lora[.gate], parameters, backend)
             linearBackward(dUp, tape.h2, block.up, tape.lora[.up], parameters, backend, into: dH2)
         } else {
-            backend.activateBackward(dx: dProduct, dy: dProduct, x: tape.up, c.activation)
-            dH2 = linearBackward(dProduct, tape.h2, block.up, tape.lora[.up], parameters, backend)
+            dH2 = linearBackward(dUp, tape.h2, block.up, tape.lora[.up], parameters, backend)
         }
         // s2 = mid + M(h2)
         let dMid = backend.empty(dS2.shape, .f32, .activations)
@@ -269,6 +265,38 @@ extension Decoder {
         }
         // mid = s1 (pre-norm) or N1(s1)
         return preNorm ? dMid : normBackward(dMid, tape.s1, block.attentionNorm, parameters, backend)
+    }
+
+    /// The gradients of the MLP's gate (when gated) and up outputs, from that of its output: back
+    /// through the down projection, then the activation. They are written in the dtype the
+    /// projections' GEMMs read (`gradientOperandType`: 16 bits on a GPU under 16-bit activations,
+    /// the f32 product gradient then freed on return); in f32, the gate's overwrites the product's.
+    private func activationGradients(_ index: Int, _ dOut: Tensor, _ tape: BlockTape, _ parameters: TrainableParameters,
+                                     _ backend: TrainingBackend) -> (gate: Tensor?, up: Tensor) {
+        let block = weights.blocks[index], activation = configuration.activation
+        let dProduct = linearBackward(dOut, tape.product, block.down, tape.lora[.down], parameters, backend)
+        let type = gradientType(of: [block.gate, block.up].compactMap { $0 }, x: tape.h2, parameters, backend)
+        if let g = tape.gate {
+            let dGate = type == .f32 ? dProduct : backend.empty(g.shape, type, .activations)
+            let dUp = backend.empty(g.shape, type, .activations)
+            backend.gatedBackward(dGate: dGate, dUp: dUp, dy: dProduct, gate: g, up: tape.up, activation)
+            return (dGate, dUp)
+        }
+        let dUp = type == .f32 ? dProduct : backend.empty(tape.up.shape, type, .activations)
+        backend.activateBackward(dx: dUp, dy: dProduct, x: tape.up, activation)
+        return (nil, dUp)
+    }
+
+    /// The dtype in which every one of `linears` (reading input `x`) may take its output gradient:
+    /// `gradientOperandType` when all agree and none trains a bias (whose gradient sums f32 rows), else f32.
+    private func gradientType(of linears: [Linear], x: Tensor, _ parameters: TrainableParameters,
+                              _ backend: TrainingBackend) -> DType {
+        let types = Set(linears.map { linear -> DType in
+            guard parameters.gradient(of: linear.bias) == nil else { return .f32 }
+            let adapter = linear.lora.flatMap { $0.enabled ? $0.b : nil }
+            return backend.gradientOperandType(x: x, weights: [linear.weight] + (adapter.map { [$0] } ?? []))
+        })
+        return types.count == 1 ? types.first! : .f32
     }
 
     /// Backward of `project`: the input gradient (= in a new tensor, or += into `sum`), with weight,

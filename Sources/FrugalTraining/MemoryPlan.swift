@@ -181,10 +181,16 @@ public struct MemoryPlan: Sendable, Equatable {
         let keptInBackward = configuration.checkpointing ? stored * (c.layers * d - offloaded) : kept
         // Deepest point of a block's backward (f32 gradients): in the MLP, the incoming gradient,
         // the product's (which the gate's overwrites) and up's gradients, and that of the MLP's
-        // input; or, the MLP's gradients freed, in the attention: the incoming gradient and the
+        // input (the gate's and up's in 16 bits, the product's freed before the input's is made, when
+        // their GEMMs read 16 bits); or, the MLP's gradients freed, in the attention: the incoming gradient and the
         // MLP's output gradient, the gradients of the attention output, q, k, v, of h1, its norm's
         // and the block input's.
-        let backward = 4 * max(2 * d + (c.gatedMLP ? 2 : 1) * mlp, 5 * d + 2 * q + 2 * kv)
+        // On the GPU the gate's and up's gradients may be written in 16 bits (`mlpGradientsIn16Bits`):
+        // the f32 product gradient then lives beside them until the activation's backward is done.
+        let widths = (c.gatedMLP ? 2 : 1) * mlp
+        let mlpDeepest = Self.mlpGradientsIn16Bits(configuration) ? max(4 * (d + mlp) + 2 * widths, 8 * d + 2 * widths)
+            : 4 * (2 * d + widths)
+        let backward = max(mlpDeepest, 4 * (5 * d + 2 * q + 2 * kv))
         // Offloaded, the block's input brought back, and the next block's on its way back meanwhile
         // (`Backend.prefetch`).
         let restored = configuration.offloadActivations ? 2 * stored * d : 0
@@ -294,6 +300,24 @@ public struct MemoryPlan: Sendable, Equatable {
         }
     }
 
+    /// Whether the gradients of the MLP's gate and up outputs are written in 16 bits, as their
+    /// GEMMs read them (`Decoder.activationGradients`, `TrainingBackend.gradientOperandType`): on
+    /// the GPU, with 16-bit activations, 16-bit or packed weights (and adapters, where adapted),
+    /// and no trained MLP bias.
+    static func mlpGradientsIn16Bits(_ p: Configuration) -> Bool {
+        guard p.device == .cuda, p.activationDType != .f32 else { return false }
+        let trainable16 = p.precision.trainableDType != .f32
+        switch p.method {
+        case .full:
+            return trainable16 && !p.model.mlpBias
+        case let .lora(lora):
+            let roles = (try? ProjectionRole.parse(lora.targets)) ?? []
+            let adapted = roles.contains(.up) || p.model.gatedMLP && roles.contains(.gate)
+            let packed = p.quantize.map { p.model.hiddenSize % $0.blockSize == 0 } ?? false
+            return (packed || p.baseDType != .f32) && (trainable16 || !adapted)
+        }
+    }
+
     /// Bytes of `count` values stored as `dtype` (whole blocks for a packed type).
     static func storedBytes(_ count: Int, _ dtype: DType) -> Int {
         (count + dtype.blockSize - 1) / dtype.blockSize * dtype.blockBytes
@@ -304,7 +328,8 @@ public struct MemoryPlan: Sendable, Equatable {
     /// GPU (`CUDABackend`'s defaults): a 32 MiB cuBLASLt workspace always; at the loss, one chunk
     /// of f32 logits (`ScratchSizing.crossEntropyChunkRows`) and under a 16-bit policy their
     /// gradient rounded to 16 bits; in backward, with f16/bf16 activations and head dimension 64,
-    /// 96 or 128 (the tensor-core attention), the widest output gradient rounded to 16 bits and a
+    /// 96 or 128 (the tensor-core attention), the widest output gradient rounded to 16 bits (not
+    /// the MLP's gate or up when `mlpGradientsIn16Bits`: those are written so) and a
     /// packed weight's decoded tile; otherwise attention's packed q, k, v and output gradient (in 16
     /// bits under a 16-bit policy or with 16-bit activations, else f32), a chunk of one query
     /// block's scores (`AttentionLayout.queryBlockSize`) of at most 256 MiB, the f32 packed
@@ -331,7 +356,7 @@ public struct MemoryPlan: Sendable, Equatable {
                 // The tensor-core attention keeps one value per query row (no packed heads, no
                 // scores); the backward's largest scratch is then a linear layer's output gradient
                 // rounded to 16 bits (the widest projection's), beside a decoded tile of a packed weight.
-                let widest = max(c.intermediateSize, c.heads * c.headDim, c.hiddenSize)
+                let widest = max(mlpGradientsIn16Bits(p) ? 0 : c.intermediateSize, c.heads * c.headDim, c.hiddenSize)
                 let tile = packedProjections && (p.quantize != nil || p.baseDType.isQuantized) ? chunkBytes : 0
                 return (loss, blas + max(4 * pairs * length, 2 * rows * widest + tile))
             }

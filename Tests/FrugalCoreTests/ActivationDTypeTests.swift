@@ -296,6 +296,14 @@ final class ActivationDTypeTests: XCTestCase {
                 backend.gatedBackward(dGate: grads[2], dUp: grads[3], dy: dy, gate: gate.wide, up: up.wide, activation)
                 assertSame(grads[0], grads[2], "gatedBackward dGate \(activation) \(dtype)")
                 assertSame(grads[1], grads[3], "gatedBackward dUp \(activation) \(dtype)")
+                // Written in 16 bits (the GEMMs' operand dtype on a GPU): the f32 gradients rounded.
+                let rounded = (0..<2).map { _ in backend.empty([count], dtype, .workspace) }
+                backend.activateBackward(dx: rounded[0], dy: dy, x: gate.half, activation)
+                backend.activateBackward(dx: grads[0], dy: dy, x: gate.half, activation)
+                assertRounded(rounded[0], grads[0], "activateBackward into \(dtype), \(activation)")
+                backend.gatedBackward(dGate: rounded[0], dUp: rounded[1], dy: dy, gate: gate.half, up: up.half, activation)
+                assertRounded(rounded[0], grads[2], "gatedBackward dGate into \(dtype), \(activation)")
+                assertRounded(rounded[1], grads[3], "gatedBackward dUp into \(dtype), \(activation)")
             }
         }
     }

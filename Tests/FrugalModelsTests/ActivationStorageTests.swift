@@ -79,6 +79,45 @@ final class ActivationStorageTests: XCTestCase {
         }
     }
 
+    /// A GPU's GEMMs on a 16-bit model read every output gradient in 16 bits, and the MLP's
+    /// activation backward writes the gate's and up's so (`gradientOperandType`). The CPU does the
+    /// same under `roundsGradientOperands`, for a gated (SwiGLU) and a plain (GELU, biased) MLP:
+    /// the forward is untouched, and every gradient stays within bf16's rounding of the run that
+    /// reads f32 gradients, and differs from it.
+    func testSixteenBitGradientOperands() throws {
+        var llama = ModelConfiguration.smolLM2_135M
+        llama.layers = 2
+        let gpt2 = ModelConfiguration(architecture: .gpt2, modelType: "gpt2", vocabSize: 4096, hiddenSize: 256,
+                                      intermediateSize: 1024, layers: 2, heads: 4, kvHeads: 4, headDim: 64, maxPositions: 128,
+                                      normEps: 1e-5, normKind: .layer, activation: .geluTanh, gatedMLP: false,
+                                      tiedEmbeddings: true, attentionBias: true, outputBias: true, mlpBias: true,
+                                      learnedPositions: true)
+        for c in [llama, gpt2] {
+            let backend = CPUBackend()
+            let decoder = Decoder.random(c, on: backend, category: .weights, dtype: .bf16, seed: 1)
+            let parameters = try decoder.attachLoRA(LoRAConfiguration(rank: 4, alpha: 8, targets: ["all-linear"]), seed: 2,
+                                                    dtype: .bf16)
+            var random = SplitMix64(seed: 11)
+            for p in parameters.parameters where p.name.hasSuffix("lora_B.weight") {
+                let values = (0..<p.value.count).map { _ in (random.nextUniform() - 0.5) * 0.2 }
+                backend.copy(p.value, at: 0, from: values.withUnsafeBytes { backend.upload($0, p.value.shape, .f32, .workspace) })
+            }
+            let ids = (0..<96).map { Int32(($0 * 7919) % c.vocabSize) }
+            let batch = TrainingBatch(tokens: ids, targets: ids.map { ($0 + 1) % Int32(c.vocabSize) }, batch: 2)
+            let (loss, exact) = pass(decoder, parameters, batch, activations: .bf16)
+            backend.roundsGradientOperands = true
+            let (again, rounded) = pass(decoder, parameters, batch, activations: .bf16)
+            XCTAssertEqual(again, loss, "\(c.modelType): the forward changed")
+            XCTAssertNotEqual(rounded, exact, "\(c.modelType): no gradient was read in 16 bits")
+            for (p, (a, b)) in zip(parameters.parameters, zip(rounded, exact)) {
+                let error = zip(a, b).reduce(Float(0)) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) }.squareRoot()
+                let norm = b.reduce(Float(0)) { $0 + $1 * $1 }.squareRoot()
+                XCTAssertGreaterThan(norm, 0, "\(c.modelType): '\(p.name)' has no gradient")
+                XCTAssertLessThanOrEqual(error, 2e-2 * norm, "\(c.modelType) '\(p.name)': |Δ| \(error) of |g| \(norm)")
+            }
+        }
+    }
+
     /// Without checkpointing the tapes dominate: stored in bf16 they take half the bytes, and the
     /// activations' peak falls by what `frugal plan`'s accounting says (gradients stay f32).
     func testBF16HalvesTheTapeInTheLedger() throws {

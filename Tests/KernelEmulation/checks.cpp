@@ -2,6 +2,7 @@
 // references. Prints one line per check ("pass …" or "FAIL …") and exits with the number of
 // failures. Built and run by KernelEmulationTests (clang++ -std=c++20).
 #include "cuda_emulation.h"
+#include "activations.cu"
 #include "reduce.cu"
 #include "rmsnorm.cu"
 #include "layernorm.cu"
@@ -449,6 +450,33 @@ static void checkNF4Decoding() {
     report("dequantize_nf4 (a byte per thread) against decode_nf4, f32 and bf16", error, 0);
 }
 
+// The activations' backward written in 16 bits (the `_rounded` kernels, for the GEMMs' operands)
+// equals the f32 kernels' gradients rounded to nearest even, bit for bit, for every activation.
+static void checkRoundedActivationBackward() {
+    const long long n = 3000;
+    const auto gate32 = random(n, 71, 4.f), up32 = random(n, 72), dy = random(n, 73);
+    std::vector<__nv_bfloat16> gate(n), up(n);
+    for (long long i = 0; i < n; i++) gate[i] = __float2bfloat16_rn(gate32[i]), up[i] = __float2bfloat16_rn(up32[i]);
+    double mismatches = 0;
+    for (int activation = 0; activation < 4; activation++) {
+        std::vector<float> dgate(n), dup(n), dx(n);
+        std::vector<__nv_bfloat16> dgate16(n), dup16(n), dx16(n);
+        emulatedLaunch({4, 1, 1}, {256, 1, 1}, 0, gated_backward_bf16, dgate.data(), dup.data(), dy.data(),
+                       (const __nv_bfloat16*)gate.data(), (const __nv_bfloat16*)up.data(), n, activation);
+        emulatedLaunch({4, 1, 1}, {256, 1, 1}, 0, gated_backward_bf16_rounded, dgate16.data(), dup16.data(), dy.data(),
+                       (const __nv_bfloat16*)gate.data(), (const __nv_bfloat16*)up.data(), n, activation);
+        emulatedLaunch({4, 1, 1}, {256, 1, 1}, 0, activation_backward_bf16, dx.data(), dy.data(),
+                       (const __nv_bfloat16*)gate.data(), n, activation);
+        emulatedLaunch({4, 1, 1}, {256, 1, 1}, 0, activation_backward_bf16_rounded, dx16.data(), dy.data(),
+                       (const __nv_bfloat16*)gate.data(), n, activation);
+        for (long long i = 0; i < n; i++) {
+            const auto same = [](__nv_bfloat16 a, float b) { return to_float(a) == to_float(__float2bfloat16_rn(b)); };
+            mismatches += !same(dgate16[i], dgate[i]) + !same(dup16[i], dup[i]) + !same(dx16[i], dx[i]);
+        }
+    }
+    report("gated_backward and activation_backward into bf16 against the f32 gradients rounded", mismatches, 0);
+}
+
 // GGUF's block layouts decoded a block at a time in plain C++, as ggml's dequantize_row_* do: the
 // references of the per-value kernels.
 namespace gguf_reference {
@@ -596,6 +624,7 @@ static void checkAdamW8bit() {
 }
 
 int main() {
+    checkRoundedActivationBackward();
     checkNF4Decoding();
     checkGGUFDecodings();
     checkAdamW8bit();

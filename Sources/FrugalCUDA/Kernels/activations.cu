@@ -37,15 +37,32 @@ __device__ __forceinline__ float activation_derivative(int activation, float x) 
     }
 }
 
+// dx = dy · act'(x) (=): dx in f32 (may alias dy) or rounded once to a 16-bit O.
+template <typename T, typename O>
+__device__ __forceinline__ void activation_backward(O* dx, const float* dy, const T* x, long long n, int activation) {
+    FRUGAL_GRID_STRIDE(i, n) dx[i] = from_float<O>(dy[i] * activation_derivative(activation, to_float(x[i])));
+}
+
+// dgate = dy·up·act'(gate), dup = dy·act(gate) (=): in f32 (each element is read before it is
+// written, so they may alias dy) or rounded once to a 16-bit O.
+template <typename T, typename O>
+__device__ __forceinline__ void gated_backward(O* dgate, O* dup, const float* dy, const T* gate, const T* up, long long n,
+                                               int activation) {
+    FRUGAL_GRID_STRIDE(i, n) {
+        const float g = to_float(gate[i]), u = to_float(up[i]), d = dy[i];
+        dgate[i] = from_float<O>(d * u * activation_derivative(activation, g));
+        dup[i] = from_float<O>(d * activation_apply(activation, g));
+    }
+}
+
 #define ACTIVATIONS(suffix, T)                                                                                 \
     /* out = act(x) (=; out may alias x) */                                                                   \
     extern "C" __global__ void activation_forward_##suffix(T* out, const T* x, long long n, int activation) {  \
         FRUGAL_GRID_STRIDE(i, n) out[i] = from_float<T>(activation_apply(activation, to_float(x[i])));         \
     }                                                                                                          \
-    /* dx = dy · act'(x) (=; dx may alias dy) */                                                              \
     extern "C" __global__ void activation_backward_##suffix(float* dx, const float* dy, const T* x, long long n, \
                                                             int activation) {                                  \
-        FRUGAL_GRID_STRIDE(i, n) dx[i] = dy[i] * activation_derivative(activation, to_float(x[i]));            \
+        activation_backward(dx, dy, x, n, activation);                                                         \
     }                                                                                                          \
     /* out = act(gate) · up (=; out may alias gate or up) */                                                  \
     extern "C" __global__ void gated_forward_##suffix(T* out, const T* gate, const T* up, long long n,         \
@@ -53,13 +70,21 @@ __device__ __forceinline__ float activation_derivative(int activation, float x) 
         FRUGAL_GRID_STRIDE(i, n)                                                                               \
             out[i] = from_float<T>(activation_apply(activation, to_float(gate[i])) * to_float(up[i]));         \
     }                                                                                                          \
-    /* dgate = dy·up·act'(gate), dup = dy·act(gate) (=; each element is read before it is written) */         \
     extern "C" __global__ void gated_backward_##suffix(float* dgate, float* dup, const float* dy, const T* gate, \
                                                        const T* up, long long n, int activation) {             \
-        FRUGAL_GRID_STRIDE(i, n) {                                                                             \
-            const float g = to_float(gate[i]), u = to_float(up[i]), d = dy[i];                                 \
-            dgate[i] = d * u * activation_derivative(activation, g);                                           \
-            dup[i] = d * activation_apply(activation, g);                                                      \
-        }                                                                                                      \
+        gated_backward(dgate, dup, dy, gate, up, n, activation);                                               \
     }
 FRUGAL_DTYPES(ACTIVATIONS)
+
+// The backward written in the 16-bit activations' dtype: the gradients a projection's 16-bit GEMMs
+// read (`gradientOperandType`), spared the f32 copy and the pass that would round it.
+#define ROUNDED_BACKWARD(suffix, T)                                                                            \
+    extern "C" __global__ void activation_backward_##suffix##_rounded(T* dx, const float* dy, const T* x,      \
+                                                                      long long n, int activation) {          \
+        activation_backward(dx, dy, x, n, activation);                                                         \
+    }                                                                                                          \
+    extern "C" __global__ void gated_backward_##suffix##_rounded(T* dgate, T* dup, const float* dy, const T* gate, \
+                                                                 const T* up, long long n, int activation) {   \
+        gated_backward(dgate, dup, dy, gate, up, n, activation);                                               \
+    }
+ROUNDED_BACKWARD(f16, __half) ROUNDED_BACKWARD(bf16, __nv_bfloat16)
