@@ -282,8 +282,8 @@ public final class CUDABackend: TrainingBackend, @unchecked Sendable {
         precondition(!source.dtype.isOptimizerState, "no GPU conversion of \(source.dtype) (download decodes it)")
         if source.dtype.isQuantized {
             let blocks = count / source.dtype.blockSize
-            // nf4 decodes a byte (two values) per thread, GGUF's types a value per thread (dequantize.cu).
-            let threads = source.dtype == .nf4 ? blocks * 128 : blocks * source.dtype.blockSize
+            // nf4 decodes four bytes (eight values) per thread, GGUF's types a value per thread (dequantize.cu).
+            let threads = source.dtype == .nf4 ? blocks * 32 : blocks * source.dtype.blockSize
             try launch(CUDAKernels.dequantize(source.dtype, to: dtype), elements: threads, [destination, source.address, Int64(blocks)])
         } else {
             try launch(CUDAKernels.cast(source.dtype, dtype), elements: count, [destination, source.address, Int64(count)])

@@ -426,8 +426,9 @@ static void checkMultiTensorOptimizer() {
     report("zero_chunks over 4 tensors", zeroed, 0);
 }
 
-// nf4 decoded a byte of codes per thread (dequantize_nf4*) equals decode_nf4's block-at-a-time
-// arithmetic bit for bit, to f32 and rounded to bf16.
+// nf4 decoded four bytes of codes per thread (dequantize_nf4*) equals decode_nf4's block-at-a-time
+// arithmetic bit for bit, to f32 and rounded to bf16, with vector stores and, into an output 2
+// bytes past a 16-byte boundary, value by value.
 static void checkNF4Decoding() {
     const int blocks = 37;
     std::mt19937 generator(70);
@@ -444,10 +445,14 @@ static void checkNF4Decoding() {
         decode_nf4(data.data() + b * 134, expected.data() + b * 256);
         decode_nf4(data.data() + b * 134, expected16.data() + b * 256);
     }
+    std::vector<__nv_bfloat16> shifted(out.size() + 8);
+    emulatedLaunch({3, 1, 1}, {256, 1, 1}, 0, dequantize_nf4_to_bf16, shifted.data() + 1, (const unsigned char*)data.data(),
+                   (long long)blocks);
     double error = 0;
     for (size_t i = 0; i < out.size(); i++)
-        error = std::max({error, (double)std::fabs(out[i] - expected[i]), (double)std::fabs(to_float(out16[i]) - to_float(expected16[i]))});
-    report("dequantize_nf4 (a byte per thread) against decode_nf4, f32 and bf16", error, 0);
+        error = std::max({error, (double)std::fabs(out[i] - expected[i]), (double)std::fabs(to_float(out16[i]) - to_float(expected16[i])),
+                          (double)std::fabs(to_float(shifted[i + 1]) - to_float(expected16[i]))});
+    report("dequantize_nf4 (four bytes per thread) against decode_nf4, f32 and bf16, aligned and not", error, 0);
 }
 
 // The activations' backward written in 16 bits (the `_rounded` kernels, for the GEMMs' operands)

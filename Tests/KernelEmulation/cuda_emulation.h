@@ -20,6 +20,11 @@ struct dim3 {
     unsigned x = 1, y = 1, z = 1;
 };
 
+// CUDA's 16-byte vector type, for kernels' vectorized stores.
+struct alignas(16) uint4 {
+    unsigned x, y, z, w;
+};
+
 inline thread_local dim3 threadIdx, blockIdx;
 inline dim3 blockDim, gridDim;
 
