@@ -44,13 +44,13 @@ extension CPUBackend {
     }
 
     /// `sixteenBitOperandType` under `roundsGradientOperands`, else f32.
-    public func gradientOperandType(x: Tensor, weights: [Tensor]) -> DType {
-        roundsGradientOperands ? sixteenBitOperandType(x: x, weights: weights) : .f32
+    public func gradientOperandType(activations: DType, weights: [Tensor]) -> DType {
+        roundsGradientOperands ? sixteenBitOperandType(activations: activations, weights: weights) : .f32
     }
 
     /// An f32 dy rounded to `gradientOperandType` (workspace), or dy itself.
-    public func gradientOperand(_ dy: Tensor, x: Tensor, weights: [Tensor]) -> Tensor {
-        let type = gradientOperandType(x: x, weights: weights)
+    public func gradientOperand(_ dy: Tensor, activations: DType, weights: [Tensor]) -> Tensor {
+        let type = gradientOperandType(activations: activations, weights: weights)
         return dy.dtype == .f32 && type != .f32 ? converted(dy, to: type, .workspace) : dy
     }
 
@@ -62,18 +62,30 @@ extension CPUBackend {
     /// rounded as a GPU's 16-bit GEMMs would read it, reaches the GEMMs widened; `dBias` sums f32 rows.
     public func linearBackward(dx: Tensor?, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor,
                                accumulate: Bool) {
+        precondition(x.shape.rows == dy.shape.rows && x.shape.last == weight.shape.last,
+                     "linearBackward: x \(x.shape), weight \(weight.shape), dy \(dy.shape)")
+        linearGradients(dx: dx, dWeight: dWeight.map { ($0, x) }, dBias: dBias, dy: dy, weight: weight, activations: x.dtype,
+                        accumulate: accumulate)
+    }
+
+    public func inputGradient(dx: Tensor, dy: Tensor, weight: Tensor, activations: DType, accumulate: Bool) {
+        linearGradients(dx: dx, dWeight: nil, dBias: nil, dy: dy, weight: weight, activations: activations, accumulate: accumulate)
+    }
+
+    /// `linearBackward`'s work, the input `x` needed only for `dWeight`.
+    private func linearGradients(dx: Tensor?, dWeight: (gradient: Tensor, x: Tensor)?, dBias: Tensor?, dy: Tensor, weight: Tensor,
+                                 activations: DType, accumulate: Bool) {
         precondition(dy.dtype == .f32 || dBias == nil, "linearBackward: a bias gradient sums an f32 dy, not \(dy.dtype)")
-        let operandType = roundsGradientOperands ? sixteenBitOperandType(x: x, weights: [weight]) : .f32
+        let operandType = gradientOperandType(activations: activations, weights: [weight])
         let operand = dy.dtype != .f32 ? widened(dy) : operandType != .f32 ? widened(converted(dy, to: operandType, .workspace)) : dy
         // Pure bf16: the f32 weight's gradients exactly.
         let weight = Self.isTrainable16(weight) ? widened(weight) : weight
         profile.measure("linearBackward") {
-            let rows = x.shape.rows, inputs = x.shape.last, outputs = weight.shape.rows
-            precondition(weight.shape.last == inputs && dy.shape.rows == rows && dy.shape.last == outputs,
-                         "linearBackward: x \(x.shape), weight \(weight.shape), dy \(dy.shape)")
+            let rows = dy.shape.rows, inputs = weight.shape.last, outputs = weight.shape.rows
+            precondition(dy.shape.last == outputs, "linearBackward: weight \(weight.shape), dy \(dy.shape)")
             let g = UnsafePointer(operand.floats.baseAddress!)
             if let dx {
-                precondition(dx.count == rows * inputs, "linearBackward: dx \(dx.shape) for x \(x.shape)")
+                precondition(dx.count == rows * inputs, "linearBackward: dx \(dx.shape) for \(rows) × \(inputs)")
                 let d = dx.floats.baseAddress!
                 // dx (=, then += per further tile) dy[:, tile] · tile
                 forEachWeightTile(weight) { first, count, w in
@@ -82,7 +94,7 @@ extension CPUBackend {
                                ldc: inputs)
                 }
             }
-            if let dWeight {
+            if let (dWeight, x) = dWeight {
                 precondition(dWeight.dtype == .f32 && dWeight.count == outputs * inputs,
                              "linearBackward: dWeight \(dWeight.shape) \(dWeight.dtype) for weight \(weight.shape)")
                 withExtendedLifetime(widened(x)) { xs in

@@ -54,12 +54,14 @@ extension CUDABackend {
     }
 
     /// x's dtype when it is 16-bit and no weight is f32: the GEMMs then run on the tensor cores.
-    public func gradientOperandType(x: Tensor, weights: [Tensor]) -> DType { sixteenBitOperandType(x: x, weights: weights) }
+    public func gradientOperandType(activations: DType, weights: [Tensor]) -> DType {
+        sixteenBitOperandType(activations: activations, weights: weights)
+    }
 
     /// An f32 dy rounded to `gradientOperandType` once (workspace, as `linearBackward`'s own
     /// rounding is), which `linearBackward` then reads as it is; dy itself when already there.
-    public func gradientOperand(_ dy: Tensor, x: Tensor, weights: [Tensor]) -> Tensor {
-        let type = gradientOperandType(x: x, weights: weights)
+    public func gradientOperand(_ dy: Tensor, activations: DType, weights: [Tensor]) -> Tensor {
+        let type = gradientOperandType(activations: activations, weights: weights)
         guard dy.dtype == .f32, type != .f32 else { return dy }
         return must("gradientOperand \(dy.shape)") { try roundedCopy(dy, to: type) }
     }
@@ -71,11 +73,24 @@ extension CUDABackend {
     /// copy of x and f32 GEMMs); dx with an f32 weight stays an f32 GEMM of f32 operands.
     public func linearBackward(dx: Tensor?, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor,
                                accumulate: Bool) {
-        let rows = x.shape.rows, inputs = x.shape.last, outputs = weight.shape.rows, activations = x.dtype
-        precondition(weight.shape.last == inputs && dy.shape.rows == rows && dy.shape.last == outputs && Self.sameActivations(x)
-                     && (dy.dtype == .f32 || (dy.dtype == activations && dBias == nil && weight.dtype != .f32)),
-                     "linearBackward: x \(x.shape) \(x.dtype), weight \(weight.shape), dy \(dy.shape) \(dy.dtype)")
-        must("linearBackward x \(x.shape), weight \(weight.dtype) \(weight.shape)") {
+        precondition(x.shape.rows == dy.shape.rows && x.shape.last == weight.shape.last && Self.sameActivations(x),
+                     "linearBackward: x \(x.shape) \(x.dtype), weight \(weight.shape), dy \(dy.shape)")
+        linearGradients(dx: dx, dWeight: dWeight.map { ($0, x) }, dBias: dBias, dy: dy, weight: weight, activations: x.dtype,
+                        accumulate: accumulate)
+    }
+
+    public func inputGradient(dx: Tensor, dy: Tensor, weight: Tensor, activations: DType, accumulate: Bool) {
+        precondition(CUDAKernels.floatTypes.contains(activations), "inputGradient: activations \(activations)")
+        linearGradients(dx: dx, dWeight: nil, dBias: nil, dy: dy, weight: weight, activations: activations, accumulate: accumulate)
+    }
+
+    /// `linearBackward`'s work, the input `x` needed only for `dWeight`.
+    private func linearGradients(dx: Tensor?, dWeight: (gradient: Tensor, x: Tensor)?, dBias: Tensor?, dy: Tensor, weight: Tensor,
+                                 activations: DType, accumulate: Bool) {
+        let rows = dy.shape.rows, inputs = weight.shape.last, outputs = weight.shape.rows
+        precondition(dy.shape.last == outputs && (dy.dtype == .f32 || (dy.dtype == activations && dBias == nil && weight.dtype != .f32)),
+                     "linearBackward: weight \(weight.shape), dy \(dy.shape) \(dy.dtype), activations \(activations)")
+        must("linearBackward \(activations) rows \(rows), weight \(weight.dtype) \(weight.shape)") {
             // dy rounded to the 16-bit activations' dtype, made on first use (f32 dy as it is).
             var roundedDy: Tensor?
             func dyOperand(_ type: DType) throws -> Tensor {
@@ -86,7 +101,7 @@ extension CUDABackend {
                 return rounded
             }
             if let dx {
-                precondition(dx.count == rows * inputs && dx.dtype == .f32, "linearBackward: dx \(dx.shape) for x \(x.shape)")
+                precondition(dx.count == rows * inputs && dx.dtype == .f32, "linearBackward: dx \(dx.shape) for \(rows) × \(inputs)")
                 let type = weight.dtype == .f32 ? .f32 : activations
                 if type == .f32, let lowPrecision = try lowPrecisionOperand(dy, weight) {
                     let blas = Self.blasType(weight.dtype)
@@ -104,7 +119,7 @@ extension CUDABackend {
                     }
                 }
             }
-            if let dWeight {
+            if let (dWeight, x) = dWeight {
                 precondition(dWeight.dtype == .f32 && dWeight.count == outputs * inputs,
                              "linearBackward: dWeight \(dWeight.shape) \(dWeight.dtype) for weight \(weight.shape)")
                 // dWᵀ (in × out) += x (in × rows) · dyᵀ (rows × out)

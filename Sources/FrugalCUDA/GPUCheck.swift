@@ -687,11 +687,21 @@ extension GPUChecker {
                 return ([dx] + [dw, db].compactMap { $0 }, [])
             }
         }
+        // A frozen projection whose input was not kept: the input gradient alone, from its dtype.
+        for weightType in [a, .nf4] {
+            check("inputGradient \(name) activations (dx +=), \(weightType.rawValue) weight", tolerance: rounded) { be in
+                let dx = Self.make(be, dx0, [rows, inputs], .f32, .gradients)
+                be.inputGradient(dx: dx, dy: Self.make(be, dy, [rows, outputs], .f32, .gradients),
+                                 weight: Self.make(be, w, [outputs, inputs], weightType, .weights), activations: a, accumulate: true)
+                return ([dx], [])
+            }
+        }
         // A projection and its LoRA-like branch sharing one gradient operand (rounded once on the GPU).
         check("linearBackward \(name) activations, two calls sharing gradientOperand (dx =, +=; dWeight +=)", tolerance: rounded) { be in
             let weight = Self.make(be, w, [outputs, inputs], a, .weights), input = Self.make(be, x, [rows, inputs], a)
             let dx = be.zeros([rows, inputs], .f32, .gradients), dw = Self.make(be, dw0, [outputs, inputs], .f32, .gradients)
-            let operand = be.gradientOperand(Self.make(be, dy, [rows, outputs], .f32, .gradients), x: input, weights: [weight, weight])
+            let operand = be.gradientOperand(Self.make(be, dy, [rows, outputs], .f32, .gradients), activations: a,
+                                             weights: [weight, weight])
             be.linearBackward(dx: dx, dWeight: dw, dBias: nil, dy: operand, x: input, weight: weight, accumulate: false)
             be.linearBackward(dx: dx, dWeight: nil, dBias: nil, dy: operand, x: input, weight: weight, accumulate: true)
             return ([dx, dw], [])

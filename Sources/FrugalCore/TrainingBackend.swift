@@ -13,14 +13,18 @@ public protocol TrainingBackend: Backend {
     /// `dBias += Σ_rows dy` (+=). Any of the outputs may be nil when not needed (a frozen weight has
     /// no `dWeight`). dy is f32, or in `gradientOperandType` (then without `dBias`).
     func linearBackward(dx: Tensor?, dWeight: Tensor?, dBias: Tensor?, dy: Tensor, x: Tensor, weight: Tensor, accumulate: Bool)
-    /// The dtype the GEMMs of `linearBackward` read a gradient in, for input `x` and each of
-    /// `weights`: on a GPU, with 16-bit x and no f32 weight, x's dtype; otherwise f32. A gradient
+    /// `linearBackward`'s `dx = dy·W` (=, or += with `accumulate`) alone, for a frozen weight whose
+    /// input was not kept: `activations` is that input's dtype, which the GEMM's operands follow as
+    /// they would there.
+    func inputGradient(dx: Tensor, dy: Tensor, weight: Tensor, activations: DType, accumulate: Bool)
+    /// The dtype the GEMMs of `linearBackward` read a gradient in, for an input in `activations`
+    /// and each of `weights`: on a GPU, with 16-bit activations and no f32 weight, theirs; otherwise f32. A gradient
     /// that only such GEMMs read may be written in it directly (`activateBackward`, `gatedBackward`),
     /// sparing its f32 copy and the pass that rounds it.
-    func gradientOperandType(x: Tensor, weights: [Tensor]) -> DType
+    func gradientOperandType(activations: DType, weights: [Tensor]) -> DType
     /// `dy` in `gradientOperandType`, made once for several calls that share it (a projection and
     /// its LoRA branch): an f32 dy rounded (each call would round it), otherwise dy itself.
-    func gradientOperand(_ dy: Tensor, x: Tensor, weights: [Tensor]) -> Tensor
+    func gradientOperand(_ dy: Tensor, activations: DType, weights: [Tensor]) -> Tensor
     /// `dTable[tokens[t]] += dy[t]` (f32 table gradient).
     func embeddingBackward(_ dTable: Tensor, dy: Tensor, tokens: [Int32])
     /// Gradients of `rmsNorm`: `dx` (=) and `dWeight` (+=).
@@ -120,8 +124,8 @@ extension TrainingBackend {
 
     /// The operand dtype of GEMMs that run in 16 bits (a GPU's tensor cores): x's dtype when it
     /// is f16 or bf16 and none of `weights` is f32, else f32.
-    public func sixteenBitOperandType(x: Tensor, weights: [Tensor]) -> DType {
-        (x.dtype == .f16 || x.dtype == .bf16) && !weights.contains(where: { $0.dtype == .f32 }) ? x.dtype : .f32
+    public func sixteenBitOperandType(activations: DType, weights: [Tensor]) -> DType {
+        (activations == .f16 || activations == .bf16) && !weights.contains(where: { $0.dtype == .f32 }) ? activations : .f32
     }
 
     /// One `adamW` after another, each followed by its rounded copy.

@@ -12,8 +12,12 @@ struct LoRATape {
 
 /// The activations a block's backward reads, filled by its forward.
 ///
-/// Pre-norm: `h1 = N1(x)`, `s1 = x + A(h1)`, `mid = s1`, `h2 = N2(mid)`, `s2 = mid + M(h2)`.
-/// Post-norm: `h1 = x`, `s1 = x + A(h1)`, `mid = N1(s1)`, `h2 = mid`, `s2 = mid + M(h2)`, out `N2(s2)`.
+/// Pre-norm: `h1 = N1(x)`, `s1 = x + A(h1)`, `h2 = N2(s1)`, `s2 = s1 + M(h2)`.
+/// Post-norm: `h1 = x`, `s1 = x + A(h1)`, `h2 = N1(s1)`, `s2 = h2 + M(h2)`, out `N2(s2)`.
+///
+/// A projection's input (`h1`, `h2`, `product`) is kept only when its backward reads it
+/// (`Decoder.keepsInput`): a frozen weight without an adapter needs only its weight to pass the
+/// gradient on.
 final class BlockTape {
     /// Whether dropout applies (training) or not (evaluation).
     let training: Bool
@@ -22,15 +26,20 @@ final class BlockTape {
     /// The stream's state when the block started.
     let startRandom: SplitMix64
 
-    var input: Tensor!, h1: Tensor!, s1: Tensor!, mid: Tensor!, h2: Tensor!, s2: Tensor!
+    var input: Tensor!, s1: Tensor!, s2: Tensor!
+    /// The inputs of q, k and v, and of gate and up, when kept.
+    var h1: Tensor?, h2: Tensor?
     /// A checkpoint's input while it waits in host memory (activation offload), instead of `input`.
     var offloaded: HostCopy?
     /// Query, key (after rotary) and value; attention output before the output projection.
     var q: Tensor!, k: Tensor!, v: Tensor!, attended: Tensor!
     /// The attention forward's log-sum-exp per query row, when the backend wrote it.
     var logSumExp: Tensor?
-    /// MLP: gate and up projections (before the activation), and their product.
-    var gate: Tensor?, up: Tensor!, product: Tensor!
+    /// MLP: gate and up projections (before the activation), and their product (the down
+    /// projection's input, when kept).
+    var gate: Tensor?, up: Tensor!, product: Tensor?
+    /// The dtype the forward stored its activations in.
+    var activations: DType { s1.dtype }
     var lora: [ProjectionRole: LoRATape] = [:]
 
     init(training: Bool, random: SplitMix64) {

@@ -45,7 +45,9 @@ extension Decoder {
             let block = name.hasPrefix("blocks.") ? Int(name.split(separator: ".")[1]) : nil
             return (name, tensor, block)
         }.filter { $0.block.map { !frozenLayers.contains($0) } ?? true }
-        for (name, tensor, _) in named where tensor.dtype != .f32 && (tensor.dtype != .bf16 || tensor.storage.category != .trainable) {
+        // The forward keeps a projection's input for its backward only when the weight is
+        // `trainable` memory or adapted (`Decoder.keepsInput`).
+        for (name, tensor, _) in named where tensor.storage.category != .trainable || tensor.dtype != .f32 && tensor.dtype != .bf16 {
             throw FrugalError.invalidArgument("weight '\(name)' is \(tensor.dtype.rawValue) \(tensor.storage.category.rawValue): a full fine-tune needs the model loaded with trainable f32 (or bf16) weights")
         }
         return TrainableParameters(backend: backend, named: named, shareBlockGradients: shareBlockGradients)

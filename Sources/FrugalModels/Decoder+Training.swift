@@ -145,7 +145,7 @@ extension Decoder {
             var tape = tapes.removeLast()
             // The next block's input crosses back while this block is recomputed and differentiated.
             if let next = tapes.last?.offloaded { backend.prefetch(next) }
-            if tape.h1 == nil {
+            if tape.s1 == nil {
                 let recomputed = BlockTape(training: tape.training, random: tape.random)
                 recomputeBlock(index, tape.offloaded.map(backend.restore) ?? tape.input, input, tape: recomputed)
                 tape = recomputed
@@ -226,9 +226,9 @@ extension Decoder {
             backend.ropeBackward(dq, heads: c.heads, headDim: c.headDim, positions: input.positions, inverseFrequencies: inverseFrequencies)
             backend.ropeBackward(dk, heads: c.kvHeads, headDim: c.headDim, positions: input.positions, inverseFrequencies: inverseFrequencies)
         }
-        let dH1 = linearBackward(dq, tape.h1, block.query, tape.lora[.q], parameters, backend)
-        linearBackward(dk, tape.h1, block.key, tape.lora[.k], parameters, backend, into: dH1)
-        linearBackward(dv, tape.h1, block.value, tape.lora[.v], parameters, backend, into: dH1)
+        let dH1 = projectionBackward(dq, tape.h1, block.query, .q, tape, parameters, backend)
+        projectionBackward(dk, tape.h1, block.key, .k, tape, parameters, backend, into: dH1)
+        projectionBackward(dv, tape.h1, block.value, .v, tape, parameters, backend, into: dH1)
         // s1 = x + A(h1)
         let dx = backend.empty(dS1.shape, .f32, .activations)
         if preNorm {
@@ -247,24 +247,29 @@ extension Decoder {
         let block = weights.blocks[index], preNorm = configuration.normBeforeBlock
         // out = s2 (pre-norm) or N2(s2)
         let dS2 = preNorm ? dOut : normBackward(dOut, tape.s2, block.mlpNorm, parameters, backend)
-        let (dGate, dUp) = activationGradients(index, dS2, tape, parameters, backend)
-        var dH2: Tensor
-        if let gate = block.gate, let dGate {
-            dH2 = linearBackward(dGate, tape.h2, gate, tape.lora[.gate], parameters, backend)
-            linearBackward(dUp, tape.h2, block.up, tape.lora[.up], parameters, backend, into: dH2)
-        } else {
-            dH2 = linearBackward(dUp, tape.h2, block.up, tape.lora[.up], parameters, backend)
-        }
+        let dH2 = mlpInputGradient(index, dS2, tape, parameters, backend)
         // s2 = mid + M(h2)
         let dMid = backend.empty(dS2.shape, .f32, .activations)
         if preNorm {
-            let dFromNorm = normBackward(dH2, tape.mid, block.mlpNorm, parameters, backend)
+            let dFromNorm = normBackward(dH2, tape.s1, block.mlpNorm, parameters, backend)
             backend.add(dMid, dS2, dFromNorm)
         } else {
             backend.add(dMid, dS2, dH2)
         }
         // mid = s1 (pre-norm) or N1(s1)
         return preNorm ? dMid : normBackward(dMid, tape.s1, block.attentionNorm, parameters, backend)
+    }
+
+    /// The gradient of the MLP's input h2 (=), from that of its output, with the parameter
+    /// gradients of its projections (+=); every MLP-wide gradient is freed on return.
+    private func mlpInputGradient(_ index: Int, _ dOut: Tensor, _ tape: BlockTape, _ parameters: TrainableParameters,
+                                  _ backend: TrainingBackend) -> Tensor {
+        let block = weights.blocks[index]
+        let (dGate, dUp) = activationGradients(index, dOut, tape, parameters, backend)
+        guard let gate = block.gate, let dGate else { return projectionBackward(dUp, tape.h2, block.up, .up, tape, parameters, backend) }
+        let dH2 = projectionBackward(dGate, tape.h2, gate, .gate, tape, parameters, backend)
+        projectionBackward(dUp, tape.h2, block.up, .up, tape, parameters, backend, into: dH2)
+        return dH2
     }
 
     /// The gradients of the MLP's gate (when gated) and up outputs, from that of its output: back
@@ -274,8 +279,8 @@ extension Decoder {
     private func activationGradients(_ index: Int, _ dOut: Tensor, _ tape: BlockTape, _ parameters: TrainableParameters,
                                      _ backend: TrainingBackend) -> (gate: Tensor?, up: Tensor) {
         let block = weights.blocks[index], activation = configuration.activation
-        let dProduct = linearBackward(dOut, tape.product, block.down, tape.lora[.down], parameters, backend)
-        let type = gradientType(of: [block.gate, block.up].compactMap { $0 }, x: tape.h2, parameters, backend)
+        let dProduct = projectionBackward(dOut, tape.product, block.down, .down, tape, parameters, backend)
+        let type = gradientType(of: [block.gate, block.up].compactMap { $0 }, activations: tape.activations, parameters, backend)
         if let g = tape.gate {
             let dGate = type == .f32 ? dProduct : backend.empty(g.shape, type, .activations)
             let dUp = backend.empty(g.shape, type, .activations)
@@ -287,16 +292,30 @@ extension Decoder {
         return (nil, dUp)
     }
 
-    /// The dtype in which every one of `linears` (reading input `x`) may take its output gradient:
-    /// `gradientOperandType` when all agree and none trains a bias (whose gradient sums f32 rows), else f32.
-    private func gradientType(of linears: [Linear], x: Tensor, _ parameters: TrainableParameters,
+    /// The dtype in which every one of `linears` (reading inputs in `activations`) may take its
+    /// output gradient: `gradientOperandType` when all agree and none trains a bias (whose gradient
+    /// sums f32 rows), else f32.
+    private func gradientType(of linears: [Linear], activations: DType, _ parameters: TrainableParameters,
                               _ backend: TrainingBackend) -> DType {
         let types = Set(linears.map { linear -> DType in
             guard parameters.gradient(of: linear.bias) == nil else { return .f32 }
             let adapter = linear.lora.flatMap { $0.enabled ? $0.b : nil }
-            return backend.gradientOperandType(x: x, weights: [linear.weight] + (adapter.map { [$0] } ?? []))
+            return backend.gradientOperandType(activations: activations, weights: [linear.weight] + (adapter.map { [$0] } ?? []))
         })
         return types.count == 1 ? types.first! : .f32
+    }
+
+    /// `linearBackward` of a block's projection `role`, whose input `x` the tape kept only when this
+    /// backward reads it (`keepsInput`); without it, only the input gradient passes (`inputGradient`).
+    @discardableResult
+    private func projectionBackward(_ dy: Tensor, _ x: Tensor?, _ linear: Linear, _ role: ProjectionRole, _ tape: BlockTape,
+                                    _ parameters: TrainableParameters, _ backend: TrainingBackend, into sum: Tensor? = nil) -> Tensor {
+        if let x { return linearBackward(dy, x, linear, tape.lora[role], parameters, backend, into: sum) }
+        precondition(tape.lora[role] == nil && parameters.gradient(of: linear.weight) == nil && parameters.gradient(of: linear.bias) == nil,
+                     "the \(role) projection trains, but its input was not kept: train the weights loaded as trainable")
+        let dx = sum ?? backend.empty([dy.shape.rows, linear.inputs], .f32, .activations)
+        backend.inputGradient(dx: dx, dy: dy, weight: linear.weight, activations: tape.activations, accumulate: sum != nil)
+        return dx
     }
 
     /// Backward of `project`: the input gradient (= in a new tensor, or += into `sum`), with weight,
@@ -311,7 +330,7 @@ extension Decoder {
         if let adapter = linear.lora, adapter.enabled, let lora {
             // The base and the branch read dy alike: a GPU rounds it once for both (no bias gradient).
             if parameters.gradient(of: linear.bias) == nil {
-                dy = backend.gradientOperand(dy, x: x, weights: [linear.weight, adapter.b])
+                dy = backend.gradientOperand(dy, activations: x.dtype, weights: [linear.weight, adapter.b])
             }
             // The tape's hidden is already scaled: dB += dyᵀ·(s·h); d(s·h) = dy·B, so dh = s·dy·B.
             let dHidden = backend.empty(lora.hidden.shape, .f32, .activations)

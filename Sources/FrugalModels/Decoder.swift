@@ -118,7 +118,11 @@ public final class Decoder: @unchecked Sendable {
         let normed = normalize(x, plus: attended, into: s1, preNorm ? block.mlpNorm : block.attentionNorm)
         let mid = preNorm ? s1 : normed
         let h2 = normed
-        if let tape { tape.input = x; tape.h1 = h1; tape.s1 = s1; tape.mid = mid; tape.h2 = h2 }
+        if let tape {
+            tape.input = x; tape.s1 = s1
+            tape.h1 = [block.query, block.key, block.value].contains(where: Self.keepsInput) ? h1 : nil
+            tape.h2 = [block.gate, block.up].compactMap { $0 }.contains(where: Self.keepsInput) ? h2 : nil
+        }
         guard let mlpOut = mlp(block, h2, tape: tape, output: output) else { return nil }
         let s2 = backend.empty(x.shape, x.dtype, .activations)
         let out: Tensor
@@ -179,12 +183,18 @@ public final class Decoder: @unchecked Sendable {
         } else {
             backend.activate(product, up, configuration.activation)
         }
-        if let tape { tape.up = up; tape.product = product }
+        if let tape { tape.up = up; tape.product = Self.keepsInput(block.down) ? product : nil }
         guard output else {
             loraHidden(product, block.down, .down, tape)
             return nil
         }
         return project(product, block.down, .down, tape)
+    }
+
+    /// Whether `linear`'s backward reads its input: for an enabled adapter's gradients, or a
+    /// weight or bias that trains (a full fine-tune loads its weights as `trainable` memory).
+    static func keepsInput(_ linear: Linear) -> Bool {
+        linear.lora?.enabled == true || linear.weight.storage.category == .trainable || linear.bias?.storage.category == .trainable
     }
 
     /// `x·Wᵀ + b`, plus the LoRA branch `s · dropout(x)·Aᵀ·Bᵀ` when an enabled adapter is attached

@@ -157,12 +157,17 @@ public struct MemoryPlan: Sendable, Equatable {
         // Activations per token: forward's in the activation dtype (`stored` bytes a value), the
         // attention's statistics and every gradient in f32.
         let d = c.hiddenSize, q = c.heads * c.headDim, kv = c.kvHeads * c.headDim, mlp = c.intermediateSize
-        let mlpWidths = (c.gatedMLP ? 3 : 2) * mlp, stored = configuration.activationDType.byteCount(elements: 1)!
-        // One block's tape: h1, s1, h2 and the block's output (or, post-norm, s1, mid, s2 and the
-        // output), q, k, v, the attention output, up, gate and their product, each adapter's
-        // hidden, and on the GPU the attention's log-sum-exp (one per head; the CPU recomputes it).
+        let stored = configuration.activationDType.byteCount(elements: 1)!
+        // One block's tape: s1 and the block's output (post-norm: s2 too), q, k, v, the attention
+        // output, up and gate, each adapter's hidden, on the GPU the attention's log-sum-exp (one per
+        // head; the CPU recomputes it), and the inputs of the projections that train
+        // (`Decoder.keepsInput`): q, k and v's h1 (pre-norm; post-norm's is the block input), gate
+        // and up's h2, down's product.
+        func keeps(_ roles: [ProjectionRole]) -> Bool { full || adapted.contains { roles.contains($0.role) } }
+        let inputs = (c.normBeforeBlock && keeps([.q, .k, .v]) ? d : 0) + (keeps([.gate, .up]) ? d : 0)
+            + (keeps([.down]) ? mlp : 0) + (c.normBeforeBlock ? 0 : d)
         let statistics = configuration.device == .cuda ? c.heads : 0
-        let tape = stored * (4 * d + 2 * q + 2 * kv + mlpWidths + rank * adapted.count) + 4 * statistics
+        let tape = stored * (2 * d + inputs + 2 * q + 2 * kv + (c.gatedMLP ? 2 : 1) * mlp + rank * adapted.count) + 4 * statistics
         // A block recomputed for its backward keeps no output (`Decoder.recomputeBlock`).
         let recomputedTape = tape - stored * d
         // The embedding output, then every tape or, checkpointed, every block's output; offloaded, the

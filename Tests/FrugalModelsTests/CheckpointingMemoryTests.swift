@@ -7,10 +7,11 @@ import FrugalFormats
 
 final class CheckpointingMemoryTests: XCTestCase {
     /// Bytes one block's forward saves per token for LoRA on q,k,v,o (see `BlockTape`): input,
-    /// h1, q, k, v, attention output, mid, h2, gate, up, product, and the LoRA hidden states.
+    /// h1, q, k, v, attention output, s1, gate, up, and the LoRA hidden states — not the inputs of
+    /// the frozen gate, up and down projections (h2, the product), which their backward never reads.
     private func tapeBytesPerToken(_ c: ModelConfiguration, rank: Int) -> Int {
         let d = c.hiddenSize, q = c.heads * c.headDim, kv = c.kvHeads * c.headDim
-        return 4 * (d + d + q + 2 * kv + q + d + d + 3 * c.intermediateSize + 4 * rank)
+        return 4 * (d + d + q + 2 * kv + q + d + 2 * c.intermediateSize + 4 * rank)
     }
 
     func testCheckpointingKeepsOnlyBlockInputs() throws {

@@ -63,20 +63,20 @@ final class PlanTests: XCTestCase {
     /// Prints predicted against measured peaks, category by category, and asserts weights,
     /// trainable, gradients and optimizer within 1%, activations, workspace and the total within
     /// 10%.
-    private func compare(_ plan: MemoryPlan, measured: [MemoryCategory: Int], total: Int, _ name: String, skipping: MemoryCategory? = nil,
-                         file: StaticString = #filePath, line: UInt = #line) {
+    private func compare(_ plan: MemoryPlan, measured: [MemoryCategory: Int], total: Int?, _ name: String,
+                         skipping: Set<MemoryCategory> = [], file: StaticString = #filePath, line: UInt = #line) {
         func gib(_ bytes: Int) -> String { String(format: "%8.4f GiB", Double(bytes) / Double(1 << 30)) }
         var lines = ["\(name):"]
         for category in MemoryCategory.allCases {
             let p = plan.peak[category, default: 0], m = measured[category, default: 0]
             lines.append("  \(category.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0)) predicted \(gib(p))  measured \(gib(m))")
-            if category == skipping { continue }
+            if skipping.contains(category) { continue }
             let tolerance = category == .activations || category == .workspace ? 0.1 : 0.01
             XCTAssertEqual(Double(p), Double(m), accuracy: tolerance * Double(max(m, 1)), "\(name): \(category.rawValue)",
                            file: file, line: line)
         }
-        lines.append("  total        predicted \(gib(plan.peakTotal))  measured \(gib(total))")
-        print(lines.joined(separator: "\n"))
+        print(lines.joined(separator: "\n") + "\n  total        predicted \(gib(plan.peakTotal))" + (total.map { "  measured \(gib($0))" } ?? ""))
+        guard let total else { return }
         XCTAssertEqual(Double(plan.peakTotal), Double(total), accuracy: 0.1 * Double(total), "\(name): total", file: file, line: line)
     }
 
@@ -250,8 +250,10 @@ final class PlanTests: XCTestCase {
     }
 
     /// Compares `configuration`'s plan with the measured row `workload` of `file`.
+    /// The categories in `skipping` go unchecked, and the total too unless `checkingTotal`.
     private func checkAgainstH100(_ configuration: MemoryPlan.Configuration, _ file: String, _ workload: String,
-                                  skipping: MemoryCategory? = nil, file testFile: StaticString = #filePath, line: UInt = #line) throws {
+                                  skipping: Set<MemoryCategory> = [], checkingTotal: Bool = true,
+                                  file testFile: StaticString = #filePath, line: UInt = #line) throws {
         let row = try XCTUnwrap(try h100Rows(file)[workload], "no frugal \(workload) row in \(file)")
         XCTAssertEqual(row["checkpointing"] as? Bool, configuration.checkpointing, file: testFile, line: line)
         XCTAssertEqual(row["batch"] as? Int, configuration.microBatch, file: testFile, line: line)
@@ -261,7 +263,7 @@ final class PlanTests: XCTestCase {
         let byCategory = try XCTUnwrap(row["peak_by_category_gib"] as? [String: Double])
         let measured = Dictionary(uniqueKeysWithValues: byCategory.map { (MemoryCategory(rawValue: $0.key)!, Int($0.value * gib)) })
         let total = Int(try XCTUnwrap(row["ledger_peak_gib"] as? Double) * gib)
-        compare(try MemoryPlan.predict(configuration), measured: measured, total: total, "H100 \(workload) (\(file))",
+        compare(try MemoryPlan.predict(configuration), measured: measured, total: checkingTotal ? total : nil, "H100 \(workload) (\(file))",
                 skipping: skipping, file: testFile, line: line)
     }
 
@@ -278,19 +280,22 @@ final class PlanTests: XCTestCase {
     /// activations, 10% above this version's, go unchecked until the row is measured again.
     func testLlama31LoRAAgainstH100() throws {
         try checkAgainstH100(w1(checkpointing: false), "2026-11-22-h100-perf-w1.json", "W1")
-        try checkAgainstH100(w1(checkpointing: true), "2026-11-22-h100-perf-w1.json", "W1-ckpt", skipping: .activations)
+        try checkAgainstH100(w1(checkpointing: true), "2026-11-22-h100-perf-w1.json", "W1-ckpt", skipping: [.activations])
     }
 
     /// W2: Llama-2-7B's shape, LoRA r16 on q, k, v, batch 8 × 256, fp32 (f32 base) and bf16 (bf16 base).
     /// These runs held the attention's scores for whole sequences, before they went a query block at
-    /// a time (`AttentionLayout.queryBlockSize`): their workspace, dominated by those scores at 256
-    /// tokens, is no longer this version's and goes unchecked until the rows are measured again.
+    /// a time (`AttentionLayout.queryBlockSize`), and kept the inputs of the frozen gate, up and down
+    /// projections, which this version drops (`Decoder.keepsInput`: 3.7 GiB at fp32): their
+    /// workspace and activations are no longer this version's and go unchecked, with the total,
+    /// until the rows are measured again.
     func testLlama2LoRAAgainstH100() throws {
         for (precision, base) in [(PrecisionPolicy.fp32, DType.f32), (.bf16, .bf16)] {
             let configuration = MemoryPlan.Configuration(
                 model: .llama2_7B, baseDType: base, method: .lora(LoRAConfiguration(rank: 16, alpha: 32, targets: ["q", "k", "v"])),
                 precision: precision, microBatch: 8, sequenceLength: 256, activations: .f32, device: .cuda)
-            try checkAgainstH100(configuration, "2026-11-22-h100-perf-w2.json", "W2-\(precision.rawValue)-ga1", skipping: .workspace)
+            try checkAgainstH100(configuration, "2026-11-22-h100-perf-w2.json", "W2-\(precision.rawValue)-ga1",
+                                 skipping: [.workspace, .activations], checkingTotal: false)
         }
     }
 
