@@ -48,12 +48,6 @@ extension CPUBackend {
         roundsGradientOperands ? sixteenBitOperandType(activations: activations, weights: weights) : .f32
     }
 
-    /// An f32 dy rounded to `gradientOperandType` (workspace), or dy itself.
-    public func gradientOperand(_ dy: Tensor, activations: DType, weights: [Tensor]) -> Tensor {
-        let type = gradientOperandType(activations: activations, weights: weights)
-        return dy.dtype == .f32 && type != .f32 ? converted(dy, to: type, .workspace) : dy
-    }
-
     /// Gradients of `linear`: `dx = dy·W` (= or +=), `dWeight += dyᵀ·x` (+=), `dBias += Σ_rows dy` (+=).
     ///
     /// `dx` takes one GEMM per weight tile (packed and 16-bit weights are widened as the
@@ -76,8 +70,7 @@ extension CPUBackend {
     private func linearGradients(dx: Tensor?, dWeight: (gradient: Tensor, x: Tensor)?, dBias: Tensor?, dy: Tensor, weight: Tensor,
                                  activations: DType, accumulate: Bool) {
         precondition(dy.dtype == .f32 || dBias == nil, "linearBackward: a bias gradient sums an f32 dy, not \(dy.dtype)")
-        let operandType = gradientOperandType(activations: activations, weights: [weight])
-        let operand = dy.dtype != .f32 ? widened(dy) : operandType != .f32 ? widened(converted(dy, to: operandType, .workspace)) : dy
+        let operand = widened(gradientOperand(dy, activations: activations, weights: [weight]))
         // Pure bf16: the f32 weight's gradients exactly.
         let weight = Self.isTrainable16(weight) ? widened(weight) : weight
         profile.measure("linearBackward") {

@@ -58,14 +58,6 @@ extension CUDABackend {
         sixteenBitOperandType(activations: activations, weights: weights)
     }
 
-    /// An f32 dy rounded to `gradientOperandType` once (workspace, as `linearBackward`'s own
-    /// rounding is), which `linearBackward` then reads as it is; dy itself when already there.
-    public func gradientOperand(_ dy: Tensor, activations: DType, weights: [Tensor]) -> Tensor {
-        let type = gradientOperandType(activations: activations, weights: weights)
-        guard dy.dtype == .f32, type != .f32 else { return dy }
-        return must("gradientOperand \(dy.shape)") { try roundedCopy(dy, to: type) }
-    }
-
     /// Gradients of `linear`: `dx = dy·W` (= or +=), `dWeight += dyᵀ·x` (f32, +=), `dBias += Σ_rows dy` (+=).
     /// dy and the gradients are f32, x is in the activation dtype. With 16-bit x, dy is rounded to
     /// x's dtype once (workspace) and both GEMMs run in it on the tensor cores, accumulating in f32

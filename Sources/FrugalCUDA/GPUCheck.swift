@@ -810,33 +810,24 @@ extension GPUChecker {
                 be.activate(out, Self.make(be, x, [n], a), activation)
                 return ([out], [])
             }
-            check("\(activation.rawValue) backward, \(name) activations", tolerance: GPUCheckTolerance.sixteenBit) { be in
-                let dx = be.zeros([n], .f32, .gradients)
-                be.activateBackward(dx: dx, dy: Self.make(be, dy, [n], .f32, .gradients), x: Self.make(be, x, [n], a), activation)
-                return ([dx], [])
-            }
             check("gated \(activation.rawValue) \(name) activations", tolerance: output) { be in
                 let out = be.zeros([n], a, .activations)
                 be.gated(out, gate: Self.make(be, x, [n], a), up: Self.make(be, y, [n], a), activation)
                 return ([out], [])
             }
-            check("gated \(activation.rawValue) backward, \(name) activations", tolerance: GPUCheckTolerance.sixteenBit) { be in
-                let dg = be.zeros([n], .f32, .gradients), du = be.zeros([n], .f32, .gradients)
-                be.gatedBackward(dGate: dg, dUp: du, dy: Self.make(be, dy, [n], .f32, .gradients), gate: Self.make(be, x, [n], a),
-                                 up: Self.make(be, y, [n], a), activation)
-                return ([dg, du], [])
-            }
-            // Written in 16 bits, as the projections' tensor-core GEMMs read them (`gradientOperandType`).
-            check("\(activation.rawValue) backward into 16-bit gradients, \(name) activations", tolerance: output) { be in
-                let dx = be.zeros([n], a, .gradients)
-                be.activateBackward(dx: dx, dy: Self.make(be, dy, [n], .f32, .gradients), x: Self.make(be, x, [n], a), activation)
-                return ([dx], [])
-            }
-            check("gated \(activation.rawValue) backward into 16-bit gradients, \(name) activations", tolerance: output) { be in
-                let dg = be.zeros([n], a, .gradients), du = be.zeros([n], a, .gradients)
-                be.gatedBackward(dGate: dg, dUp: du, dy: Self.make(be, dy, [n], .f32, .gradients), gate: Self.make(be, x, [n], a),
-                                 up: Self.make(be, y, [n], a), activation)
-                return ([dg, du], [])
+            // Gradients in f32, and in 16 bits as the projections' tensor-core GEMMs read them (`gradientOperandType`).
+            for (gradients, into, tolerance) in [(DType.f32, "", GPUCheckTolerance.sixteenBit), (a, " into 16-bit gradients", output)] {
+                check("\(activation.rawValue) backward\(into), \(name) activations", tolerance: tolerance) { be in
+                    let dx = be.zeros([n], gradients, .gradients)
+                    be.activateBackward(dx: dx, dy: Self.make(be, dy, [n], .f32, .gradients), x: Self.make(be, x, [n], a), activation)
+                    return ([dx], [])
+                }
+                check("gated \(activation.rawValue) backward\(into), \(name) activations", tolerance: tolerance) { be in
+                    let dg = be.zeros([n], gradients, .gradients), du = be.zeros([n], gradients, .gradients)
+                    be.gatedBackward(dGate: dg, dUp: du, dy: Self.make(be, dy, [n], .f32, .gradients), gate: Self.make(be, x, [n], a),
+                                     up: Self.make(be, y, [n], a), activation)
+                    return ([dg, du], [])
+                }
             }
         }
         let tokens = 11, heads = 3, headDim = 32, half = 16

@@ -22,9 +22,6 @@ public protocol TrainingBackend: Backend {
     /// that only such GEMMs read may be written in it directly (`activateBackward`, `gatedBackward`),
     /// sparing its f32 copy and the pass that rounds it.
     func gradientOperandType(activations: DType, weights: [Tensor]) -> DType
-    /// `dy` in `gradientOperandType`, made once for several calls that share it (a projection and
-    /// its LoRA branch): an f32 dy rounded (each call would round it), otherwise dy itself.
-    func gradientOperand(_ dy: Tensor, activations: DType, weights: [Tensor]) -> Tensor
     /// `dTable[tokens[t]] += dy[t]` (f32 table gradient).
     func embeddingBackward(_ dTable: Tensor, dy: Tensor, tokens: [Int32])
     /// Gradients of `rmsNorm`: `dx` (=) and `dWeight` (+=).
@@ -121,6 +118,13 @@ extension TrainingBackend {
 
     /// One `sumOfSquares` after another (a backend that computes in place waits for nothing).
     public func sumsOfSquares(_ tensors: [Tensor]) -> [Double] { tensors.map(sumOfSquares) }
+
+    /// `dy` in `gradientOperandType`, made once for several calls that share it (a projection and
+    /// its LoRA branch): an f32 dy rounded into workspace (each call would round it), otherwise dy itself.
+    public func gradientOperand(_ dy: Tensor, activations: DType, weights: [Tensor]) -> Tensor {
+        let type = gradientOperandType(activations: activations, weights: weights)
+        return dy.dtype == .f32 && type != .f32 ? converted(dy, to: type, .workspace) : dy
+    }
 
     /// The operand dtype of GEMMs that run in 16 bits (a GPU's tensor cores): x's dtype when it
     /// is f16 or bf16 and none of `weights` is f32, else f32.

@@ -280,7 +280,7 @@ extension Decoder {
                                      _ backend: TrainingBackend) -> (gate: Tensor?, up: Tensor) {
         let block = weights.blocks[index], activation = configuration.activation
         let dProduct = projectionBackward(dOut, tape.product, block.down, .down, tape, parameters, backend)
-        let type = gradientType(of: [block.gate, block.up].compactMap { $0 }, activations: tape.activations, parameters, backend)
+        let type = gradientType(of: block.mlpInputs, activations: tape.activations, parameters, backend)
         if let g = tape.gate {
             let dGate = type == .f32 ? dProduct : backend.empty(g.shape, type, .activations)
             let dUp = backend.empty(g.shape, type, .activations)

@@ -121,7 +121,7 @@ public final class Decoder: @unchecked Sendable {
         if let tape {
             tape.input = x; tape.s1 = s1
             tape.h1 = [block.query, block.key, block.value].contains(where: Self.keepsInput) ? h1 : nil
-            tape.h2 = [block.gate, block.up].compactMap { $0 }.contains(where: Self.keepsInput) ? h2 : nil
+            tape.h2 = block.mlpInputs.contains(where: Self.keepsInput) ? h2 : nil
         }
         guard let mlpOut = mlp(block, h2, tape: tape, output: output) else { return nil }
         let s2 = backend.empty(x.shape, x.dtype, .activations)

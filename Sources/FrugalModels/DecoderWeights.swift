@@ -47,6 +47,9 @@ public struct BlockWeights: @unchecked Sendable {
     public var up: Linear
     public var down: Linear
 
+    /// The projections that read the MLP's input: the gate (when gated) and up.
+    public var mlpInputs: [Linear] { [gate, up].compactMap { $0 } }
+
     /// The projection playing `role`, when the block has one.
     public subscript(role: ProjectionRole) -> Linear? {
         get {
