@@ -7,6 +7,11 @@ public enum Activation: String, Sendable, Codable {
     case geluTanh
     /// Exact GELU with erf.
     case gelu
+
+    /// Whether the derivative can be read from the output as well as from the input: relu's is 1
+    /// where relu(x) > 0, which is where x > 0 (also after rounding both to 16 bits, rounding
+    /// being monotone), so its backward needs only the output kept.
+    public var derivativeFromOutput: Bool { self == .relu }
 }
 
 /// The attention pattern for one call.

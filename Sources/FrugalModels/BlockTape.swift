@@ -36,8 +36,9 @@ final class BlockTape {
     /// The attention forward's log-sum-exp per query row, when the backend wrote it.
     var logSumExp: Tensor?
     /// MLP: gate and up projections (before the activation), and their product (the down
-    /// projection's input, when kept).
-    var gate: Tensor?, up: Tensor!, product: Tensor?
+    /// projection's input, when kept). A plain MLP whose activation's derivative reads from its
+    /// output (`Activation.derivativeFromOutput`: relu) keeps the product instead of up.
+    var gate: Tensor?, up: Tensor?, product: Tensor?
     /// The dtype the forward stored its activations in.
     var activations: DType { s1.dtype }
     var lora: [ProjectionRole: LoRATape] = [:]

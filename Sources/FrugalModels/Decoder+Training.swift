@@ -281,14 +281,16 @@ extension Decoder {
         let block = weights.blocks[index], activation = configuration.activation
         let dProduct = projectionBackward(dOut, tape.product, block.down, .down, tape, parameters, backend)
         let type = gradientType(of: block.mlpInputs, activations: tape.activations, parameters, backend)
-        if let g = tape.gate {
+        if let g = tape.gate, let up = tape.up {
             let dGate = type == .f32 ? dProduct : backend.empty(g.shape, type, .activations)
             let dUp = backend.empty(g.shape, type, .activations)
-            backend.gatedBackward(dGate: dGate, dUp: dUp, dy: dProduct, gate: g, up: tape.up, activation)
+            backend.gatedBackward(dGate: dGate, dUp: dUp, dy: dProduct, gate: g, up: up, activation)
             return (dGate, dUp)
         }
-        let dUp = type == .f32 ? dProduct : backend.empty(tape.up.shape, type, .activations)
-        backend.activateBackward(dx: dUp, dy: dProduct, x: tape.up, activation)
+        // relu's derivative from the product when up was not kept (`BlockTape.up`)
+        guard let x = tape.up ?? tape.product else { preconditionFailure("the MLP's tape keeps neither up nor the product") }
+        let dUp = type == .f32 ? dProduct : backend.empty(x.shape, type, .activations)
+        backend.activateBackward(dx: dUp, dy: dProduct, x: x, activation)
         return (nil, dUp)
     }
 

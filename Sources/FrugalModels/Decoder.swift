@@ -183,7 +183,11 @@ public final class Decoder: @unchecked Sendable {
         } else {
             backend.activate(product, up, configuration.activation)
         }
-        if let tape { tape.up = up; tape.product = Self.keepsInput(block.down) ? product : nil }
+        if let tape {
+            let outputOnly = block.gate == nil && configuration.activation.derivativeFromOutput
+            tape.up = outputOnly ? nil : up
+            tape.product = outputOnly || Self.keepsInput(block.down) ? product : nil
+        }
         guard output else {
             loraHidden(product, block.down, .down, tape)
             return nil

@@ -162,40 +162,45 @@ public struct MemoryPlan: Sendable, Equatable {
         // output, up and gate, each adapter's hidden, on the GPU the attention's log-sum-exp (one per
         // head; the CPU recomputes it), and the inputs of the projections that train
         // (`Decoder.keepsInput`): q, k and v's h1 (pre-norm; post-norm's is the block input), gate
-        // and up's h2, down's product.
+        // and up's h2, down's product. A plain relu MLP keeps the product instead of up
+        // (`Activation.derivativeFromOutput`).
         func keeps(_ roles: [ProjectionRole]) -> Bool { full || adapted.contains { roles.contains($0.role) } }
+        let outputOnly = !c.gatedMLP && c.activation.derivativeFromOutput
         let inputs = (c.normBeforeBlock && keeps([.q, .k, .v]) ? d : 0) + (keeps([.gate, .up]) ? d : 0)
-            + (keeps([.down]) ? mlp : 0) + (c.normBeforeBlock ? 0 : d)
+            + (outputOnly || keeps([.down]) ? mlp : 0) + (c.normBeforeBlock ? 0 : d)
+        let preActivations = (c.gatedMLP ? 2 : outputOnly ? 0 : 1) * mlp
         let statistics = configuration.device == .cuda ? c.heads : 0
-        let tape = stored * (2 * d + inputs + 2 * q + 2 * kv + (c.gatedMLP ? 2 : 1) * mlp + rank * adapted.count) + 4 * statistics
+        let tape = stored * (2 * d + inputs + 2 * q + 2 * kv + preActivations + rank * adapted.count) + 4 * statistics
         // A block recomputed for its backward keeps no output (`Decoder.recomputeBlock`).
         let recomputedTape = tape - stored * d
         // The embedding output, then every tape or, checkpointed, every block's output; offloaded, the
         // last block's output (the others on the host) and in backward the input brought back.
-        // Stored in 16 bits, the last output is widened to f32 for the final norm, and checkpointing
-        // then keeps only the widened copy.
+        // The last output stays in its block's tape only pre-norm without checkpointing (as s2);
+        // otherwise it lives on as the final norm's input, or stored in 16 bits, only as the f32
+        // copy widened from it.
+        let lastOutputInTape = c.normBeforeBlock && !configuration.checkpointing
         let widened = stored < 4 ? d : 0
         let offloaded = configuration.offloadActivations ? c.layers * d : 0
-        let keptValues = d + (configuration.checkpointing ? c.layers * d - widened : 0) - offloaded
+        let keptValues = d + (configuration.checkpointing ? c.layers * d : 0) - (lastOutputInTape ? 0 : widened) - offloaded
         let kept = stored * keptValues + (configuration.checkpointing ? 0 : c.layers * tape)
         // f32: the widened output, the final norm's output and the gradient of the hidden states,
         // live from the loss until the head's backward is done (`Decoder.backward` consumes them).
         let ends = 4 * (widened + (c.finalNorm ? d : 0) + d)
-        // Checkpointed, the blocks' backward keeps only their inputs still on the device: the last
-        // block's output went with the ends.
-        let keptInBackward = configuration.checkpointing ? stored * (c.layers * d - offloaded) : kept
+        // The blocks' backward keeps the last block's output only in its tape: the final norm's
+        // input went with the ends.
+        let keptInBackward = kept - (lastOutputInTape ? 0 : stored * (d - widened))
         // Deepest point of a block's backward (f32 gradients): in the MLP, the incoming gradient,
         // the product's (which the gate's overwrites) and up's gradients, and that of the MLP's
         // input (the gate's and up's in 16 bits, the product's freed before the input's is made, when
         // their GEMMs read 16 bits); or, the MLP's gradients freed, in the attention: the incoming gradient and the
         // MLP's output gradient, the gradients of the attention output, q, k, v, of h1, its norm's
-        // and the block input's.
+        // (pre-norm: post-norm's h1 is the block input) and the block input's.
         // On the GPU the gate's and up's gradients may be written in 16 bits (`mlpGradientsIn16Bits`):
         // the f32 product gradient then lives beside them until the activation's backward is done.
         let widths = (c.gatedMLP ? 2 : 1) * mlp
         let mlpDeepest = Self.mlpGradientsIn16Bits(configuration) ? max(4 * (d + mlp) + 2 * widths, 8 * d + 2 * widths)
             : 4 * (2 * d + widths)
-        let backward = max(mlpDeepest, 4 * (5 * d + 2 * q + 2 * kv))
+        let backward = max(mlpDeepest, 4 * ((c.normBeforeBlock ? 5 : 4) * d + 2 * q + 2 * kv))
         // Offloaded, the block's input brought back, and the next block's on its way back meanwhile
         // (`Backend.prefetch`).
         let restored = configuration.offloadActivations ? 2 * stored * d : 0

@@ -232,10 +232,30 @@ final class PlanTests: XCTestCase {
                                       normEps: 1e-5, normKind: .layer, activation: .geluTanh, gatedMLP: false,
                                       tiedEmbeddings: true, attentionBias: true, outputBias: true, mlpBias: true,
                                       learnedPositions: true)
-        for (method, checkpointing) in [(TrainingMethod.full, false), (qkv, true)] {
+        try checkLayoutAgainstLedger(gpt2, "GPT-2", [(.full, false), (qkv, true)])
+    }
+
+    /// OPT-350m's layout (post-norm, a plain relu MLP whose backward reads the product instead of
+    /// up, narrower embeddings projected in and out, no final norm) at a small width: a full
+    /// fine-tune, and LoRA on q,k,v, whose frozen down projection still has its input kept for
+    /// the activation's backward; the last block's output is the head's input only, in f32 or
+    /// widened from bf16.
+    func testOPTLayoutAgainstLedger() throws {
+        var opt = ModelConfiguration.opt350M
+        opt.vocabSize = 8192; opt.hiddenSize = 256; opt.intermediateSize = 1024; opt.layers = 4; opt.heads = 4
+        opt.kvHeads = 4; opt.wordEmbedProjDim = 128
+        try checkLayoutAgainstLedger(opt, "OPT", [(.full, false), (qkv, false), (qkv, true)])
+        try checkLayoutAgainstLedger(opt, "OPT", [(.full, false), (qkv, true)], activations: .bf16)
+    }
+
+    private func checkLayoutAgainstLedger(_ model: ModelConfiguration, _ name: String, _ runs: [(TrainingMethod, Bool)],
+                                          activations: DType = .f32, file: StaticString = #filePath, line: UInt = #line) throws {
+        for (method, checkpointing) in runs {
             var configuration = cpu(method, checkpointing: checkpointing)
-            configuration.model = gpt2
-            try checkAgainstLedger(configuration, "GPT-2 layout, \(method == .full ? "full" : "LoRA q,k,v") fp32, batch 2 × 64\(checkpointing ? ", checkpointing" : "")")
+            configuration.model = model
+            configuration.activations = activations
+            try checkAgainstLedger(configuration, "\(name) layout, \(method == .full ? "full" : "LoRA q,k,v") fp32, \(activations) activations, batch 2 × 64\(checkpointing ? ", checkpointing" : "")",
+                                   file: file, line: line)
         }
     }
 
