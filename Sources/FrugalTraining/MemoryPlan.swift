@@ -22,7 +22,7 @@ import FrugalModels
 ///   master copy under fp16 and bf16;
 /// - activations: `batch × seq` rows, forward's in the activation dtype, gradients in f32. Without checkpointing every block's tape is live when
 ///   backward starts (block input, normed inputs, q, k, v, attention output and, on the GPU, its log-sum-exp, the
-///   residual sums, up, gate and their product, each adapter's hidden); with it, only each
+///   residual sums, up, gate and their product (a plain relu MLP: the product alone), each adapter's hidden); with it, only each
 ///   block's input, plus the one block being recomputed (without its output). Then the final norm's output, the
 ///   hidden-state gradient, and the deepest point of a block's backward (the MLP's gradients, or
 ///   the attention's at the block's end);
