@@ -34,7 +34,9 @@ public struct TrainingPass: @unchecked Sendable {
     /// Hidden states the output head reads.
     public let hidden: Tensor
     let input: ForwardInput
+    /// The tapes of blocks `firstBackwardBlock...`, in order; the blocks below ran forward only.
     let tapes: [BlockTape]
+    let firstBackwardBlock: Int
     let finish: Decoder.FinishTape
 }
 
@@ -94,7 +96,7 @@ extension Decoder {
                                     random: inout SplitMix64, timer: PhaseTimer? = nil,
                                     blockDone: ((Int) -> Void)? = nil) -> Double {
         guard let backend = backend as? TrainingBackend else { preconditionFailure("backend cannot train") }
-        let pass = forwardForTraining(batch, options: options, random: &random)
+        let pass = forwardForTraining(batch, training: parameters, options: options, random: &random)
         let dHidden = backend.empty(pass.hidden.shape, .f32, .activations)
         let loss = backend.crossEntropy(hidden: pass.hidden, head: weights.head, targets: batch.targets, dHidden: dHidden,
                                         dHead: parameters.gradient(of: weights.head), gradientScale: options.gradientScale)
@@ -107,13 +109,21 @@ extension Decoder {
     /// Forward over `batch` keeping what backward needs; the returned hidden states (before the
     /// output head) let other losses than next-token cross-entropy train the model (a reward
     /// head, DPO's sequence log-probabilities).
-    /// - Parameter random: the dropout stream, advanced by the pass.
-    public func forwardForTraining(_ batch: TrainingBatch, options: PassOptions, random: inout SplitMix64) -> TrainingPass {
+    ///
+    /// The blocks below `firstBackwardBlock(parameters)` run forward only and keep nothing: no
+    /// gradient flows back through them.
+    /// - Parameters:
+    ///   - parameters: what the pass's backward will train.
+    ///   - random: the dropout stream, advanced by the pass.
+    public func forwardForTraining(_ batch: TrainingBatch, training parameters: TrainableParameters, options: PassOptions,
+                                   random: inout SplitMix64) -> TrainingPass {
         let input = ForwardInput(tokens: batch.tokens, batch: batch.batch, positions: batch.positions, segments: batch.segments,
                                  activations: options.activations)
         var x = embed(input)
+        let first = firstBackwardBlock(parameters)
+        for index in 0..<first { x = blockForward(index, x, input, cache: nil, tape: nil) }
         var tapes = [BlockTape]()
-        for index in weights.blocks.indices {
+        for index in first..<weights.blocks.count {
             let tape = BlockTape(training: options.training, random: random)
             x = blockForward(index, x, input, cache: nil, tape: tape)
             random = tape.random
@@ -122,7 +132,21 @@ extension Decoder {
             tapes.append(options.checkpointing ? tape.checkpoint(offloadingTo: options.offloadActivations ? backend : nil) : tape)
         }
         let (hidden, finalTape) = finishWithTape(x)
-        return TrainingPass(hidden: hidden, input: input, tapes: tapes, finish: finalTape)
+        return TrainingPass(hidden: hidden, input: input, tapes: tapes, firstBackwardBlock: first, finish: finalTape)
+    }
+
+    /// The lowest block whose backward `parameters` need: 0 when an embedding trains, else the
+    /// lowest block with a trained parameter or an enabled adapter (whose forward under training
+    /// draws dropout from the pass's stream), or the block count when none has.
+    /// `--freeze-layers 0,1,…` on LoRA then saves the lower blocks' tapes and backward.
+    public func firstBackwardBlock(_ parameters: TrainableParameters) -> Int {
+        let embeddings = [weights.tokenEmbedding, weights.positionEmbedding, weights.projectIn?.weight, weights.projectIn?.bias]
+        if embeddings.contains(where: { parameters.gradient(of: $0) != nil }) { return 0 }
+        let trained = parameters.parameters.compactMap(\.block).min() ?? weights.blocks.count
+        let adapted = weights.blocks.indices.first { index in
+            ProjectionRole.allCases.contains { weights.blocks[index][$0]?.lora?.enabled == true }
+        }
+        return min(trained, adapted ?? weights.blocks.count)
     }
 
     /// Backward from the gradient of the hidden states a `forwardForTraining` returned,
@@ -139,9 +163,10 @@ extension Decoder {
         guard let backend = backend as? TrainingBackend else { preconditionFailure("backend cannot train") }
         let input = pass.input, finish = pass.finish
         var tapes = pass.tapes
+        let first = pass.firstBackwardBlock
         _ = consume pass
         var dx = finishBackward(consume dHidden, consume finish, parameters, backend)
-        for index in weights.blocks.indices.reversed() {
+        for index in (first..<weights.blocks.count).reversed() {
             var tape = tapes.removeLast()
             // The next block's input crosses back while this block is recomputed and differentiated.
             if let next = tapes.last?.offloaded { backend.prefetch(next) }
@@ -153,7 +178,7 @@ extension Decoder {
             dx = blockBackward(index, dx, tape, input, parameters, backend)
             blockDone?(index)
         }
-        embedBackward(dx, input, parameters, backend)
+        if first == 0 { embedBackward(dx, input, parameters, backend) }
     }
 
     // MARK: - Ends of the network

@@ -44,7 +44,7 @@ extension Frugal {
         @Option(name: .customLong("lora-targets"), help: "Comma-separated: q,k,v,o,gate,up,down or all-linear.")
         var loraTargets = "q,k,v,o"
         @Flag(name: .customLong("rslora"), help: "Scale LoRA by alpha/√rank (rank-stabilized).") var rsLoRA = false
-        @Option(name: .customLong("freeze-layers"), help: "Comma-separated block indices that do not train.")
+        @Option(name: .customLong("freeze-layers"), help: "Comma-separated block indices that do not train. With LoRA, freezing the lowest blocks (0,1,…) also saves their activations and backward.")
         var freezeLayers: String?
         @Option(help: "Optimizer steps.") var steps: Int?
         @Option(help: "Sequences per micro-batch.") var batch = 8

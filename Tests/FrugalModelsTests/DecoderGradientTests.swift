@@ -155,6 +155,44 @@ final class DecoderGradientTests: XCTestCase {
         XCTAssertTrue(plain.contains { $0.contains { $0 != 0 } }, "\(name): all gradients are zero")
     }
 
+    // MARK: - Frozen lower layers
+
+    /// With block 0 frozen (`frozenLayers`), the pass keeps no tape for it and stops backward at
+    /// block 1: block 1's gradients are bit for bit those of a pass that goes through block 0
+    /// (whose adapters are attached but disabled), with and without checkpointing, and the
+    /// activations' peak is lower.
+    func testFrozenLowerLayersSkipTheirBackward() throws {
+        for name in ["llama3", "opt"] {
+            for checkpointing in [false, true] { try checkFrozenLowerLayers(name, checkpointing: checkpointing) }
+        }
+    }
+
+    private func checkFrozenLowerLayers(_ name: String, checkpointing: Bool) throws {
+        let fixture = try Fixture(name)
+        let lora = LoRAConfiguration(rank: 4, alpha: 8, dropout: 0.1, targets: Self.allLinear)
+        let options = PassOptions(checkpointing: checkpointing, gradientScale: 1 / Float(fixture.batch.targetCount), training: true)
+        func run(frozen: Bool) throws -> (first: Int, gradients: [String: [Float]], activations: Int) {
+            let backend = CPUBackend()
+            let decoder = try ModelFiles(path: fixture.folder.path).decoder(on: backend)
+            let parameters = try decoder.attachLoRA(lora, seed: 7, frozenLayers: frozen ? [0] : [])
+            try loadAdapters(parameters, from: fixture)
+            if !frozen { for role in ProjectionRole.allCases { decoder.weights.blocks[0][role]?.lora?.enabled = false } }
+            _ = fixture.meanLoss(decoder, parameters, options: options, seed: 3)
+            let gradients = Dictionary(uniqueKeysWithValues: parameters.parameters.map { ($0.name, backend.download($0.gradient)) })
+            return (decoder.firstBackwardBlock(parameters), gradients, backend.ledger.snapshot.peak[.activations] ?? 0)
+        }
+        let label = "\(name)\(checkpointing ? ", checkpointing" : "")"
+        let through = try run(frozen: false), frozen = try run(frozen: true)
+        XCTAssertEqual(through.first, 0, label)
+        XCTAssertEqual(frozen.first, 1, label)
+        XCTAssertFalse(frozen.gradients.isEmpty, label)
+        for (parameter, gradient) in frozen.gradients {
+            XCTAssertTrue(gradient.contains { $0 != 0 }, "\(label) '\(parameter)': zero gradient")
+            compare(gradient, through.gradients[parameter] ?? [], "\(label) '\(parameter)'", tolerance: 0)
+        }
+        XCTAssertLessThan(frozen.activations, through.activations, "\(label): activations' peak")
+    }
+
     // MARK: - Helpers
 
     /// Copies the fixture's PEFT adapter values (`lora.<name>`) into Frugal's A and B.

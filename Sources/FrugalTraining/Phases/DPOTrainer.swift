@@ -134,7 +134,7 @@ public final class DPOTrainer: @unchecked Sendable {
         let backend = update.backend, n = pairs.count
         let sequences = SequenceBatch(pairs.map(\.chosen) + pairs.map(\.rejected), padTokenID: padTokenID)
         let reference = referenceLogProbabilities(sequences)
-        let pass = decoder.forwardForTraining(sequences.batch, options: configuration.passOptions(), random: &random)
+        let pass = decoder.forwardForTraining(sequences.batch, training: parameters, options: configuration.passOptions(), random: &random)
         // One pass of the head gives each sequence's log-probability and its gradient; the
         // loss's coefficient of each sequence then scales that sequence's rows.
         let dHidden = backend.zeros(pass.hidden.shape, .f32, .activations)

@@ -296,7 +296,7 @@ public final class PPOTrainer: @unchecked Sendable {
         for (i, rollout) in rollouts.enumerated() {
             for (k, position) in rollout.positions.enumerated() { place[i * batch.length + position] = (i, k) }
         }
-        let pass = decoder.forwardForTraining(batch.batch, options: configuration.passOptions(training: false), random: &random)
+        let pass = decoder.forwardForTraining(batch.batch, training: parameters, options: configuration.passOptions(training: false), random: &random)
         var policyLoss = 0.0, clipped = 0.0, approximateKL = 0.0
         let dHidden = backend.zeros(pass.hidden.shape, .f32, .activations)
         _ = LogProbabilities.perToken(pass.hidden, head: decoder.weights.head, targets: batch.batch.targets, backend: backend,

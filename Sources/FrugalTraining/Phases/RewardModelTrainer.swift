@@ -94,7 +94,7 @@ public final class RewardModelTrainer: @unchecked Sendable {
     /// (+=) and the pairs' figures (sums) into `totals`.
     func accumulateGradients(_ pairs: [TokenizedPair], scale: Double, into totals: inout PairwiseEvaluation) {
         let sequences = SequenceBatch(pairs.map(\.chosen) + pairs.map(\.rejected), padTokenID: padTokenID)
-        let pass = decoder.forwardForTraining(sequences.batch, options: configuration.passOptions(), random: &random)
+        let pass = decoder.forwardForTraining(sequences.batch, training: parameters, options: configuration.passOptions(), random: &random)
         let values = head.values(pass.hidden)
         // ∂loss/∂score at each sequence's last position; zero elsewhere.
         var dValues = [Float](repeating: 0, count: values.count)
