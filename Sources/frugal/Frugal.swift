@@ -11,4 +11,10 @@ struct Frugal: ParsableCommand {
         into ~/.cache/frugal/models (or $FRUGAL_CACHE/models).
         """,
         subcommands: [Train.self, Generate.self, Eval.self, Export.self, Info.self, Devices.self, Bench.self, Plan.self, Sweep.self, Report.self, GPUCheck.self])
+
+    /// Checks the CPU's instruction set before any command runs.
+    static func main() {
+        InstructionSetCheck.run()
+        main(nil)
+    }
 }

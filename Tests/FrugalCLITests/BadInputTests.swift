@@ -16,10 +16,12 @@ final class BadInputTests: XCTestCase {
     /// Runs frugal with `arguments`; returns exit status, standard error and standard output
     /// (through a file, so that neither pipe can fill while the other is read).
     @discardableResult
-    static func frugal(_ arguments: [String]) throws -> (status: Int32, stderr: String, stdout: String) {
+    static func frugal(_ arguments: [String], environment: [String: String] = [:]) throws
+        -> (status: Int32, stderr: String, stdout: String) {
         let process = Process()
         process.executableURL = Self.executable
         process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         let errors = Pipe()
         let outputFile = FileManager.default.temporaryDirectory.appendingPathComponent("frugal-stdout-\(UUID().uuidString)")
         _ = FileManager.default.createFile(atPath: outputFile.path, contents: nil)
@@ -44,9 +46,9 @@ final class BadInputTests: XCTestCase {
     override func tearDownWithError() throws { try? FileManager.default.removeItem(at: scratch) }
 
     /// Asserts a failure with exactly one line on stderr, mentioning every fragment.
-    private func assertOneLineError(_ arguments: [String], mentions fragments: [String],
+    private func assertOneLineError(_ arguments: [String], environment: [String: String] = [:], mentions fragments: [String],
                                     file: StaticString = #filePath, line: UInt = #line) throws {
-        let (status, stderr, _) = try Self.frugal(arguments)
+        let (status, stderr, _) = try Self.frugal(arguments, environment: environment)
         XCTAssertEqual(status, 1, "exit status; stderr: \(stderr)", file: file, line: line)
         let lines = stderr.split(separator: "\n")
         XCTAssertEqual(lines.count, 1, "expected one line, got: \(stderr)", file: file, line: line)
@@ -97,6 +99,18 @@ final class BadInputTests: XCTestCase {
         let model = Self.fixtures.appendingPathComponent("llama3").path
         try assertOneLineError(["train", "--device", "cpu", "--model", model, "--power-cap", "300", "--output", scratch.path],
                                mentions: ["--power-cap needs a GPU"])
+    }
+
+    /// A build for x86-64-v3 on a CPU without AVX2 and FMA names what is missing and how to
+    /// rebuild, instead of dying of an illegal instruction.
+    func testCPUWithoutAVX2IsNamed() throws {
+        #if FRUGAL_X86_64_V3
+        let cpuinfo = scratch.appendingPathComponent("cpuinfo")
+        try "processor\t: 0\nflags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2 popcnt avx\n".write(to: cpuinfo, atomically: true, encoding: .utf8)
+        try assertOneLineError(["info"], environment: ["FRUGAL_CPUINFO": cpuinfo.path], mentions: ["avx2, fma", "FRUGAL_PORTABLE=1"])
+        #else
+        throw XCTSkip("frugal was built for any CPU of its architecture")
+        #endif
     }
 
     func testMissingModel() throws {
