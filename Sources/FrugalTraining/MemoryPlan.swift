@@ -37,8 +37,11 @@ import FrugalModels
 /// memory; with activations offloaded, every checkpointed block input moves to the host and the
 /// device keeps only the last block's output and the one input brought back for its block.
 ///
-/// Assumes no LoRA dropout (dropout keeps a mask and a dropped-out input per adapter), every
-/// layer trained, and one micro-batch live at a time (gradient accumulation costs no memory).
+/// LoRA's frozen blocks (`frozenLayers`) have no adapters; those below the lowest adapted block
+/// keep no tape and run no backward (`Decoder.firstBackwardBlock`).
+///
+/// Assumes no LoRA dropout (dropout keeps a mask and a dropped-out input per adapter), and one
+/// micro-batch live at a time (gradient accumulation costs no memory).
 public struct MemoryPlan: Sendable, Equatable {
     /// What to plan: the model's shape and how it trains.
     public struct Configuration: Sendable, Equatable {
@@ -71,17 +74,21 @@ public struct MemoryPlan: Sendable, Equatable {
         public var activationDType: DType { activations ?? precision.activationDType }
         /// The backend, whose scratch memory (workspace) differs.
         public var device: DeviceKind
+        /// Blocks that get no LoRA adapters (`--freeze-layers`); a full fine-tune is planned with
+        /// every block trained, whatever this says.
+        public var frozenLayers: Set<Int>
 
         public init(model: ModelConfiguration, baseDType: DType = .f32, quantize: DType? = nil,
                     method: TrainingMethod = .lora(LoRAConfiguration()), precision: PrecisionPolicy = .fp32,
                     optimizer: OptimizerKind = .adamW, microBatch: Int = 8, sequenceLength: Int = 256,
                     checkpointing: Bool = false, fusedOptimizerStep: Bool = false, offloadOptimizer: Bool = false,
-                    offloadActivations: Bool = false, activations: DType? = nil, device: DeviceKind = .cuda) {
+                    offloadActivations: Bool = false, activations: DType? = nil, device: DeviceKind = .cuda,
+                    frozenLayers: Set<Int> = []) {
             self.model = model; self.baseDType = baseDType; self.quantize = quantize; self.method = method; self.precision = precision
             self.optimizer = optimizer; self.microBatch = microBatch; self.sequenceLength = sequenceLength
             self.checkpointing = checkpointing; self.fusedOptimizerStep = fusedOptimizerStep
             self.offloadOptimizer = offloadOptimizer; self.offloadActivations = offloadActivations
-            self.activations = activations; self.device = device
+            self.activations = activations; self.device = device; self.frozenLayers = frozenLayers
         }
     }
 
@@ -105,7 +112,8 @@ public struct MemoryPlan: Sendable, Equatable {
 
     /// The prediction for `configuration`.
     /// - Throws: `FrugalError.invalidArgument` for an unknown LoRA target, a non-positive rank,
-    ///   batch or sequence length, or activation offload without checkpointing.
+    ///   batch or sequence length, activation offload without checkpointing, or frozen layers
+    ///   the model lacks or that leave LoRA nothing to train.
     public static func predict(_ configuration: Configuration) throws -> MemoryPlan {
         let c = configuration.model, rows = configuration.microBatch * configuration.sequenceLength
         guard configuration.microBatch > 0, configuration.sequenceLength > 0 else {
@@ -123,9 +131,19 @@ public struct MemoryPlan: Sendable, Equatable {
             rank = lora.rank
         }
         let full = configuration.method == .full
+        // LoRA's adapted blocks, and the first whose backward runs: the blocks below keep no tape.
+        let frozen = full ? [] : configuration.frozenLayers
+        if let block = frozen.first(where: { !(0..<c.layers).contains($0) }) {
+            throw FrugalError.invalidArgument("frozen layer \(block) is not a block of this model (0…\(c.layers - 1))")
+        }
+        guard let firstTaped = (0..<c.layers).first(where: { !frozen.contains($0) }) else {
+            throw FrugalError.invalidArgument("every one of the \(c.layers) blocks is frozen: LoRA would train nothing")
+        }
+        let trainedBlocks = c.layers - frozen.count, taped = c.layers - firstTaped
+        let highestTrained = (0..<c.layers).last { !frozen.contains($0) }!
 
         // Parameters: a frozen base with f32 adapters, or every weight f32 and trainable.
-        let adapterValues = c.layers * adapted.reduce(0) { $0 + rank * ($1.inputs + $1.outputs) }
+        let adapterValues = trainedBlocks * adapted.reduce(0) { $0 + rank * ($1.inputs + $1.outputs) }
         let trainableCount = full ? shapes.matrixValues.reduce(0, +) + shapes.vectorValues : adapterValues
         let weights = full ? 0 : shapes.storedBytes(configuration.baseDType, projections: configuration.quantize)
             + 4 * shapes.vectorValues
@@ -140,17 +158,17 @@ public struct MemoryPlan: Sendable, Equatable {
         let created = createdBytes * trainableCount + (createdBytes == trainableBytes ? 0 : trainableBytes * firstTensor)
         // Gradients: one per trainable value, or with the fused step one block's and those outside the blocks.
         let perBlock = full ? shapes.projections.reduce(0) { $0 + $1.inputs * $1.outputs } + shapes.blockVectorValues
-            : adapterValues / c.layers
-        let gradients = 4 * (configuration.fusedOptimizerStep ? trainableCount - (c.layers - 1) * perBlock : trainableCount)
+            : adapterValues / trainedBlocks
+        let gradients = 4 * (configuration.fusedOptimizerStep ? trainableCount - (trainedBlocks - 1) * perBlock : trainableCount)
         // The optimizer's state, tensor by tensor (8-bit moments come in whole blocks), and f32 masters.
         let trainableTensors = full ? shapes.matrixValues + shapes.vectors
-            : Array(repeating: adapted.flatMap { [rank * $0.inputs, $0.outputs * rank] }, count: c.layers).flatMap { $0 }
+            : Array(repeating: adapted.flatMap { [rank * $0.inputs, $0.outputs * rank] }, count: trainedBlocks).flatMap { $0 }
         let state = trainableTensors.reduce(0) { $0 + configuration.optimizer.stateBytes(values: $1) }
         let optimizer = state + (configuration.precision.keepsMasters ? 4 * trainableCount : 0)
         // Offloaded, the host always keeps an f32 copy of every weight (pure bf16's too), and the
         // gradients of two consecutive groups of the update's pipeline (`Optimizer.offloadGroups`):
         // the blocks from the last to the first, then each tensor outside them.
-        let groups = Array(repeating: perBlock, count: c.layers) + (full ? shapes.outsideBlocks : [])
+        let groups = Array(repeating: perBlock, count: trainedBlocks) + (full ? shapes.outsideBlocks : [])
         let hostOptimizer = state + 4 * trainableCount
         let hostGradients = 4 * zip(groups, groups.dropFirst() + [0]).map { $0 + $1 }.max()!
 
@@ -163,16 +181,21 @@ public struct MemoryPlan: Sendable, Equatable {
         // head; the CPU recomputes it), and the inputs of the projections that train
         // (`Decoder.keepsInput`): q, k and v's h1 (pre-norm; post-norm's is the block input), gate
         // and up's h2, down's product. A plain relu MLP keeps the product instead of up
-        // (`Activation.derivativeFromOutput`).
-        func keeps(_ roles: [ProjectionRole]) -> Bool { full || adapted.contains { roles.contains($0.role) } }
+        // (`Activation.derivativeFromOutput`). A frozen block's tape keeps no adapter's input or hidden.
         let outputOnly = !c.gatedMLP && c.activation.derivativeFromOutput
-        let inputs = (c.normBeforeBlock && keeps([.q, .k, .v]) ? d : 0) + (keeps([.gate, .up]) ? d : 0)
-            + (outputOnly || keeps([.down]) ? mlp : 0) + (c.normBeforeBlock ? 0 : d)
         let preActivations = (c.gatedMLP ? 2 : outputOnly ? 0 : 1) * mlp
         let statistics = configuration.device == .cuda ? c.heads : 0
-        let tape = stored * (2 * d + inputs + 2 * q + 2 * kv + preActivations + rank * adapted.count) + 4 * statistics
-        // A block recomputed for its backward keeps no output (`Decoder.recomputeBlock`).
-        let recomputedTape = tape - stored * d
+        func tapeBytes(trained: Bool) -> Int {
+            func keeps(_ roles: [ProjectionRole]) -> Bool { full || trained && adapted.contains { roles.contains($0.role) } }
+            let inputs = (c.normBeforeBlock && keeps([.q, .k, .v]) ? d : 0) + (keeps([.gate, .up]) ? d : 0)
+                + (outputOnly || keeps([.down]) ? mlp : 0) + (c.normBeforeBlock ? 0 : d)
+            return stored * (2 * d + inputs + 2 * q + 2 * kv + preActivations + (trained ? rank * adapted.count : 0)) + 4 * statistics
+        }
+        let tape = tapeBytes(trained: true), frozenTapes = frozen.count - firstTaped
+        // A block recomputed for its backward keeps no output (`Decoder.recomputeBlock`): the top
+        // block's, or the highest trained block's with the checkpoints above it already freed.
+        let recomputedTape = max(tapeBytes(trained: highestTrained == c.layers - 1) - stored * d,
+                                 tape - stored * d - (configuration.offloadActivations ? 0 : stored * d * (c.layers - 1 - highestTrained)))
         // The embedding output, then every tape or, checkpointed, every block's output; offloaded, the
         // last block's output (the others on the host) and in backward the input brought back.
         // The last output stays in its block's tape only pre-norm without checkpointing (as s2);
@@ -180,9 +203,10 @@ public struct MemoryPlan: Sendable, Equatable {
         // copy widened from it.
         let lastOutputInTape = c.normBeforeBlock && !configuration.checkpointing
         let widened = stored < 4 ? d : 0
-        let offloaded = configuration.offloadActivations ? c.layers * d : 0
-        let keptValues = d + (configuration.checkpointing ? c.layers * d : 0) - (lastOutputInTape ? 0 : widened) - offloaded
-        let kept = stored * keptValues + (configuration.checkpointing ? 0 : c.layers * tape)
+        let offloaded = configuration.offloadActivations ? taped * d : 0
+        let keptValues = d + (configuration.checkpointing ? taped * d : 0) - (lastOutputInTape ? 0 : widened) - offloaded
+        let kept = stored * keptValues
+            + (configuration.checkpointing ? 0 : (taped - frozenTapes) * tape + frozenTapes * tapeBytes(trained: false))
         // f32: the widened output, the final norm's output and the gradient of the hidden states,
         // live from the loss until the head's backward is done (`Decoder.backward` consumes them).
         let ends = 4 * (widened + (c.finalNorm ? d : 0) + d)
@@ -224,8 +248,8 @@ public struct MemoryPlan: Sendable, Equatable {
             peakTotal: max(weights + created + gradients,
                            persistent + max(atLoss + lossWorkspace, activations + backwardWorkspace)),
             trainableCount: trainableCount,
-            flopsPerToken: flops(configuration, shapes, adapterValues: adapterValues, full: full,
-                                 downAdapted: adapted.contains { $0.role == .down } ? rank : 0))
+            flopsPerToken: flops(configuration, shapes, adapterValues: adapterValues, full: full, taped: taped,
+                                 downAdapted: adapted.contains { $0.role == .down } ? trainedBlocks * rank : 0))
     }
 
     /// The fastest of `plans` whose peak fits in `budget` bytes, or nil when none does: the fewest
@@ -398,18 +422,21 @@ public struct MemoryPlan: Sendable, Equatable {
         }
     }
 
-    /// Floating-point operations per trained token (`flopsPerToken`); `downAdapted` is the rank of
-    /// the down projection's adapter, or 0.
-    static func flops(_ p: Configuration, _ shapes: Shapes, adapterValues: Int, full: Bool, downAdapted: Int) -> Double {
+    /// Floating-point operations per trained token (`flopsPerToken`): the `taped` blocks from the
+    /// first whose backward runs go forward and back, those below forward only; `downAdapted` is
+    /// the down projections' adapters' rank summed over the blocks.
+    static func flops(_ p: Configuration, _ shapes: Shapes, adapterValues: Int, full: Bool, taped: Int, downAdapted: Int) -> Double {
         let c = p.model
-        let weights = Double(shapes.blockMultiplies + shapes.headMultiplies)
+        let blockMultiplies = shapes.blockMultiplies / c.layers, below = Double(c.layers - taped)
+        let weights = Double(taped * blockMultiplies + shapes.headMultiplies)
         // Scores and mixing: 2·2·seq·(heads·headDim) per layer forward, twice that backward.
-        let attention = 4 * Double(c.layers * p.sequenceLength * c.heads * c.headDim)
-        var total = (full ? 6 : 4) * weights + 6 * Double(adapterValues) + 3 * attention
+        let attention = 4 * Double(p.sequenceLength * c.heads * c.headDim)
+        var total = (full ? 6 : 4) * weights + 6 * Double(adapterValues) + 3 * Double(taped) * attention
+            + below * (2 * Double(blockMultiplies) + attention)
         if p.checkpointing {
-            // Every block's forward again, but for a pre-norm block's down projection (`Decoder.recomputeBlock`).
-            let skipped = c.normBeforeBlock ? c.layers * c.hiddenSize * (c.intermediateSize + downAdapted) : 0
-            total += 2 * Double(shapes.blockMultiplies + adapterValues - skipped) + attention
+            // Every taped block's forward again, but for a pre-norm block's down projection (`Decoder.recomputeBlock`).
+            let skipped = c.normBeforeBlock ? c.hiddenSize * (taped * c.intermediateSize + downAdapted) : 0
+            total += 2 * Double(taped * blockMultiplies + adapterValues - skipped) + Double(taped) * attention
         }
         return total
     }

@@ -18,7 +18,8 @@ extension Frugal.Train {
             method: configuration.method, precision: configuration.precision, optimizer: configuration.optimizer,
             microBatch: configuration.microBatch, sequenceLength: maxLength, checkpointing: configuration.checkpointing,
             fusedOptimizerStep: configuration.fusedOptimizerStep, offloadOptimizer: configuration.offloadOptimizer,
-            offloadActivations: configuration.offloadActivations, activations: configuration.activations, device: backend.device)
+            offloadActivations: configuration.offloadActivations, activations: configuration.activations, device: backend.device,
+            frozenLayers: configuration.frozenLayers)
         // The weights as loaded (a GGUF file mixes block types); a full fine-tune's are all trainable.
         let weights = full ? nil : backend.ledger.snapshot.current[.weights, default: 0]
         let suggestion = try withCleanErrors { try MemoryPlan.suggestion(for: plan, fitting: budget, weights: weights) }

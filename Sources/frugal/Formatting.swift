@@ -118,6 +118,16 @@ func parseOptimizer(_ text: String) throws -> OptimizerKind {
     return kind
 }
 
+/// A `--freeze-layers` value: comma-separated block indices (none when nil or empty).
+func parseFrozenLayers(_ text: String?) throws -> Set<Int> {
+    Set(try (text ?? "").split(separator: ",").map { part in
+        guard let block = Int(part.trimmingCharacters(in: .whitespaces)) else {
+            throw ValidationError("--freeze-layers: '\(part)' is not a block index")
+        }
+        return block
+    })
+}
+
 /// A `--precision` value.
 func parsePrecision(_ text: String) throws -> PrecisionPolicy {
     guard let policy = PrecisionPolicy(rawValue: text) else {

@@ -63,6 +63,9 @@ extension Frugal {
         @Option(name: .customLong("lora-rank")) var loraRank = 16
         @Option(name: .customLong("lora-targets"), help: "Comma-separated: q,k,v,o,gate,up,down or all-linear.")
         var loraTargets = "q,k,v,o"
+        @Option(name: .customLong("freeze-layers"),
+                help: "Comma-separated blocks without adapters (LoRA): those below the lowest adapted block keep no activations and run no backward.")
+        var freezeLayers: String?
         @Option(help: "fp32, fp16, bf16 or pure-bf16 (default: plan fp32, bf16 and pure-bf16; fp16 needs what bf16 does).")
         var precision: String?
         @Option(help: optimizerHelp) var optimizer = "adamw"
@@ -83,6 +86,7 @@ extension Frugal {
                 throw ValidationError("unknown --device '\(device)' (cuda or cpu)")
             }
             let optimizerKind = try parseOptimizer(optimizer), activationDType = try parseActivations(activations)
+            let frozenLayers = try parseFrozenLayers(freezeLayers)
             guard batch > 0, seq > 0, budget > 0 else { throw ValidationError("--batch, --seq and --budget must be positive") }
             guard !offloadActivations || checkpointing != false else {
                 throw ValidationError("--offload-activations moves the block inputs --checkpointing keeps: it needs checkpointing")
@@ -109,7 +113,7 @@ extension Frugal {
                                     microBatch: size, sequenceLength: seq, checkpointing: recompute,
                                     fusedOptimizerStep: fusedStep, offloadOptimizer: offloadOptimizer,
                                     offloadActivations: offloadActivations && recompute, activations: activationDType,
-                                    device: kind))
+                                    device: kind, frozenLayers: frozenLayers))
                             })
                         }
                     }
@@ -155,7 +159,8 @@ extension Frugal {
             let p = plan.configuration
             let switches = [p.fusedOptimizerStep ? "fused step" : nil, p.offloadOptimizer ? "optimizer offloaded" : nil,
                             p.offloadActivations ? "activations offloaded" : nil].compactMap { $0 }
-            print("\(describe(p.method)) (\(formatCount(plan.trainableCount)) trainable), \(p.precision.rawValue) with \(p.activationDType.rawValue) activations, base \(p.method == .full ? "\(p.precision.trainableDType.rawValue) (trainable)" : p.baseDType.rawValue), batch \(p.microBatch) × \(p.sequenceLength), \(p.checkpointing ? "checkpointing" : "no checkpointing")"
+            let frozen = p.method == .full || p.frozenLayers.isEmpty ? "" : ", \(p.frozenLayers.count) of \(p.model.layers) blocks frozen"
+            print("\(describe(p.method))\(frozen) (\(formatCount(plan.trainableCount)) trainable), \(p.precision.rawValue) with \(p.activationDType.rawValue) activations, base \(p.method == .full ? "\(p.precision.trainableDType.rawValue) (trainable)" : p.baseDType.rawValue), batch \(p.microBatch) × \(p.sequenceLength), \(p.checkpointing ? "checkpointing" : "no checkpointing")"
                   + switches.map { ", " + $0 }.joined())
             var rows = MemoryCategory.allCases.map { category in
                 let bytes = plan.peak[category, default: 0]

@@ -289,12 +289,7 @@ extension Frugal {
             case "full": c.method = .full
             default: throw FrugalError.invalidArgument("--method must be lora or full, not '\(method)'")
             }
-            c.frozenLayers = Set(try (freezeLayers ?? "").split(separator: ",").map { part in
-                guard let i = Int(part.trimmingCharacters(in: .whitespaces)) else {
-                    throw FrugalError.invalidArgument("--freeze-layers: '\(part)' is not a block index")
-                }
-                return i
-            })
+            c.frozenLayers = try parseFrozenLayers(freezeLayers)
             c.steps = steps ?? (data == nil ? 60 : 100)
             c.microBatch = batch
             c.gradientAccumulation = gradAccum

@@ -30,7 +30,7 @@ final class PlanTests: XCTestCase {
         let parameters: TrainableParameters
         switch plan.method {
         case let .lora(lora):
-            parameters = try decoder.attachLoRA(lora, seed: 2, shareBlockGradients: plan.fusedOptimizerStep,
+            parameters = try decoder.attachLoRA(lora, seed: 2, frozenLayers: plan.frozenLayers, shareBlockGradients: plan.fusedOptimizerStep,
                                                 dtype: plan.precision.createdDType)
         case .full: parameters = try decoder.allWeights(shareBlockGradients: plan.fusedOptimizerStep)
         }
@@ -222,6 +222,41 @@ final class PlanTests: XCTestCase {
         var activations = cpu(qkv, checkpointing: true)
         activations.offloadActivations = true
         try checkAgainstLedger(activations, "LoRA q,k,v r16 fp32, activations offloaded, batch 2 × 64, checkpointing")
+    }
+
+    /// LoRA with frozen blocks (`--freeze-layers`): the blocks below the lowest adapted one keep
+    /// nothing, a frozen block above it keeps a tape without adapters, and a frozen top block,
+    /// checkpointed, recomputes a smaller tape than the highest trained block below it, whose
+    /// backward finds the checkpoints above it freed.
+    func testFrozenLayersAgainstLedger() throws {
+        let allLinear = TrainingMethod.lora(LoRAConfiguration(rank: 16, alpha: 32, targets: ["all-linear"]))
+        let runs: [(TrainingMethod, Set<Int>, Bool)] = [(qkv, [0, 1], false), (qkv, [0, 2], true), (allLinear, [1, 3], false),
+                                                       (allLinear, [0, 3], true)]
+        for (method, frozen, checkpointing) in runs {
+            var configuration = cpu(method, checkpointing: checkpointing)
+            configuration.frozenLayers = frozen
+            try checkAgainstLedger(configuration, "LoRA \(method == qkv ? "q,k,v" : "all-linear") r16 fp32, blocks \(frozen.sorted()) frozen, batch 2 × 64\(checkpointing ? ", checkpointing" : "")")
+        }
+        var offloaded = cpu(qkv, checkpointing: true)
+        offloaded.frozenLayers = [0, 3]
+        offloaded.offloadActivations = true
+        try checkAgainstLedger(offloaded, "LoRA q,k,v r16 fp32, blocks [0, 3] frozen, activations offloaded, batch 2 × 64, checkpointing")
+    }
+
+    /// Two frozen lower blocks save their backward: per block, the input gradients of its frozen
+    /// projections (2 FLOPs a multiply-add of 3,538,944), attention's backward (2 × 4 × seq 64 ×
+    /// 9 heads × 64) and their adapters' 6 FLOPs a value (16 × (576 + 576) + 2 × 16 × (576 + 192)).
+    func testFrozenLowerLayersSaveTheirBackwardFLOPs() throws {
+        let all = try MemoryPlan.predict(cpu(qkv, checkpointing: false))
+        var configuration = cpu(qkv, checkpointing: false)
+        configuration.frozenLayers = [0, 1]
+        let frozen = try MemoryPlan.predict(configuration)
+        XCTAssertEqual(all.flopsPerToken - frozen.flopsPerToken, 2 * (2 * 3_538_944 + 2 * 147_456 + 6 * 43_008))
+        XCTAssertEqual(frozen.trainableCount, all.trainableCount / 2)
+        configuration.frozenLayers = [0, 1, 2, 3]
+        XCTAssertThrowsError(try MemoryPlan.predict(configuration))
+        configuration.frozenLayers = [4]
+        XCTAssertThrowsError(try MemoryPlan.predict(configuration))
     }
 
     /// GPT-2's layout (LayerNorm with biases, a plain GELU MLP, biases everywhere, learned
