@@ -161,6 +161,18 @@ final class DecoderGradientTests: XCTestCase {
     /// block 1: block 1's gradients are bit for bit those of a pass that goes through block 0
     /// (whose adapters are attached but disabled), with and without checkpointing, and the
     /// activations' peak is lower.
+    /// `--freeze-layers` naming a block the model lacks is an error, not silently ignored.
+    func testFreezingAMissingBlockIsAnError() throws {
+        let decoder = try ModelFiles(path: try Fixture("llama3").folder.path).decoder(on: CPUBackend())
+        let missing = decoder.weights.blocks.count
+        for attempt in [{ try decoder.attachLoRA(LoRAConfiguration(), seed: 1, frozenLayers: [0, missing]) },
+                        { try decoder.allWeights(frozenLayers: [missing]) }] {
+            XCTAssertThrowsError(try attempt()) { error in
+                XCTAssertTrue("\(error)".contains("frozen layer \(missing) is not a block"), "\(error)")
+            }
+        }
+    }
+
     func testFrozenLowerLayersSkipTheirBackward() throws {
         for name in ["llama3", "opt"] {
             for checkpointing in [false, true] { try checkFrozenLowerLayers(name, checkpointing: checkpointing) }
