@@ -133,7 +133,7 @@ public struct MemoryPlan: Sendable, Equatable {
         let full = configuration.method == .full
         // LoRA's adapted blocks, and the first whose backward runs: the blocks below keep no tape.
         let frozen = full ? [] : configuration.frozenLayers
-        if let block = frozen.first(where: { !(0..<c.layers).contains($0) }) {
+        if let block = frozen.sorted().first(where: { !(0..<c.layers).contains($0) }) {
             throw FrugalError.invalidArgument("frozen layer \(block) is not a block of this model (0…\(c.layers - 1))")
         }
         guard let firstTaped = (0..<c.layers).first(where: { !frozen.contains($0) }) else {
