@@ -164,6 +164,15 @@ public struct ModelConfiguration: Codable, Sendable, Equatable {
     }
 }
 
+extension ModelConfiguration {
+    /// Throws `FrugalError.invalidArgument` naming the lowest of `frozenLayers` (`--freeze-layers`)
+    /// that is not one of the model's blocks.
+    public func checkFrozenLayers(_ frozenLayers: Set<Int>) throws {
+        guard let block = frozenLayers.sorted().first(where: { !(0..<layers).contains($0) }) else { return }
+        throw FrugalError.invalidArgument("frozen layer \(block) is not a block of this model (0…\(layers - 1))")
+    }
+}
+
 // MARK: - Hugging Face config.json
 
 extension ModelConfiguration {

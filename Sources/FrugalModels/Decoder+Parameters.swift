@@ -16,7 +16,7 @@ extension Decoder {
     public func attachLoRA(_ lora: LoRAConfiguration, seed: UInt64, frozenLayers: Set<Int> = [],
                            shareBlockGradients: Bool = false, dtype: DType = .f32) throws -> TrainableParameters {
         let backend = try trainingBackend()
-        try checkBlocks(frozenLayers)
+        try configuration.checkFrozenLayers(frozenLayers)
         guard lora.rank > 0 else { throw FrugalError.invalidArgument("LoRA rank must be positive, found \(lora.rank)") }
         guard lora.dropout >= 0 && lora.dropout < 1 else { throw FrugalError.invalidArgument("LoRA dropout must be in [0, 1)") }
         let roles = try ProjectionRole.parse(lora.targets)
@@ -43,7 +43,7 @@ extension Decoder {
     ///   fused optimizer step).
     public func allWeights(frozenLayers: Set<Int> = [], shareBlockGradients: Bool = false) throws -> TrainableParameters {
         let backend = try trainingBackend()
-        try checkBlocks(frozenLayers)
+        try configuration.checkFrozenLayers(frozenLayers)
         let named = weights.namedTensors.map { name, tensor -> (name: String, tensor: Tensor, block: Int?) in
             let block = name.hasPrefix("blocks.") ? Int(name.split(separator: ".")[1]) : nil
             return (name, tensor, block)
@@ -54,12 +54,6 @@ extension Decoder {
             throw FrugalError.invalidArgument("weight '\(name)' is \(tensor.dtype.rawValue) \(tensor.storage.category.rawValue): a full fine-tune needs the model loaded with trainable f32 (or bf16) weights")
         }
         return TrainableParameters(backend: backend, named: named, shareBlockGradients: shareBlockGradients)
-    }
-
-    /// Throws unless every one of `frozenLayers` is a block of the model (`--freeze-layers`).
-    private func checkBlocks(_ frozenLayers: Set<Int>) throws {
-        guard let block = frozenLayers.sorted().first(where: { !weights.blocks.indices.contains($0) }) else { return }
-        throw FrugalError.invalidArgument("frozen layer \(block) is not a block of this model (0…\(weights.blocks.count - 1))")
     }
 
     /// Replaces trainable parameter `i` (an f32 tensor) by a copy of it in `dtype` (f16 or bf16,

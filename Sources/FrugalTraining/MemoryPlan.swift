@@ -133,9 +133,7 @@ public struct MemoryPlan: Sendable, Equatable {
         let full = configuration.method == .full
         // LoRA's adapted blocks, and the first whose backward runs: the blocks below keep no tape.
         let frozen = full ? [] : configuration.frozenLayers
-        if let block = frozen.sorted().first(where: { !(0..<c.layers).contains($0) }) {
-            throw FrugalError.invalidArgument("frozen layer \(block) is not a block of this model (0…\(c.layers - 1))")
-        }
+        try c.checkFrozenLayers(frozen)
         guard let firstTaped = (0..<c.layers).first(where: { !frozen.contains($0) }) else {
             throw FrugalError.invalidArgument("every one of the \(c.layers) blocks is frozen: LoRA would train nothing")
         }
@@ -157,7 +155,7 @@ public struct MemoryPlan: Sendable, Equatable {
         let firstTensor = full ? c.vocabSize * (c.wordEmbedProjDim ?? c.hiddenSize) : rank * (adapted.first?.inputs ?? 0)
         let created = createdBytes * trainableCount + (createdBytes == trainableBytes ? 0 : trainableBytes * firstTensor)
         // Gradients: one per trainable value, or with the fused step one block's and those outside the blocks.
-        let perBlock = full ? shapes.projections.reduce(0) { $0 + $1.inputs * $1.outputs } + shapes.blockVectorValues
+        let perBlock = full ? shapes.blockMultiplies + shapes.blockVectorValues
             : adapterValues / trainedBlocks
         let gradients = 4 * (configuration.fusedOptimizerStep ? trainableCount - (trainedBlocks - 1) * perBlock : trainableCount)
         // The optimizer's state, tensor by tensor (8-bit moments come in whole blocks), and f32 masters.
@@ -293,7 +291,7 @@ public struct MemoryPlan: Sendable, Equatable {
         var vectorValues: Int { vectors.reduce(0, +) }
         /// Values of one block's norms and biases.
         let blockVectorValues: Int
-        /// Multiply-adds per token of every block's projections, and of the head.
+        /// Multiply-adds per token of one block's projections, and of the head.
         let blockMultiplies: Int, headMultiplies: Int
 
         init(_ c: ModelConfiguration) {
@@ -319,7 +317,7 @@ public struct MemoryPlan: Sendable, Equatable {
             outsideBlocks = [c.vocabSize * embedding] + (c.learnedPositions ? [(c.maxPositions + c.positionOffset) * d] : [])
                 + (embedding != d ? [d * embedding] : []) + finalNorm + (embedding != d ? [embedding * d] : [])
                 + (c.tiedEmbeddings ? [] : [c.vocabSize * embedding])
-            blockMultiplies = c.layers * projections.reduce(0) { $0 + $1.inputs * $1.outputs }
+            blockMultiplies = projections.reduce(0) { $0 + $1.inputs * $1.outputs }
             headMultiplies = c.vocabSize * embedding
         }
 
@@ -427,16 +425,16 @@ public struct MemoryPlan: Sendable, Equatable {
     /// the down projections' adapters' rank summed over the blocks.
     static func flops(_ p: Configuration, _ shapes: Shapes, adapterValues: Int, full: Bool, taped: Int, downAdapted: Int) -> Double {
         let c = p.model
-        let blockMultiplies = shapes.blockMultiplies / c.layers, below = Double(c.layers - taped)
-        let weights = Double(taped * blockMultiplies + shapes.headMultiplies)
+        let below = Double(c.layers - taped)
+        let weights = Double(taped * shapes.blockMultiplies + shapes.headMultiplies)
         // Scores and mixing: 2·2·seq·(heads·headDim) per layer forward, twice that backward.
         let attention = 4 * Double(p.sequenceLength * c.heads * c.headDim)
         var total = (full ? 6 : 4) * weights + 6 * Double(adapterValues) + 3 * Double(taped) * attention
-            + below * (2 * Double(blockMultiplies) + attention)
+            + below * (2 * Double(shapes.blockMultiplies) + attention)
         if p.checkpointing {
             // Every taped block's forward again, but for a pre-norm block's down projection (`Decoder.recomputeBlock`).
             let skipped = c.normBeforeBlock ? c.hiddenSize * (taped * c.intermediateSize + downAdapted) : 0
-            total += 2 * Double(taped * blockMultiplies + adapterValues - skipped) + Double(taped) * attention
+            total += 2 * Double(taped * shapes.blockMultiplies + adapterValues - skipped) + Double(taped) * attention
         }
         return total
     }
